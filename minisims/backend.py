@@ -1,0 +1,92 @@
+"""The array backend: NumPy on the CPU, CuPy on a GPU.
+
+Every module reaches its array module through one function, :func:`xp`. With no argument it
+returns the module of the current device (set by :func:`use_device`); given arrays it returns the
+module those arrays live in, so code written against ``xp(x)`` runs unchanged on NumPy and CuPy
+arrays. CuPy is imported lazily and only when asked for, so everything on the CPU works without it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_DEVICE = "cpu"
+_cupy = None
+
+
+class BackendError(RuntimeError):
+    """The requested device cannot be used (no CuPy, or no GPU)."""
+
+
+def _import_cupy():
+    """Import CuPy and check that a GPU answers; raise BackendError with a one-line reason."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as e:  # the wheel is the 'gpu' extra: pip install -e .[gpu]
+        raise BackendError("the GPU backend needs CuPy: pip install 'minisims[gpu]'") from e
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+        cupy.zeros(1).sum()
+    except Exception as e:  # CuPy imports without a GPU but any array op raises
+        raise BackendError(f"CuPy is installed but no GPU is usable ({type(e).__name__})") from e
+    _cupy = cupy
+    return cupy
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and a GPU runs an array op."""
+    try:
+        _import_cupy()
+        return True
+    except BackendError:
+        return False
+
+
+def use_device(device: str) -> None:
+    """Select 'cpu' (NumPy) or 'gpu' (CuPy) for arrays created from now on."""
+    global _DEVICE
+    if device not in ("cpu", "gpu"):
+        raise BackendError(f"unknown device {device!r}: use 'cpu' or 'gpu'")
+    if device == "gpu":
+        _import_cupy()
+    _DEVICE = device
+
+
+def current_device() -> str:
+    return _DEVICE
+
+
+def xp(*arrays):
+    """The array module: of the given arrays if any is a CuPy array, else of the current device."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+        if not arrays and _DEVICE == "gpu":
+            return _cupy
+    return np
+
+
+def asarray(a, dtype=None):
+    """Move ``a`` to the current device (a no-op when it is already there)."""
+    return xp().asarray(a, dtype=dtype)
+
+
+def to_numpy(a) -> np.ndarray:
+    """Bring an array back to the host as a NumPy array."""
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return _cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def default_rng(seed=None):
+    """A random generator for the current device: numpy's on the CPU, CuPy's on the GPU.
+
+    Both answer ``standard_normal(size, dtype=...)``, ``random(size)`` and ``integers``; code that
+    draws noise takes the generator as a parameter and never touches global state.
+    """
+    if _DEVICE == "gpu":
+        return _cupy.random.default_rng(seed)
+    return np.random.default_rng(seed)

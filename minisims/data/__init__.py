@@ -1,0 +1,4 @@
+"""Data: the paper's 2D toy distributions (CIFAR-10 comes with the image pipeline)."""
+from .toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+
+__all__ = ["GAUSSIAN_MEAN", "GAUSSIAN_COV", "sample_gaussian"]

@@ -1,0 +1,104 @@
+"""The two diffusion formulations, each bundling its loss, its model call and its sampler.
+
+- :class:`DDPM`: epsilon prediction, cosine schedule, ancestral sampler: the paper-faithful toy
+  preset (the small DDPM toy the paper cites).
+- :class:`EDM`: preconditioned denoiser (EDM or VP), EDM loss, Heun/Euler sampler: the
+  formulation the image models use; the toy runs on it too.
+
+Both expose the same three methods so that training, SIMS and the loops never ask which one
+they hold: ``loss_and_grad(net, y, rng)``, ``model(net)`` (the callable a sampler evaluates) and
+``sample(net, shape, rng, aux=None, w=0, interval=None)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..guidance import Guidance, GuidanceInterval
+from .loss import ddpm_loss_and_grad, edm_loss_and_grad
+from .precond import EDMPrecond, VPPrecond
+from .samplers import ddpm_sampler, edm_sampler
+from .schedules import cosine_alpha_bar
+
+
+def _guidance(self, aux, w, interval):
+    if aux is None:
+        if w != 0:
+            raise ValueError("guidance weight w != 0 needs an auxiliary model")
+        return None
+    return Guidance(self.model(aux), float(w), interval)
+
+
+@dataclass
+class DDPM:
+    T: int = 40           # number of noise levels t = 0..T-1 (T-1 sampler steps)
+    s: float = 0.008      # cosine schedule offset
+    member_ndim: int = 1  # leading ensemble axes of the data (1 for the toy)
+    data_ndim: int = 1    # axes of one sample (1 for points, 3 for images)
+
+    name = "ddpm"
+
+    def __post_init__(self):
+        if self.T < 2:
+            raise ValueError(f"DDPM needs T >= 2, got {self.T}")
+        self.alpha_bar = cosine_alpha_bar(self.T, self.s)  # T
+
+    def loss_and_grad(self, net, y, rng):
+        return ddpm_loss_and_grad(net, self.alpha_bar, y, rng, self.member_ndim, self.data_ndim)
+
+    def model(self, net):
+        """eps(x, t): the network's epsilon prediction for the integer step t."""
+        return lambda x, t: net.forward(x, float(t))
+
+    def sample(self, net, shape, rng, aux=None, w: float = 0.0,
+               interval: GuidanceInterval | None = None, progress: bool = False):
+        return ddpm_sampler(self.model(net), shape, rng, alpha_bar=self.alpha_bar,
+                            guidance=_guidance(self, aux, w, interval), progress=progress)
+
+    def nfe(self) -> int:
+        return self.T - 1
+
+
+@dataclass
+class EDM:
+    precond: EDMPrecond | VPPrecond = field(default_factory=EDMPrecond)
+    P_mean: float = -1.2
+    P_std: float = 1.2
+    num_steps: int = 18
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    solver: str = "heun"
+    S_churn: float = 0.0
+    S_min: float = 0.0
+    S_max: float = math.inf
+    S_noise: float = 1.0
+    member_ndim: int = 1
+    data_ndim: int = 1
+
+    name = "edm"
+
+    def loss_and_grad(self, net, y, rng):
+        return edm_loss_and_grad(net, self.precond, y, rng, self.P_mean, self.P_std,
+                                 self.member_ndim, self.data_ndim)
+
+    def model(self, net):
+        """D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) for a scalar sigma."""
+        def denoise(x, sigma):
+            c_skip, c_out, c_in, c_noise = self.precond.coefficients(np.float64(sigma))
+            F = net.forward((c_in * x).astype(net.dtype), float(c_noise))
+            return c_skip * x + c_out * F
+        return denoise
+
+    def sample(self, net, shape, rng, aux=None, w: float = 0.0,
+               interval: GuidanceInterval | None = None, progress: bool = False):
+        return edm_sampler(self.model(net), shape, rng, num_steps=self.num_steps,
+                           sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho,
+                           solver=self.solver, S_churn=self.S_churn, S_min=self.S_min,
+                           S_max=self.S_max, S_noise=self.S_noise,
+                           guidance=_guidance(self, aux, w, interval), progress=progress)
+
+    def nfe(self) -> int:
+        return 2 * self.num_steps - 1 if self.solver == "heun" else self.num_steps

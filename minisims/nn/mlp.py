@@ -1,0 +1,57 @@
+"""The toy denoiser: an MLP on (x, embedding of the noise level).
+
+# R ensemble members, N points, D data dimension (2), H hidden width, E embedding width
+Layout of the DDPM toy the paper cites: Linear(D+E -> H), depth x [Linear(H,H), ReLU],
+Linear(H -> D). It predicts whatever the formulation asks of it (epsilon for DDPM, F for EDM).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import backend
+from .embedding import NoiseEmbedding
+from .layers import Linear, ReLU, Sequential, SiLU
+from .module import Module
+
+
+@dataclass
+class MLPConfig:
+    dim: int = 2             # D, data dimension
+    hidden: int = 64         # H
+    depth: int = 4           # number of [Linear(H,H), act] blocks
+    activation: str = "relu"  # relu | silu
+    embedding: str = "raw"   # raw | fourier
+    num_freqs: int = 8       # fourier only
+
+
+class MLPDenoiser(Module):
+    """F(x, c) for x (R,N,D) and c (R,N) or anything broadcastable to it -> (R,N,D)."""
+
+    def __init__(self, cfg: MLPConfig, rng: np.random.Generator, ensemble: int | None = None,
+                 dtype=np.float32):
+        super().__init__()
+        self.cfg, self.dtype = cfg, dtype
+        act = {"relu": ReLU, "silu": SiLU}[cfg.activation]
+        self.embed = NoiseEmbedding(cfg.embedding, cfg.num_freqs, dtype=dtype)
+        H = cfg.hidden
+        layers = [Linear(cfg.dim + self.embed.dim, H, rng, ensemble, dtype)]
+        for _ in range(cfg.depth):
+            layers += [Linear(H, H, rng, ensemble, dtype), act()]
+        layers.append(Linear(H, cfg.dim, rng, ensemble, dtype))
+        self.net = Sequential(*layers)
+        self.children = {"net": self.net}
+
+    def forward(self, x, c):
+        xp = backend.xp(x)
+        c = xp.broadcast_to(xp.asarray(c, dtype=self.dtype), x.shape[:-1])  # R,N
+        e = self.embed.forward(c)  # R,N,E
+        h = xp.concatenate([x.astype(self.dtype, copy=False), e], axis=-1)  # R,N,D+E
+        return self.net.forward(h)  # R,N,D
+
+    def backward(self, dy):
+        """Returns (dx, dc): gradients for the data input and for the noise-level scalar."""
+        dh = self.net.backward(dy)  # R,N,D+E
+        D = self.cfg.dim
+        return dh[..., :D], self.embed.backward(dh[..., D:])  # (R,N,D), (R,N)

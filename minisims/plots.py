@@ -1,0 +1,41 @@
+"""Figures for the 2D experiments (matplotlib, headless)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def gaussian_contours(ax, mean, cov, levels=(1, 2, 3), **kw):
+    """Draw the 1, 2, 3-sigma ellipses of N(mean, cov) on ``ax``."""
+    ev, V = np.linalg.eigh(np.asarray(cov, float))
+    theta = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([np.cos(theta), np.sin(theta)])  # 2,200
+    for k in levels:
+        pts = np.asarray(mean)[:, None] + V @ (k * np.sqrt(ev)[:, None] * circle)  # 2,200
+        ax.plot(pts[0], pts[1], **{"color": "k", "lw": 0.8, "alpha": 0.6, **kw})
+
+
+def samples_over_density(panels, mean, cov, path, title=None, max_points=1500, lim=6.0):
+    """One scatter panel per (label, points (n,2)) over the target's density contours."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (label, pts) in zip(axes[0], panels):
+        pts = np.asarray(pts)[:max_points]
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.4, color="C0" if "base" in label else "C3")
+        gaussian_contours(ax, mean, cov)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
