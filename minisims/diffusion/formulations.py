@@ -49,8 +49,9 @@ class DDPM:
         return ddpm_loss_and_grad(net, self.alpha_bar, y, rng, self.member_ndim, self.data_ndim)
 
     def model(self, net):
-        """eps(x, t): the network's epsilon prediction for the integer step t."""
-        return lambda x, t: net.forward(x, float(t))
+        """eps(x, t): the network's epsilon prediction for the integer step t, in x's dtype (the
+        sampler's float64 state), so guidance combines in the sampler's precision as EDM's does."""
+        return lambda x, t: net.forward(x, float(t)).astype(x.dtype, copy=False)
 
     def sample(self, net, shape, rng, aux=None, w: float = 0.0,
                interval: GuidanceInterval | None = None, progress: bool = False):

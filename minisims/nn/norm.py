@@ -1,0 +1,73 @@
+"""Group normalisation (Wu & He 2018), the normaliser of DDPM/EDM UNets.
+
+# N batch, C channels, G groups, H W spatial, M = (C/G)*H*W values per group
+Each image's channels are split into G groups; every group is standardised with its own mean and
+variance, then each channel gets a learned scale gamma and shift beta:
+
+    xhat = (x - mean_g) / sqrt(var_g + eps),   y = gamma_c xhat + beta_c
+
+Backward, with dxhat = gamma_c dy and averages <.> over the M values of a group:
+
+    dx = (dxhat - <dxhat> - xhat <dxhat xhat>) / sqrt(var_g + eps)
+
+In NCHW a group's M values are contiguous, so the statistics are plain reductions over the last
+axis of an (N,G,M) view.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from .module import Module
+
+
+def num_groups_for(channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> int:
+    """EDM's rule: min(max_groups, C // min_channels_per_group) groups, at least 1; it must
+    divide C."""
+    g = max(1, min(max_groups, channels // min_channels_per_group))
+    while channels % g:
+        g -= 1
+    return g
+
+
+class GroupNorm(Module):
+    """x (N,C,H,W) -> y (N,C,H,W); parameters gamma (C,) = 1 and beta (C,) = 0 at init."""
+
+    def __init__(self, channels: int, groups: int, eps: float = 1e-5, dtype=np.float32):
+        super().__init__()
+        if channels % groups:
+            raise ValueError(f"{channels} channels do not split into {groups} groups")
+        self.C, self.G, self.eps = channels, groups, eps
+        self.params = {"gamma": backend.asarray(np.ones(channels), dtype),
+                       "beta": backend.asarray(np.zeros(channels), dtype)}
+        self._init_grads()
+
+    def forward(self, x):
+        xp = backend.xp(x)
+        N, C, H, W = x.shape
+        xg = x.reshape(N, self.G, -1)  # N,G,M
+        mean = xg.mean(axis=-1, keepdims=True)  # N,G,1
+        xc = xg - mean  # N,G,M
+        var = xp.einsum("ngm,ngm->ng", xc, xc)[..., None] / xc.shape[-1]  # N,G,1
+        # keep 1/std (N,G,1) and xhat (N,C,H,W): backward needs both, recomputing costs a pass
+        self.rstd = 1.0 / xp.sqrt(var + self.eps)  # N,G,1
+        xc *= self.rstd
+        self.xhat = xc.reshape(N, C, H, W)  # N,C,H,W
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        return self.xhat * gamma[:, None, None] + beta[:, None, None]  # N,C,H,W
+
+    def backward(self, dy):
+        xp = backend.xp(dy)
+        N, C, H, W = dy.shape
+        xhat = self.xhat
+        self.grads["gamma"] += xp.einsum("nchw,nchw->c", dy, xhat)  # C
+        self.grads["beta"] += dy.sum(axis=(0, 2, 3))  # C
+        dxhat = (dy * self.params["gamma"][:, None, None]).reshape(N, self.G, -1)  # N,G,M
+        xg = xhat.reshape(N, self.G, -1)  # N,G,M
+        M = xg.shape[-1]
+        mean_d = dxhat.mean(axis=-1, keepdims=True)  # N,G,1: <dxhat>
+        mean_dx = xp.einsum("ngm,ngm->ng", dxhat, xg)[..., None] / M  # N,G,1: <dxhat xhat>
+        dxhat -= mean_d
+        dxhat -= xg * mean_dx
+        dxhat *= self.rstd
+        return dxhat.reshape(N, C, H, W)  # N,C,H,W

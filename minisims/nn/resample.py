@@ -1,0 +1,45 @@
+"""Changing the resolution by a factor of two: nearest up-sampling and 2x2 average pooling.
+
+# N batch, C channels, H W input size
+Both are linear maps with no parameters, so each backward is the transposed map:
+
+- ``Upsample2x`` (nearest): every pixel becomes a 2x2 block; backward sums each 2x2 block of dy.
+- ``AvgPool2x``: every 2x2 block becomes its mean; backward spreads dy / 4 over the block.
+
+The UNet follows each with a 3x3 convolution or uses a stride-2 convolution instead
+(:mod:`minisims.nn.blocks`); these two are the parameter-free halves.
+"""
+from __future__ import annotations
+
+from .. import backend
+from .module import Module
+
+
+class Upsample2x(Module):
+    """x (N,C,H,W) -> y (N,C,2H,2W), y[n,c,2h+a,2v+b] = x[n,c,h,v]."""
+
+    def forward(self, x):
+        xp = backend.xp(x)
+        N, C, H, W = x.shape
+        y = xp.broadcast_to(x[:, :, :, None, :, None], (N, C, H, 2, W, 2))  # N,C,H,2,W,2
+        return y.reshape(N, C, 2 * H, 2 * W)  # N,C,2H,2W (the reshape copies)
+
+    def backward(self, dy):
+        N, C, H2, W2 = dy.shape
+        return dy.reshape(N, C, H2 // 2, 2, W2 // 2, 2).sum(axis=(3, 5))  # N,C,H,W
+
+
+class AvgPool2x(Module):
+    """x (N,C,H,W) -> y (N,C,H/2,W/2), the mean of each 2x2 block; H and W must be even."""
+
+    def forward(self, x):
+        N, C, H, W = x.shape
+        if H % 2 or W % 2:
+            raise ValueError(f"AvgPool2x needs an even size, got {H}x{W}")
+        return x.reshape(N, C, H // 2, 2, W // 2, 2).mean(axis=(3, 5))  # N,C,H/2,W/2
+
+    def backward(self, dy):
+        xp = backend.xp(dy)
+        N, C, H, W = dy.shape
+        dx = xp.broadcast_to((0.25 * dy)[:, :, :, None, :, None], (N, C, H, 2, W, 2))  # N,C,H,2,W,2
+        return dx.reshape(N, C, 2 * H, 2 * W)  # N,C,2H,2W

@@ -1,0 +1,254 @@
+"""A small UNet for images, in the spirit of EDM's DDPM++ (Karras et al. 2022, Appendix F.2),
+with every backward written by hand. Its encoder and decoder are separate modules so that the
+SIMS auxiliary model can fine-tune the decoder alone and share the encoder pass with the base
+model (paper Appendix A: 1.5x NFE instead of 2x; see :mod:`minisims.shared_encoder`).
+
+# N batch, C channels, H W spatial, E embedding width, K Fourier frequencies, L levels
+Shapes for UNetConfig(img_resolution=32, channels=64, channel_mult=(1, 2, 2)):
+
+    encoder  c_noise (N,) -> fourier (N,2K) -> Linear,SiLU,Linear,SiLU -> emb (N,E)
+             x (N,3,32,32) -> conv_in (N,64,32,32)
+             level 0: blocks_per_level x ResBlock(64)            at 32x32, then Downsample
+             level 1: blocks_per_level x ResBlock(128)           at 16x16, then Downsample
+             level 2: blocks_per_level x ResBlock(128)           at  8x8
+             every stage's output is kept as a skip: (skips, emb) is the encoder's output
+    decoder  two ResBlocks at 8x8 (the first with attention), then per level, coarse to fine,
+             blocks_per_level+1 x ResBlock(concat(h, skip)), then Upsample;
+             GroupNorm, SiLU, conv_out -> F (N,3,32,32)
+
+The network is F in D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) (minisims.diffusion.EDM).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import backend
+from .blocks import Downsample, ResBlock, Upsample, concat_channels
+from .conv import Conv2d
+from .dropout import Dropout
+from .embedding import NoiseEmbedding
+from .layers import Linear, SiLU
+from .module import Module
+from .norm import GroupNorm, num_groups_for
+
+
+@dataclass
+class UNetConfig:
+    img_resolution: int = 32      # H = W of the input
+    in_channels: int = 3
+    out_channels: int = 3
+    channels: int = 64            # channels at the first level
+    channel_mult: tuple = (1, 2, 2)   # per level; each level after the first halves H and W
+    blocks_per_level: int = 2
+    attn_resolutions: tuple = (16,)   # resolutions whose ResBlocks end in self-attention
+    dropout: float = 0.1
+    num_freqs: int = 16           # K: the noise level enters as 2K Fourier features
+    max_freq: float = 32.0
+    emb_mult: int = 4             # E = emb_mult * channels
+    max_groups: int = 32          # GroupNorm: min(32, C // 4) groups
+    resample_conv: bool = True    # stride-2 conv down / nearest + conv up; False: avg pool / nearest
+    init_zero: float = 1e-5       # init scale of the last conv of each residual branch and the output
+
+    def __post_init__(self):
+        self.channel_mult = tuple(self.channel_mult)
+        self.attn_resolutions = tuple(self.attn_resolutions)
+        if self.img_resolution % 2 ** (len(self.channel_mult) - 1):
+            raise ValueError(f"img_resolution {self.img_resolution} cannot be halved "
+                             f"{len(self.channel_mult) - 1} times")
+
+    @property
+    def emb_dim(self) -> int:
+        return self.emb_mult * self.channels
+
+    def groups(self, c: int) -> int:
+        return num_groups_for(c, self.max_groups)
+
+
+@dataclass
+class EncoderOutput:
+    """What the decoder needs: every encoder stage's output (skips[-1] is the bottom) and emb."""
+    skips: list = field(default_factory=list)   # (N,C_s,H_s,W_s) each
+    emb: object = None                          # N,E
+
+
+class UNetEncoder(Module):
+    """(x (N,Cin,H,W), c_noise (N,)) -> EncoderOutput."""
+
+    def __init__(self, cfg: UNetConfig, rng, dtype=np.float32):
+        super().__init__()
+        E = cfg.emb_dim
+        self.embed = NoiseEmbedding("fourier", cfg.num_freqs, cfg.max_freq, dtype=dtype)
+        self.map0 = Linear(self.embed.dim, E, rng, dtype=dtype)
+        self.map_act0 = SiLU()
+        self.map1 = Linear(E, E, rng, dtype=dtype)
+        self.map_act1 = SiLU()
+        C0 = cfg.channels * cfg.channel_mult[0]
+        self.stages = [Conv2d(cfg.in_channels, C0, 3, rng, dtype=dtype)]
+        self.skip_channels = [C0]
+        cin, res = C0, cfg.img_resolution
+        for level, mult in enumerate(cfg.channel_mult):
+            cout = cfg.channels * mult
+            for _ in range(cfg.blocks_per_level):
+                self.stages.append(ResBlock(cin, cout, E, rng, cfg.groups(cin), cfg.groups(cout),
+                                            cfg.dropout, res in cfg.attn_resolutions,
+                                            cfg.init_zero, dtype))
+                cin = cout
+                self.skip_channels.append(cout)
+            if level < len(cfg.channel_mult) - 1:
+                self.stages.append(Downsample(cout, rng, cfg.resample_conv, dtype))
+                self.skip_channels.append(cout)
+                res //= 2
+        self.children = {"map0": self.map0, "map1": self.map1}
+        self.children.update({f"stage{i}": s for i, s in enumerate(self.stages)})
+
+    def forward(self, x, c_noise):
+        emb = self.map_act0.forward(self.map0.forward(self.embed.forward(c_noise)))  # N,E
+        emb = self.map_act1.forward(self.map1.forward(emb))  # N,E
+        skips, h = [], x
+        for stage in self.stages:
+            h = stage.forward(h, emb) if isinstance(stage, ResBlock) else stage.forward(h)
+            skips.append(h)  # N,C_s,H_s,W_s
+        return EncoderOutput(skips, emb)
+
+    def backward(self, dskips, demb):
+        """dskips (one gradient per skip), demb (N,E) -> (dx (N,Cin,H,W), dc_noise (N,))."""
+        demb = demb.copy()
+        g = dskips[-1]
+        for i in reversed(range(len(self.stages))):
+            stage = self.stages[i]
+            if isinstance(stage, ResBlock):
+                g, de = stage.backward(g)
+                demb += de
+            else:
+                g = stage.backward(g)
+            if i > 0:
+                g = g + dskips[i - 1]  # the input of stage i is also skip i-1
+        demb = self.map0.backward(self.map_act0.backward(self.map1.backward(self.map_act1.backward(demb))))
+        return g, self.embed.backward(demb)
+
+
+class UNetDecoder(Module):
+    """EncoderOutput -> F (N,Cout,H,W)."""
+
+    def __init__(self, cfg: UNetConfig, skip_channels: list, rng, dtype=np.float32):
+        super().__init__()
+        E, L = cfg.emb_dim, len(cfg.channel_mult)
+        skip_ch = list(skip_channels)
+        cin = skip_ch[-1]
+        res = cfg.img_resolution // 2 ** (L - 1)
+        g = cfg.groups
+        self.mid = [ResBlock(cin, cin, E, rng, g(cin), g(cin), cfg.dropout, True, cfg.init_zero, dtype),
+                    ResBlock(cin, cin, E, rng, g(cin), g(cin), cfg.dropout, False, cfg.init_zero, dtype)]
+        # stages: ResBlocks that take one skip each (concatenated to their input), and Upsamples
+        self.stages = []
+        for level in reversed(range(L)):
+            cout = cfg.channels * cfg.channel_mult[level]
+            for _ in range(cfg.blocks_per_level + 1):
+                c = cin + skip_ch.pop()
+                self.stages.append(ResBlock(c, cout, E, rng, g(c), g(cout), cfg.dropout,
+                                            res in cfg.attn_resolutions, cfg.init_zero, dtype))
+                cin = cout
+            if level > 0:
+                self.stages.append(Upsample(cout, rng, cfg.resample_conv, dtype))
+                res *= 2
+        self.norm_out = GroupNorm(cin, g(cin), dtype=dtype)
+        self.act_out = SiLU()
+        self.conv_out = Conv2d(cin, cfg.out_channels, 3, rng, init_scale=cfg.init_zero, dtype=dtype)
+        self.children = {f"mid{i}": b for i, b in enumerate(self.mid)}
+        self.children.update({f"stage{i}": s for i, s in enumerate(self.stages)})
+        self.children.update({"norm_out": self.norm_out, "conv_out": self.conv_out})
+
+    def forward(self, enc: EncoderOutput):
+        emb, skips = enc.emb, enc.skips
+        h = skips[-1]
+        for block in self.mid:
+            h = block.forward(h, emb)
+        self.split = []  # channels of h before each concatenation: backward splits there
+        j = len(skips)
+        for stage in self.stages:
+            if isinstance(stage, ResBlock):
+                j -= 1
+                self.split.append(h.shape[1])
+                h = stage.forward(concat_channels(h, skips[j]), emb)  # N,C+C_j,H,W -> N,C',H,W
+            else:
+                h = stage.forward(h)
+        return self.conv_out.forward(self.act_out.forward(self.norm_out.forward(h)))  # N,Cout,H,W
+
+    def backward(self, dF):
+        """dF (N,Cout,H,W) -> (dskips (one per skip, in skip order), demb (N,E))."""
+        dh = self.norm_out.backward(self.act_out.backward(self.conv_out.backward(dF)))
+        n_skips = len(self.split)
+        dskips = [None] * n_skips
+        demb = None
+        j, k = 0, len(self.split)
+        for stage in reversed(self.stages):
+            if isinstance(stage, ResBlock):
+                k -= 1
+                dcat, de = stage.backward(dh)
+                demb = de if demb is None else demb + de
+                c = self.split[k]
+                dh, dskips[j] = dcat[:, :c], dcat[:, c:]  # skip j fed the k-th concatenation
+                j += 1
+            else:
+                dh = stage.backward(dh)
+        for block in reversed(self.mid):
+            dh, de = block.backward(dh)
+            demb += de
+        dskips[-1] = dskips[-1] + dh  # the bottom skip is also the mid blocks' input
+        return dskips, demb
+
+
+class UNet(Module):
+    """F(x, c_noise): x (N,Cin,H,W), c_noise (N,) or a scalar -> (N,Cout,H,W).
+
+    ``train_encoder = False`` freezes the encoder: backward stops at the decoder, the encoder's
+    grads stay zero (so Adam leaves its weights exactly unchanged) and backward returns None.
+    ``set_dropout(rng)`` turns dropout on with masks from ``rng``; ``set_dropout(None)`` (the
+    default) turns it off for sampling.
+    """
+
+    def __init__(self, cfg: UNetConfig, rng, dtype=np.float32):
+        super().__init__()
+        self.cfg, self.dtype = cfg, dtype
+        self.encoder = UNetEncoder(cfg, rng, dtype)
+        self.decoder = UNetDecoder(cfg, self.encoder.skip_channels, rng, dtype)
+        self.children = {"encoder": self.encoder, "decoder": self.decoder}
+        self.train_encoder = True
+
+    def set_dropout(self, rng):
+        for mod in _walk(self):
+            if isinstance(mod, Dropout):
+                mod.rng = rng
+
+    def encode(self, x, c_noise) -> EncoderOutput:
+        xp = backend.xp(x)
+        x = x.astype(self.dtype, copy=False)
+        c = xp.broadcast_to(xp.asarray(c_noise, dtype=self.dtype), (x.shape[0],))  # N
+        return self.encoder.forward(x, c)
+
+    def decode(self, enc: EncoderOutput):
+        return self.decoder.forward(enc)
+
+    def forward(self, x, c_noise):
+        return self.decode(self.encode(x, c_noise))  # N,Cout,H,W
+
+    def backward(self, dF):
+        """dF (N,Cout,H,W) -> (dx (N,Cin,H,W), dc_noise (N,)), or None with a frozen encoder."""
+        dskips, demb = self.decoder.backward(dF)
+        if not self.train_encoder:
+            return None
+        return self.encoder.backward(dskips, demb)
+
+
+def _walk(mod: Module):
+    """Every module below ``mod`` (children and blocks' sub-layers without parameters too)."""
+    yield mod
+    for v in vars(mod).values():
+        if isinstance(v, Module):
+            yield from _walk(v)
+        elif isinstance(v, list):
+            for item in v:
+                if isinstance(item, Module):
+                    yield from _walk(item)
