@@ -90,3 +90,19 @@ def default_rng(seed=None):
     if _DEVICE == "gpu":
         return _cupy.random.default_rng(seed)
     return np.random.default_rng(seed)
+
+
+def blas_threads(n: int | None):
+    """Context manager: limit NumPy's BLAS to n threads (None: leave it alone).
+
+    The toy models multiply small matrices (64 wide), where one BLAS thread is fastest and a
+    second thread only waits; on a busy machine a spinning OpenBLAS thread made a (4,64,1000) x
+    (4,1000,64) product 500x slower (0.3 s instead of 0.6 ms, measured on this project's 2-core
+    machine under load). Image-size convolutions want every core and do not use this.
+    """
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=n, user_api="blas")

@@ -56,6 +56,8 @@ def build_parser() -> Parser:
     p.add_argument("--metric", choices=["w2", "w2sq"], default="w2", help="W2 or W2 squared (default: w2)")
     p.add_argument("--outdir", default="runs/toy", help="where the plot and results go (default: runs/toy)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
+    p.add_argument("--blas-threads", type=int_at_least(0), default=1,
+                   help="BLAS threads for the small toy matrices; 0 leaves the library default (default: 1)")
     p.add_argument("--no-plot", action="store_true", help="skip the figure")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -64,7 +66,11 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    prog = parser.prog
+    with backend.blas_threads(args.blas_threads or None):
+        return _run(args, parser.prog)
+
+
+def _run(args, prog) -> int:
     try:
         outdir = writable_dir(args.outdir)
     except Exception as e:
