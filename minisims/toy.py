@@ -111,12 +111,16 @@ def _run(args, prog) -> int:
         better = "" if w == 0 else f"{int((d < base).sum())}/{len(d)}"
         lines.append(f"{label:>6}  {d.mean():9.4f} +- {d.std(ddof=1) if len(d) > 1 else 0:.4f}  "
                      f"{d.mean() / base.mean():13.3f}  {better:>11}")
+    floor = gaussian_w2(backend.to_numpy(data), GAUSSIAN_MEAN, GAUSSIAN_COV, squared=squared)  # R
+    lines.append(f"{'D_r':>6}  {floor.mean():9.4f} +- {floor.std(ddof=1) if len(floor) > 1 else 0:.4f}"
+                 f"  (reference: the Gaussian fit of the real points themselves)")
     lines.append(f"({elapsed:.1f} s: fit {t_fit:.1f} s, sampling {elapsed - t_fit:.1f} s; "
                  f"+- is the std over runs)")
     print("\n".join(lines))
 
     results = {"args": vars(args), "omega": omegas, "metric": args.metric,
                "distance_per_run": {str(w): dists[w].tolist() for w in omegas},
+               "real_data_distance_per_run": floor.tolist(),
                "seconds": elapsed}
     path = os.path.join(outdir, "toy_results.json")
     with open(path + ".tmp", "w") as f:
@@ -140,6 +144,9 @@ def entry(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        sys.exit(1)
 
 
 if __name__ == "__main__":
