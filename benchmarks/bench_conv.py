@@ -1,0 +1,225 @@
+"""Benchmark: 3x3 convolution forward + backward (input and weight gradients), N 64, C 64 -> 64,
+32x32 and 16x16, stride 1, padding 1: every version of kernels/conv2d.py against PyTorch
+(torch.nn.functional.conv2d + autograd), side by side in one process, with the machine's own
+float32 matmul rate measured in the same run as the ceiling.
+
+# N batch, C channels (in = out), H W spatial
+
+Every version is first validated against the NumPy reference (small shapes, float32 and float64,
+stride 1 and 2, 1x1 and 3x3); then the contenders run interleaved (one forward + backward each, in
+turn, repeated) and the table gives medians. Other processes share the cores: read ratios, and
+rerun when the matmul rate looks low.
+
+    PYTHONPATH=. python benchmarks/bench_conv.py                    # CPU: numpy, numba, torch
+    PYTHONPATH=. python benchmarks/bench_conv.py --breakdown        # + where the time goes
+    PYTHONPATH=. python benchmarks/bench_conv.py --device gpu       # GPU: cupy, cuda, torch cudnn
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kernels import conv2d as K  # noqa: E402
+from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight,  # noqa: E402
+                            conv2d_forward, out_size)
+
+SIZES = [32, 16]
+
+
+def validate(impls, xp, to_numpy):
+    """Each version against the NumPy reference, float32 and float64, before any timing."""
+    rng = np.random.default_rng(0)
+    for N, C, O, H, k, s, p in [(2, 8, 8, 9, 3, 1, 1), (2, 8, 6, 9, 3, 2, 1), (3, 5, 7, 6, 1, 1, 0),
+                                (2, 4, 4, 7, 1, 2, 0)]:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((N, C, H, H)).astype(dtype)  # N,C,H,W
+            w = rng.standard_normal((O, C, k, k)).astype(dtype)  # O,C,k,k
+            b = rng.standard_normal(O).astype(dtype)  # O
+            Ho = out_size(H, k, s, p)
+            dy = rng.standard_normal((N, O, Ho, Ho)).astype(dtype)  # N,O,Ho,Wo
+            ref = [conv2d_forward(x, w, b, s, p, "reference"),
+                   conv2d_backward_input(dy, w, x.shape, s, p, "reference"),
+                   *conv2d_backward_weight(dy, x, w.shape, s, p, "reference")]
+            tol = 1e-4 if dtype == np.float32 else 1e-10  # float32: K <= 72 reordered products
+            X, W_, B, DY = (xp.asarray(a) for a in (x, w, b, dy))
+            for impl in impls:
+                got = [conv2d_forward(X, W_, B, s, p, impl),
+                       conv2d_backward_input(DY, W_, x.shape, s, p, impl),
+                       *conv2d_backward_weight(DY, X, w.shape, s, p, impl)]
+                for name, g, r in zip(("y", "dx", "dw", "db"), got, ref):
+                    g = to_numpy(g)
+                    assert g.dtype == dtype and np.allclose(g, r, rtol=tol, atol=tol), \
+                        f"{impl} {name} {(N, C, O, H, k, s, p)} {dtype.__name__}: max diff {np.abs(g - r).max()}"
+    print(f"validated {', '.join(impls)} against the reference (4 shapes x 2 dtypes)")
+
+
+def ours(impl, x, w, b, dy):
+    def fwd():
+        conv2d_forward(x, w, b, 1, 1, impl)
+
+    def bwd():
+        conv2d_backward_input(dy, w, x.shape, 1, 1, impl)
+        conv2d_backward_weight(dy, x, w.shape, 1, 1, impl)
+    return fwd, bwd
+
+
+def torch_pair(torch, x, w, b, dy, device):
+    tx = torch.tensor(np.asarray(x), device=device, requires_grad=True)
+    tw = torch.tensor(np.asarray(w), device=device, requires_grad=True)
+    tb = torch.tensor(np.asarray(b), device=device, requires_grad=True)
+    tdy = torch.tensor(np.asarray(dy), device=device)
+    state = {}
+
+    def fwd():
+        state["y"] = torch.nn.functional.conv2d(tx, tw, tb, stride=1, padding=1)
+
+    def bwd():
+        state["y"].backward(tdy)
+        tx.grad = tw.grad = tb.grad = None
+    return fwd, bwd
+
+
+def timed(runs, repeats, sync):
+    """Interleave the contenders; each run is (fwd, bwd) or a single callable. Medians in s."""
+    for f in runs.values():  # warm-up: compiles, first-touch page faults, cuDNN autotuning
+        for g in (f if isinstance(f, tuple) else (f,)):
+            g()
+    sync()
+    t = {k: ([], []) for k in runs}
+    for _ in range(repeats):
+        for k, f in runs.items():
+            for g, acc in zip(f if isinstance(f, tuple) else (f,), t[k]):
+                t0 = time.perf_counter()
+                g()
+                sync()
+                acc.append(time.perf_counter() - t0)
+    return {k: tuple(statistics.median(a) if a else 0.0 for a in v) for k, v in t.items()}
+
+
+def breakdown(N, C, H, repeats):
+    """Where the CPU versions' forward time goes (N, C, HxH, 3x3, stride 1, padding 1)."""
+    from kernels import _conv2d_numba as KN
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)  # N,C,H,W
+    w = rng.standard_normal((C, C, 3, 3)).astype(np.float32)  # C,C,3,3
+    wmat = np.ascontiguousarray(K._weight_matrix(w))  # C,K
+    xpad = K._pad_nhwc(np, x, 1, "bench_pad")
+    cols = K._im2col_nhwc(np, xpad, 3, 3, 1, H, H, "bench_cols")  # N,HW,K
+    y = np.empty((N * H * H, C), np.float32)  # M,C
+    out = np.empty((N, C, H, H), np.float32)
+    B = KN._chunk(N, H * H)
+    cb = np.empty((B, H * H, 9 * C), np.float32)
+    yb = np.empty((B, H, H, C), np.float32)
+    sq = rng.standard_normal((2048, 2048)).astype(np.float32)
+    phases = {
+        "numpy: pad + NCHW->NHWC": lambda: K._pad_nhwc(np, x, 1, "bench_pad"),
+        "numpy: im2col (kh,kw,C)": lambda: K._im2col_nhwc(np, xpad, 3, 3, 1, H, H, "bench_cols"),
+        "numpy: GEMM (M,K)@(K,C)": lambda: np.matmul(cols.reshape(N * H * H, -1), wmat.T, out=y),
+        "numpy: NHWC->NCHW": lambda: K._nhwc_to_nchw(np, y.reshape(N, H, H, C), out),
+        f"numba: im2col x{-(-N // B)} chunks": lambda: [KN._im2col(x, n0, 1, 1, 3, 3, H, H, cb[:min(B, N - n0)])
+                                                        for n0 in range(0, N, B)],
+        f"numba: GEMM x{-(-N // B)} chunks": lambda: [np.matmul(cb.reshape(-1, 9 * C), wmat.T, out=yb.reshape(-1, C))
+                                                      for n0 in range(0, N, B)],
+        "numba: NHWC->NCHW": lambda: [KN._nhwc_to_nchw(yb[:min(B, N - n0)], n0, out) for n0 in range(0, N, B)],
+        "sgemm 2048^3 (the ceiling)": lambda: np.matmul(sq, sq),
+    }
+    med = timed(phases, repeats, lambda: None)
+    flops = 2 * N * H * H * C * 9 * C
+    print(f"\nforward breakdown, N {N}, C {C}, {H}x{H} (median of {repeats}):")
+    for k, (t, _) in med.items():
+        f = 2 * 2048 ** 3 if k.startswith("sgemm") else flops
+        extra = f"  {f / t / 1e9:6.1f} GFLOP/s" if "GEMM" in k or k.startswith("sgemm") else ""
+        print(f"  {k:<32} {t * 1e3:8.2f} ms{extra}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the arrays live")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds (median taken)")
+    ap.add_argument("--batch", type=int, default=64, help="N")
+    ap.add_argument("--channels", type=int, default=64, help="C in = C out")
+    ap.add_argument("--breakdown", action="store_true", help="also time the phases of the CPU versions")
+    ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    args = ap.parse_args(argv)
+    if args.repeats < 1 or args.batch < 1 or args.channels < 1:
+        ap.error("--repeats, --batch and --channels must be >= 1")
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if args.no_torch:
+        torch = None
+
+    if args.device == "gpu":
+        try:
+            import cupy as xp
+            xp.zeros(1).sum()
+        except Exception as e:  # not installed, or installed without a usable GPU
+            ap.error(f"--device gpu needs CuPy and a GPU ({type(e).__name__}: {e})")
+        impls = ["cupy", "cuda", "numpy"]
+        sync = xp.cuda.Device().synchronize
+        to_numpy = xp.asnumpy
+        n_mm = 8192
+        if torch is not None:
+            if not torch.cuda.is_available():
+                torch = None
+            else:  # compare float32 with float32: no TF32 in cuDNN or cuBLAS
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
+                torch.backends.cudnn.benchmark = True
+        tdev = "cuda"
+    else:
+        xp = np
+        impls = ["numpy", "numba"]
+        sync = lambda: None  # noqa: E731
+        to_numpy = np.asarray
+        n_mm = 2048
+        tdev = "cpu"
+    validate(impls, xp, to_numpy)
+
+    rng = np.random.default_rng(0)
+    a = xp.asarray(rng.standard_normal((n_mm, n_mm)).astype(np.float32))
+    N, C = args.batch, args.channels
+    threads = f", torch threads {torch.get_num_threads()}" if torch is not None and tdev == "cpu" else ""
+    print(f"\nconv 3x3 stride 1 pad 1, float32, N {N}, C {C} -> {C}, {args.device}{threads}; "
+          f"median of {args.repeats} interleaved rounds")
+    print(f"{'HxW':<6} {'version':<14} {'fwd ms':>8} {'bwd ms':>8} {'total ms':>9} {'GFLOP/s':>8} "
+          f"{'% sgemm':>8} {'vs torch':>9}")
+    for H in SIZES:
+        x = rng.standard_normal((N, C, H, H)).astype(np.float32)  # N,C,H,W
+        w = (rng.standard_normal((C, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)  # C,C,3,3
+        b = rng.standard_normal(C).astype(np.float32)  # C
+        dy = rng.standard_normal((N, C, H, H)).astype(np.float32)  # N,C,H,W
+        X, W_, B, DY = (xp.asarray(v) for v in (x, w, b, dy))
+        runs = {impl: ours(impl, X, W_, B, DY) for impl in impls}
+        if torch is not None:
+            runs["torch"] = torch_pair(torch, x, w, b, dy, tdev)
+        runs["sgemm"] = (lambda: xp.matmul(a, a),)
+        med = timed(runs, args.repeats, sync)
+        gemm_rate = 2 * n_mm ** 3 / med["sgemm"][0] / 1e9
+        flops = 3 * 2 * N * H * H * C * 9 * C  # forward, input gradient, weight gradient
+        t_torch = sum(med["torch"]) if torch is not None else None
+        for k, (tf, tb) in med.items():
+            if k == "sgemm":
+                continue
+            total = tf + tb
+            rate = flops / total / 1e9
+            vs = f"{total / t_torch:8.2f}x" if t_torch else "      --"
+            print(f"{H}x{H:<4} {k:<14} {tf * 1e3:8.2f} {tb * 1e3:8.2f} {total * 1e3:9.2f} {rate:8.1f} "
+                  f"{100 * rate / gemm_rate:7.0f}% {vs}")
+        print(f"{H}x{H:<4} {f'sgemm {n_mm}^3':<14} {'':>8} {'':>8} {med['sgemm'][0] * 1e3:9.2f} {gemm_rate:8.1f}")
+    print("vs torch = our time / PyTorch's time (below 1.25 meets the target)")
+    if args.breakdown and args.device == "cpu":
+        breakdown(N, C, 32, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""kernels/conv2d.py: the reference against its definition and against finite differences in
+float64, then every CPU version against the reference at several shapes, strides, paddings and
+both dtypes. (The "cuda" version is checked under the simulator in test_kernels_cudasim.py; the
+"cupy" one in tests/gpu/.)
+
+# N batch, C channels in, O channels out, H W input size, k kernel size, s stride, p padding
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kernels import conv2d as K
+from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+                            out_size)
+from minisims.gradcheck import assert_close, numerical_grad
+
+# (N, C, O, H, W, k, s, p): odd sizes, 1x1 and 3x3, stride 1 and 2, padding 0 and 1
+CASES = [
+    (2, 3, 4, 5, 5, 3, 1, 1),
+    (1, 2, 3, 6, 7, 3, 2, 1),
+    (2, 3, 2, 7, 6, 3, 2, 0),
+    (2, 2, 3, 5, 4, 3, 1, 0),
+    (3, 4, 5, 5, 5, 1, 1, 0),
+    (2, 3, 4, 7, 5, 1, 2, 0),
+    (2, 2, 3, 4, 5, 1, 1, 1),
+]
+FAST = ["numpy", "numba"]
+
+
+def _data(rng, N, C, O, H, W, k, s, p, dtype=np.float64):
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)  # N,C,H,W
+    w = rng.standard_normal((O, C, k, k)).astype(dtype)  # O,C,k,k
+    b = rng.standard_normal(O).astype(dtype)  # O
+    dy = rng.standard_normal((N, O, out_size(H, k, s, p), out_size(W, k, s, p))).astype(dtype)
+    return x, w, b, dy
+
+
+def _by_definition(x, w, b, s, p):
+    """y[n,o,h,v] = b[o] + sum_{c,i,j} x[n,c,s h+i-p, s v+j-p] w[o,c,i,j], zero outside x."""
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Ho, Wo = out_size(H, kh, s, p), out_size(W, kw, s, p)
+    y = np.zeros((N, O, Ho, Wo))
+    for n in range(N):
+        for o in range(O):
+            for h in range(Ho):
+                for v in range(Wo):
+                    acc = b[o]
+                    for c in range(C):
+                        for i in range(kh):
+                            for j in range(kw):
+                                hh, vv = s * h + i - p, s * v + j - p
+                                if 0 <= hh < H and 0 <= vv < W:
+                                    acc += x[n, c, hh, vv] * w[o, c, i, j]
+                    y[n, o, h, v] = acc
+    return y
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reference_forward_matches_definition(rng, case):
+    x, w, b, _ = _data(rng, *case)
+    s, p = case[6], case[7]
+    # float64, at most 36 products per value: agreement to rounding
+    assert_close("y", conv2d_forward(x, w, b, s, p, impl="reference"), _by_definition(x, w, b, s, p),
+                 rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reference_backward_matches_finite_differences(rng, case):
+    x, w, b, dy = _data(rng, *case)
+    s, p = case[6], case[7]
+
+    def loss():  # L = sum(y * dy): dL/dy = dy, a random upstream gradient
+        return float((conv2d_forward(x, w, b, s, p, impl="reference") * dy).sum())
+
+    dx = conv2d_backward_input(dy, w, x.shape, s, p, impl="reference")
+    dw, db = conv2d_backward_weight(dy, x, w.shape, s, p, impl="reference")
+    # L is linear in each of x, w, b: centred differences are exact up to rounding (~1e-10)
+    assert_close("dx", dx, numerical_grad(loss, x), rtol=1e-6, atol=1e-8)
+    assert_close("dw", dw, numerical_grad(loss, w), rtol=1e-6, atol=1e-8)
+    assert_close("db", db, numerical_grad(loss, b), rtol=1e-6, atol=1e-8)
+
+
+def _tolerance(dtype, w_shape):
+    """float64: rounding only. float32: K = C*k*k products of O(1) values summed in another
+    order than the reference's, each rounding at 6e-8 relative: a few 1e-6 of O(sqrt(K))."""
+    if dtype == np.float64:
+        return 1e-11, 1e-11
+    K = w_shape[1] * w_shape[2] * w_shape[3]
+    return 1e-5, 2e-6 * K
+
+
+def _check_version(impl, x, w, b, dy, s, p):
+    rtol, atol = _tolerance(x.dtype, w.shape)
+    y = conv2d_forward(x, w, b, s, p, impl=impl)
+    dx = conv2d_backward_input(dy, w, x.shape, s, p, impl=impl)
+    dw, db = conv2d_backward_weight(dy, x, w.shape, s, p, impl=impl)
+    for name, mine, ref in (
+            ("y", y, conv2d_forward(x, w, b, s, p, impl="reference")),
+            ("dx", dx, conv2d_backward_input(dy, w, x.shape, s, p, impl="reference")),
+            ("dw", dw, conv2d_backward_weight(dy, x, w.shape, s, p, impl="reference")[0]),
+            ("db", db, dy.sum(axis=(0, 2, 3)))):
+        assert mine.dtype == x.dtype, f"{impl} {name}: dtype {mine.dtype} != {x.dtype}"
+        assert_close(f"{impl} {name}", mine, ref, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("impl", FAST)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_fast_versions_match_reference(rng, impl, dtype, case):
+    x, w, b, dy = _data(rng, *case, dtype=dtype)
+    _check_version(impl, x, w, b, dy, case[6], case[7])
+
+
+@pytest.mark.parametrize("impl", FAST)
+def test_fast_versions_at_unet_like_shape(rng, impl):
+    # more channels than the tiny cases, so the GEMMs have real depth: N 4, 16 -> 24, 12x12
+    for dtype in (np.float32, np.float64):
+        for k, s, p in ((3, 1, 1), (3, 2, 1), (1, 1, 0)):
+            x, w, b, dy = _data(rng, 4, 16, 24, 12, 12, k, s, p, dtype=dtype)
+            _check_version(impl, x, w, b, dy, s, p)
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 3), C=st.integers(1, 4), O=st.integers(1, 4), H=st.integers(1, 7),
+       W=st.integers(1, 7), k=st.sampled_from([1, 3]), s=st.sampled_from([1, 2]),
+       p=st.sampled_from([0, 1]), impl=st.sampled_from(FAST), seed=st.integers(0, 2 ** 16))
+def test_fast_versions_any_shape(N, C, O, H, W, k, s, p, impl, seed):
+    if H + 2 * p < k or W + 2 * p < k:  # no output: the functions refuse it (tested below)
+        return
+    x, w, b, dy = _data(np.random.default_rng(seed), N, C, O, H, W, k, s, p)
+    _check_version(impl, x, w, b, dy, s, p)
+
+
+def test_numba_chunks_cover_the_batch(rng, monkeypatch):
+    # several chunks and a partial last one: 11 images of 5x5 = 25 rows, chunks of 2 images
+    from kernels import _conv2d_numba
+    monkeypatch.setattr(_conv2d_numba, "CHUNK_ROWS", 50)
+    x, w, b, dy = _data(rng, 11, 3, 4, 5, 5, 3, 2, 1)
+    _check_version("numba", x, w, b, dy, 2, 1)
+    x, w, b, dy = _data(rng, 11, 3, 4, 5, 5, 3, 1, 1)
+    _check_version("numba", x, w, b, dy, 1, 1)
+
+
+@pytest.mark.parametrize("impl", FAST)
+def test_results_do_not_alias_reused_buffers(rng, impl):
+    # the fast versions reuse scratch buffers between calls: results must be fresh arrays
+    x1, w, b, dy1 = _data(rng, 2, 3, 4, 5, 5, 3, 1, 1, dtype=np.float32)
+    x2, _, _, dy2 = _data(rng, 2, 3, 4, 5, 5, 3, 1, 1, dtype=np.float32)
+    y1 = conv2d_forward(x1, w, b, 1, 1, impl=impl)
+    dx1 = conv2d_backward_input(dy1, w, x1.shape, 1, 1, impl=impl)
+    dw1, db1 = conv2d_backward_weight(dy1, x1, w.shape, 1, 1, impl=impl)
+    kept = [a.copy() for a in (y1, dx1, dw1, db1)]
+    conv2d_forward(x2, w, b, 1, 1, impl=impl)
+    conv2d_backward_input(dy2, w, x2.shape, 1, 1, impl=impl)
+    conv2d_backward_weight(dy2, x2, w.shape, 1, 1, impl=impl)
+    for name, a, a0 in zip(("y", "dx", "dw", "db"), (y1, dx1, dw1, db1), kept):
+        assert np.array_equal(a, a0), f"{impl}: {name} changed when the kernel ran again"
+
+
+def test_auto_picks_the_measured_cpu_version(rng):
+    x, w, b, dy = _data(rng, 2, 3, 4, 5, 5, 3, 1, 1)
+    assert K._resolve("auto", x) == K.AUTO_CPU
+    assert np.array_equal(conv2d_forward(x, w, b, 1, 1), conv2d_forward(x, w, b, 1, 1, impl=K.AUTO_CPU))
+
+
+def test_inputs_are_checked(rng):
+    x, w, b, dy = _data(rng, 2, 3, 4, 5, 5, 3, 1, 1)
+    with pytest.raises(ValueError, match="channels"):
+        conv2d_forward(x[:, :2], w, b, 1, 1)
+    with pytest.raises(ValueError, match="larger than"):
+        conv2d_forward(x[:, :, :1, :1], w, b, 1, 0)
+    with pytest.raises(ValueError, match="does not run on NumPy"):
+        conv2d_forward(x, w, b, 1, 1, impl="cupy")
+    with pytest.raises(ValueError, match="stride"):
+        conv2d_forward(x, w, b, 0, 1)

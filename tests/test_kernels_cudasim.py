@@ -1,0 +1,83 @@
+"""The numba CUDA kernels ("cuda" versions of kernels/conv2d.py and kernels/heun.py) run under
+numba's CUDA simulator, on tiny shapes, against the NumPy references.
+
+NUMBA_ENABLE_CUDASIM=1 must be set before numba is first imported, and the rest of the suite
+imports numba normally, so the checks run in a child process: the test below starts this file
+as a script with the variable set, and the script's checks raise on any mismatch.
+
+# N batch, C channels in, O channels out, H W input size, k kernel size, s stride, p padding
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def check_conv():
+    from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+                                out_size)
+    from minisims.gradcheck import assert_close
+    rng = np.random.default_rng(0)
+    # (N, C, O, H, W, k, s, p): the simulator runs one Python thread per output value
+    cases = [(2, 3, 4, 5, 5, 3, 1, 1), (2, 3, 2, 6, 5, 3, 2, 1), (1, 2, 3, 5, 4, 1, 2, 0),
+             (1, 2, 2, 4, 5, 3, 1, 0)]
+    for N, C, O, H, W, k, s, p in cases:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((N, C, H, W)).astype(dtype)  # N,C,H,W
+            w = rng.standard_normal((O, C, k, k)).astype(dtype)  # O,C,k,k
+            b = rng.standard_normal(O).astype(dtype)  # O
+            dy = rng.standard_normal((N, O, out_size(H, k, s, p), out_size(W, k, s, p))).astype(dtype)
+            # float32: at most 36 products summed in another order; float64: rounding only
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            pairs = [
+                ("y", conv2d_forward(x, w, b, s, p, impl="cuda"),
+                 conv2d_forward(x, w, b, s, p, impl="reference")),
+                ("dx", conv2d_backward_input(dy, w, x.shape, s, p, impl="cuda"),
+                 conv2d_backward_input(dy, w, x.shape, s, p, impl="reference")),
+            ]
+            dw, db = conv2d_backward_weight(dy, x, w.shape, s, p, impl="cuda")
+            dw_ref, db_ref = conv2d_backward_weight(dy, x, w.shape, s, p, impl="reference")
+            pairs += [("dw", dw, dw_ref), ("db", db, db_ref)]
+            for name, mine, ref in pairs:
+                assert mine.dtype == dtype, f"cuda {name}: dtype {mine.dtype}"
+                assert_close(f"cuda {name} {(N, C, O, H, W, k, s, p)}", mine, ref, tol, tol)
+
+
+def check_heun():
+    from kernels.heun import heun_stage1, heun_stage2
+    rng = np.random.default_rng(1)
+    for model_dtype in (np.float32, np.float64):
+        for w in (0.0, -1.0, 0.37, 2.5):
+            for guided in (True, False):
+                x_hat = rng.standard_normal((2, 3, 4)) * 3.0  # S, float64 state
+                base = rng.standard_normal((2, 3, 4)).astype(model_dtype)  # S
+                aux = rng.standard_normal((2, 3, 4)).astype(model_dtype) if guided else None
+                args = (x_hat, base, aux, w, np.float64(1.61), np.float64(1.2345))
+                r = heun_stage1(*args, impl="reference")
+                c = heun_stage1(*args, impl="cuda")
+                for a, b in zip(r, c):
+                    assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), ("stage 1", w, guided)
+                r2 = heun_stage2(x_hat, *r, *args[1:], impl="reference")
+                c2 = heun_stage2(x_hat, *r, *args[1:], impl="cuda")
+                assert r2.dtype == c2.dtype and r2.tobytes() == c2.tobytes(), ("stage 2", w, guided)
+
+
+def test_cuda_kernels_under_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, f"simulator checks failed:\n{out.stdout}\n{out.stderr[-3000:]}"
+    assert "conv ok" in out.stdout and "heun ok" in out.stdout, out.stdout
+
+
+if __name__ == "__main__":
+    assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run through the test, with the simulator"
+    check_conv()
+    print("conv ok")
+    check_heun()
+    print("heun ok")
