@@ -48,7 +48,7 @@ class SharedEncoderPair:
                 raise ValueError(f"encoder parameter {name} differs between base and aux: the "
                                  "encoder pass can only be shared when the aux froze it")
         self.formulation, self.encoder_net = formulation, base
-        self._key, self._enc = None, None
+        self._point, self._key, self._enc = None, None, None  # (x, sigma) of the current call; the cache
         self.encoder_passes = self.decoder_passes = 0
         self.base = self._denoiser(base)
         self.aux = self._denoiser(aux)

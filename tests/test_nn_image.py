@@ -8,6 +8,7 @@ rtol 1e-6 / atol 1e-8 leave a wide margin while any wrong term (errors of order 
 import numpy as np
 import pytest
 
+from minisims import backend
 from minisims.gradcheck import assert_close, check_gradients
 from minisims.nn.attention import SelfAttention2d
 from minisims.nn.blocks import Downsample, ResBlock, Upsample
@@ -19,6 +20,13 @@ from minisims.nn.resample import AvgPool2x, Upsample2x
 
 F64 = np.float64
 RTOL, ATOL = 1e-6, 1e-8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Tiny shapes: one BLAS thread is fastest, a second only spins on a busy machine."""
+    with backend.blas_threads(1):
+        yield
 
 
 def randomize(module: Module, rng, scale=0.5):

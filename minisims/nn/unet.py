@@ -27,7 +27,6 @@ import numpy as np
 from .. import backend
 from .blocks import Downsample, ResBlock, Upsample, concat_channels
 from .conv import Conv2d
-from .dropout import Dropout
 from .embedding import NoiseEmbedding
 from .layers import Linear, SiLU
 from .module import Module
@@ -114,7 +113,6 @@ class UNetEncoder(Module):
 
     def backward(self, dskips, demb):
         """dskips (one gradient per skip), demb (N,E) -> (dx (N,Cin,H,W), dc_noise (N,))."""
-        demb = demb.copy()
         g = dskips[-1]
         for i in reversed(range(len(self.stages))):
             stage = self.stages[i]
@@ -179,18 +177,17 @@ class UNetDecoder(Module):
     def backward(self, dF):
         """dF (N,Cout,H,W) -> (dskips (one per skip, in skip order), demb (N,E))."""
         dh = self.norm_out.backward(self.act_out.backward(self.conv_out.backward(dF)))
-        n_skips = len(self.split)
-        dskips = [None] * n_skips
+        n = len(self.split)
+        dskips = [None] * n
         demb = None
-        j, k = 0, len(self.split)
+        k = n  # concatenation k (in forward order) took skip n-1-k
         for stage in reversed(self.stages):
             if isinstance(stage, ResBlock):
                 k -= 1
-                dcat, de = stage.backward(dh)
+                dcat, de = stage.backward(dh)  # N,C+C_j,H,W
                 demb = de if demb is None else demb + de
                 c = self.split[k]
-                dh, dskips[j] = dcat[:, :c], dcat[:, c:]  # skip j fed the k-th concatenation
-                j += 1
+                dh, dskips[n - 1 - k] = dcat[:, :c], dcat[:, c:]  # N,C,H,W and N,C_j,H,W
             else:
                 dh = stage.backward(dh)
         for block in reversed(self.mid):
@@ -217,15 +214,25 @@ class UNet(Module):
         self.children = {"encoder": self.encoder, "decoder": self.decoder}
         self.train_encoder = True
 
+    def dropouts(self) -> list:
+        """Every Dropout layer of the network (they hold no parameters, so walk the blocks)."""
+        blocks = [s for s in self.encoder.stages + self.decoder.mid + self.decoder.stages
+                  if isinstance(s, ResBlock)]
+        return [b.dropout for b in blocks]
+
     def set_dropout(self, rng):
-        for mod in _walk(self):
-            if isinstance(mod, Dropout):
-                mod.rng = rng
+        """Dropout on, with masks drawn from ``rng``; None turns it off. Copies (EMA shadows, the
+        aux model) inherit the setting: turn it off on the model you sample from."""
+        for d in self.dropouts():
+            d.rng = rng
 
     def encode(self, x, c_noise) -> EncoderOutput:
         xp = backend.xp(x)
         x = x.astype(self.dtype, copy=False)
-        c = xp.broadcast_to(xp.asarray(c_noise, dtype=self.dtype), (x.shape[0],))  # N
+        if isinstance(c_noise, (int, float, np.number)):  # a sampler's scalar: fill on the device
+            c = xp.full(x.shape[0], c_noise, dtype=self.dtype)  # N
+        else:
+            c = xp.broadcast_to(c_noise.astype(self.dtype, copy=False), (x.shape[0],))  # N
         return self.encoder.forward(x, c)
 
     def decode(self, enc: EncoderOutput):
@@ -241,14 +248,3 @@ class UNet(Module):
             return None
         return self.encoder.backward(dskips, demb)
 
-
-def _walk(mod: Module):
-    """Every module below ``mod`` (children and blocks' sub-layers without parameters too)."""
-    yield mod
-    for v in vars(mod).values():
-        if isinstance(v, Module):
-            yield from _walk(v)
-        elif isinstance(v, list):
-            for item in v:
-                if isinstance(item, Module):
-                    yield from _walk(item)
