@@ -1,0 +1,121 @@
+"""Distribution shift with SIMS (paper Section 4.3, Figure 6) on a two-group 2D mixture.
+
+# R runs, n points, 2 dimensions, W guidance values
+
+The base model learns real data with a base mix of the two groups (50/50). To steer the model
+toward a target mix (70/30), SIMS labels the base model's own samples, builds the auxiliary
+training set with the *complement* of the target (30/70) and fine-tunes a copy of the base on it.
+The auxiliary model is the negative: sampling with (1 + w) s_base - w s_aux gives
+
+    w = -1   the auxiliary model: the aux mix (30/70)
+    w =  0   the base model: the base mix (50/50)
+    w >  0   past the base, away from the aux mix, toward the target (paper: 68.5% at w = 1.5)
+
+and, as w grows, each group's own samples may also move closer to (self-improvement) or away
+from that group's true distribution, which :func:`shift_sweep` measures per group.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import backend
+from .data.mixture import MIX_COV, MIX_MEANS, classify, sample_mixture, select_mix
+from .metrics import gaussian_w2_from_moments, moments
+from .nn import MLPConfig
+from .sims import SIMSConfig, synthesize, train_aux, train_base
+
+STREAMS = ("data", "base", "synth", "aux", "sample")
+
+
+def _default_sims() -> SIMSConfig:
+    # EDM, and a longer budget with mini-batches than the Figure 4 toy: group weights are learned
+    # at high noise and need more than 100 full-batch steps
+    return SIMSConfig(formulation="edm", mlp=MLPConfig(hidden=64, embedding="fourier"),
+                      batch_size=256, base_epochs=100, aux_epochs=50, n_synth=2000,
+                      sigma_data=2.0, num_steps=32)
+
+
+@dataclass
+class ShiftConfig:
+    sims: SIMSConfig = field(default_factory=_default_sims)
+    n_real: int = 2000            # real points per run
+    base_frac: float = 0.5        # group-0 fraction of the real data
+    target_frac: float = 0.7      # the mix we want; the aux set gets 1 - target_frac of group 0
+    pool_factor: float = 3.0      # label this many times n_s base samples to pick the aux set from
+    n_eval: int = 2000            # samples per run and w that are measured
+    means: tuple = tuple(map(tuple, MIX_MEANS))
+    cov: tuple = tuple(map(tuple, MIX_COV))
+
+    @property
+    def aux_frac(self) -> float:
+        return 1.0 - self.target_frac
+
+
+def rng_for(seed: int, chunk: int, stream: str, numpy: bool = False):
+    ss = np.random.SeedSequence(seed, spawn_key=(chunk, STREAMS.index(stream)))
+    return np.random.default_rng(ss) if numpy else backend.default_rng(int(ss.generate_state(1)[0]))
+
+
+def fit_shift(cfg: ShiftConfig, runs: int, seed: int = 0, chunk: int = 0):
+    """Train the base on the base mix and the aux on the complement of the target, built from the
+    base model's labelled samples. Returns (base, aux, aux set group-0 fraction (R,))."""
+    x, _ = sample_mixture(cfg.n_real, rng_for(seed, chunk, "data", numpy=True), runs,
+                          cfg.base_frac, cfg.means, cfg.cov)  # R,n,2
+    base, _ = train_base(backend.asarray(x), cfg.sims, rng_for(seed, chunk, "base"))
+    synth_rng = rng_for(seed, chunk, "synth")
+    pool = synthesize(base, cfg.sims, int(cfg.pool_factor * cfg.sims.n_synth), synth_rng)  # R,m,2
+    labels = classify(pool, cfg.means, cfg.cov)  # R,m
+    S = select_mix(pool, labels, cfg.sims.n_synth, cfg.aux_frac, synth_rng)  # R,n_s,2
+    aux_set_frac = backend.to_numpy((classify(S, cfg.means, cfg.cov) == 0).mean(axis=1))  # R
+    aux, _ = train_aux(base, S, cfg.sims, rng_for(seed, chunk, "aux"))
+    return base, aux, aux_set_frac
+
+
+def group_stats(x, cfg: ShiftConfig, squared: bool = False):
+    """Group-0 fraction (R,) and each group's W2 to its own component (R,2) of samples (R,n,2).
+
+    A group's distance uses the points classified into it (NaN where a run has fewer than 3)."""
+    x = backend.to_numpy(x)
+    labels = backend.to_numpy(classify(x, cfg.means, cfg.cov))  # R,n
+    frac0 = (labels == 0).mean(axis=1)  # R
+    means, cov = np.asarray(cfg.means, float), np.asarray(cfg.cov, float)
+    dist = np.full((x.shape[0], 2), np.nan)
+    for r in range(x.shape[0]):
+        for k in range(2):
+            pts = x[r, labels[r] == k]  # m,2
+            if len(pts) >= 3:
+                mu, S = moments(pts[None])
+                dist[r, k] = gaussian_w2_from_moments(mu, S, means[k], cov, squared)[0]
+    return frac0, dist
+
+
+def measure_shift(base, aux, cfg: ShiftConfig, omegas, seed: int = 0, chunk: int = 0,
+                  squared: bool = False):
+    """Sample the fitted models at every w with the same random numbers. Returns the group-0
+    fraction (W,R) and each group's distance to its component (W,R,2)."""
+    fr, di = [], []
+    for w in omegas:
+        x = synthesize(base, cfg.sims, cfg.n_eval, rng_for(seed, chunk, "sample"), aux=aux, w=float(w))
+        f, d = group_stats(x, cfg, squared)
+        fr.append(f)
+        di.append(d)
+    return np.stack(fr), np.stack(di)
+
+
+def shift_sweep(cfg: ShiftConfig, omegas, runs: int, seed: int = 0, chunk_size: int = 64,
+                squared: bool = False) -> dict:
+    """Fit base and aux for every run (in chunks), sample at every w with the same random numbers.
+
+    Returns {"omega": (W,), "frac0": (W,R), "dist": (W,R,2), "aux_set_frac": (R,)}."""
+    omegas = [float(w) for w in omegas]
+    fr, di, aux_fracs = [], [], []
+    for c, start in enumerate(range(0, runs, chunk_size)):
+        base, aux, aux_frac = fit_shift(cfg, min(chunk_size, runs - start), seed, c)
+        f, d = measure_shift(base, aux, cfg, omegas, seed, c, squared)
+        fr.append(f)
+        di.append(d)
+        aux_fracs.append(aux_frac)
+    return {"omega": np.array(omegas), "frac0": np.concatenate(fr, axis=1),
+            "dist": np.concatenate(di, axis=1), "aux_set_frac": np.concatenate(aux_fracs)}
