@@ -36,7 +36,7 @@ PRESETS = {
 
 EXAMPLES = """examples:
   python toy/figure5.py --preset tiny              # seconds
-  python toy/figure5.py --preset cpu               # ~15-30 minutes on 2 cores
+  python toy/figure5.py --preset cpu               # ~10-20 minutes on 2 cores
   python toy/figure5.py --preset cpu --formulation edm --outdir runs/figure5_edm
 """
 

@@ -33,7 +33,7 @@ PRESETS = {
 
 EXAMPLES = """examples:
   python toy/figure6.py --preset tiny       # seconds
-  python toy/figure6.py --preset cpu        # a few minutes on 2 cores
+  python toy/figure6.py --preset cpu        # 10-30 minutes on 2 cores
   python toy/figure6.py --target 0.9 --omega -1,0,1,2,3
 """
 
