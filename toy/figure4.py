@@ -48,7 +48,7 @@ PRESETS = {
                 omega=[1.0, 3.0, 5.0], gen1_omega=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0],
                 n_real=1000, n_eval=2000, hidden=64, base_epochs=100, aux_epochs=50, n_s=2000,
                 chunk_size=16, workers=2),
-    # about 4 minutes on one H100 (estimate; run with --device gpu).
+    # for one GPU (--device gpu); not yet timed there: toy/gpu_check.py projects its wall time.
     "gpu": dict(runs=256, generations=30, inf_from=10, n_synth=[125, 250, 500, 1000],
                 omega=[1.0, 3.0], gen1_omega=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0],
                 n_real=1000, n_eval=2000, hidden=64, base_epochs=100, aux_epochs=50, n_s=2000,
@@ -65,7 +65,7 @@ EXAMPLES = """examples:
   python toy/figure4.py --preset tiny                 # seconds: a smoke test
   python toy/figure4.py --preset cpu                  # about an hour on 2 cores
   python toy/figure4.py --preset cpu --formulation edm --outdir runs/figure4_edm
-  PYTHONPATH=. python toy/figure4.py --preset gpu --device gpu     # about 4 minutes on an H100
+  PYTHONPATH=. python toy/figure4.py --preset gpu --device gpu     # one GPU (see toy/gpu_check.py)
   python toy/figure4.py --preset paper --device gpu  # 1000 runs x 100 generations
   python toy/figure4.py --preset cpu --processes 2   # cells on a process pool
   python toy/figure4.py --replot runs/figure4        # table + figure again from the saved files

@@ -22,14 +22,8 @@ import numpy as np
 from kernels.heun import heun_stage1, heun_stage2
 
 from ..guidance import Guidance
+from .samplers import _progress
 from .schedules import edm_sigma_steps
-
-
-def _progress(it, total, desc, progress):
-    if not progress:
-        return it
-    from tqdm.auto import tqdm
-    return tqdm(it, total=total, desc=desc, leave=False)
 
 
 def _denoisers(denoise, guidance, x, sigma, guided):
