@@ -120,10 +120,11 @@ def timed(runs, repeats, sync):
 def breakdown(N, C, H, repeats):
     """Where the CPU versions' forward time goes (N, C, HxH, 3x3, stride 1, padding 1)."""
     from kernels import _conv2d_numba as KN
+    from kernels._conv2d_common import weight_matrix
     rng = np.random.default_rng(1)
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)  # N,C,H,W
     w = rng.standard_normal((C, C, 3, 3)).astype(np.float32)  # C,C,3,3
-    wmat = np.ascontiguousarray(K._weight_matrix(w))  # C,K
+    wmat = np.ascontiguousarray(weight_matrix(w))  # C,K
     xpad = K._pad_nhwc(np, x, 1, "bench_pad")
     cols = K._im2col_nhwc(np, xpad, 3, 3, 1, H, H, "bench_cols")  # N,HW,K
     y = np.empty((N * H * H, C), np.float32)  # M,C

@@ -18,16 +18,16 @@ generations and cells), or read from a finished run's figure4.json with --measur
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
 import json
-import pathlib
 import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from minisims import backend
 from minisims.diffusion import DDPM
+from minisims.figures import figure4
 from minisims.loops import Cell, run_loop_chunk
 from minisims.nn import Adam, MLPConfig, MLPDenoiser
 
@@ -86,17 +86,14 @@ def torch_step(R: int, N: int, H: int):
 def figure4_estimate(formulation: str, R: int) -> tuple[float, dict]:
     """Seconds for Figure 4's cpu preset, from one timed generation per cell kind (at |D_s| =
     the mean of the preset's values) and one panel-1 fit, scaled to the preset."""
-    spec = importlib.util.spec_from_file_location("figure4", pathlib.Path(__file__).parent.parent / "toy" / "figure4.py")
-    f4 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(f4)
-    s = dict(f4.PRESETS["cpu"])
-    cfg = f4.loop_config({**s, "generations": 1}, formulation)
-    n_mid = int(np.mean(s["n_synth"]))
+    s = figure4.PRESETS["cpu"]
+    cfg = figure4.augmentation_loop(dataclasses.replace(s, generations=1), formulation)
+    n_mid = int(np.mean(s.n_synth))
     t_std = run_loop_chunk(cfg, Cell(n_mid, 0.0, "standard"), R).seconds / R  # per run-generation
     t_sims = run_loop_chunk(cfg, Cell(n_mid, 3.0, "sims"), R).seconds / R
-    n_std, n_sims = len(s["n_synth"]), len(s["n_synth"]) * len(s["omega"])
-    run_gens = s["runs"] * s["generations"]
-    panel1 = s["runs"] * (t_sims + (len(s["gen1_omega"]) - 1) * 0.3 * t_sims)  # fit + extra samplings (rough)
+    n_std, n_sims = len(s.n_synth), len(s.n_synth) * len(s.omega)
+    run_gens = s.runs * s.generations
+    panel1 = s.runs * (t_sims + (len(s.gen1_omega) - 1) * 0.3 * t_sims)  # fit + extra samplings (rough)
     total = run_gens * (n_std * t_std + n_sims * t_sims) + panel1
     return total, {"standard s per run-generation": t_std, "SIMS s per run-generation": t_sims,
                    "cells": f"{n_std} standard + {n_sims} SIMS", "run-generations per cell": run_gens}
@@ -117,7 +114,7 @@ def main(argv=None) -> int:
     print(f"toy MLP train step (DDPM loss + Adam), H {args.hidden}, N {args.points} points per member, "
           f"{args.threads} thread(s)")
     print(f"{'R':>5} {'ours ms/member-step':>20} {'torch bmm ms/member-step':>25} {'ours / torch':>13}")
-    with threadpool_limits(args.threads):
+    with backend.blas_threads(args.threads):
         for R in [int(v) for v in args.members.split(",")]:
             ours = time_it(ours_step(R, args.points, args.hidden), args.repeats) / R * 1e3
             if torch is not None:

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .conv2d import _array_module, _check
+from ._conv2d_common import array_module, check_shapes
 
 THREADS = 128  # threads per block for these 1-D launches
 
@@ -133,7 +133,7 @@ class _Device:
     """Moves arguments to the device and results back to where the inputs came from."""
 
     def __init__(self, like):
-        self.xp = _array_module(like)
+        self.xp = array_module(like)
         self.on_gpu = self.xp is not np
 
     def put(self, a, dtype):
@@ -155,7 +155,7 @@ class _Device:
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     N = x.shape[0]
     Cout = w.shape[0]
-    Ho, Wo = _check(x.shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
     dtype = np.result_type(x.dtype, w.dtype)
     dev = _Device(x)
     zero = dtype.type(0)  # typed zero: the accumulators stay in the array dtype
@@ -169,7 +169,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 
 
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
-    _check(x_shape, w.shape, stride, padding)
+    check_shapes(x_shape, w.shape, stride, padding)
     dtype = np.result_type(dy.dtype, w.dtype)
     dev = _Device(dy)
     zero = dtype.type(0)  # typed zero: the accumulators stay in the array dtype
@@ -180,7 +180,7 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
-    _check(x.shape, w_shape, stride, padding)
+    check_shapes(x.shape, w_shape, stride, padding)
     dtype = np.result_type(dy.dtype, x.dtype)
     dev = _Device(dy)
     zero = dtype.type(0)  # typed zero: the accumulators stay in the array dtype

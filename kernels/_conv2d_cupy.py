@@ -17,7 +17,7 @@ from __future__ import annotations
 import cupy
 import numpy as np
 
-from .conv2d import _check, _weight_matrix
+from ._conv2d_common import check_shapes, flipped_padding, flipped_weight_matrix, weight_matrix
 
 _IM2COL = cupy.ElementwiseKernel(
     "raw T x, int32 C, int32 H, int32 W, int32 Ho, int32 Wo, int32 kh, int32 kw, int32 s, int32 p",
@@ -79,10 +79,10 @@ def _conv(x, wmat, kh, kw, stride, padding, Ho, Wo):
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x.shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
     dtype = np.result_type(x.dtype, w.dtype)
     x = cupy.ascontiguousarray(x, dtype=dtype)
-    wmat = cupy.ascontiguousarray(_weight_matrix(w.astype(dtype, copy=False)))  # Cout,K
+    wmat = cupy.ascontiguousarray(weight_matrix(w.astype(dtype, copy=False)))  # Cout,K
     y = _conv(x, wmat, kh, kw, stride, padding, Ho, Wo)  # N,Cout,Ho,Wo
     if b is not None:
         y += b.astype(dtype, copy=False)[None, :, None, None]
@@ -92,15 +92,15 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
     N, C, H, W = x_shape
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x_shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x_shape, w.shape, stride, padding)
     dtype = np.result_type(dy.dtype, w.dtype)
     dy = cupy.ascontiguousarray(dy, dtype=dtype)
     w = w.astype(dtype, copy=False)
-    if stride == 1 and kh == kw and kh - 1 - padding >= 0:
-        w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # Cin,Cout,kh,kw
-        wmat = cupy.ascontiguousarray(_weight_matrix(w_flip))  # Cin,kh*kw*Cout
-        return _conv(dy, wmat, kh, kw, 1, kh - 1 - padding, H, W)  # N,C,H,W
-    wmat = cupy.ascontiguousarray(_weight_matrix(w))  # Cout,K
+    q = flipped_padding(kh, kw, stride, padding)
+    if q is not None:  # stride 1: dy (padded by q = k-1-p) convolved with the flipped kernel
+        wmat = flipped_weight_matrix(cupy, w)  # Cin,kh*kw*Cout
+        return _conv(dy, wmat, kh, kw, 1, q, H, W)  # N,C,H,W
+    wmat = cupy.ascontiguousarray(weight_matrix(w))  # Cout,K
     dcols = cupy.ascontiguousarray(cupy.matmul(_nhwc(dy), wmat))  # M,K
     dx = cupy.empty((N, C, H, W), dtype=dtype)  # N,C,H,W
     _COL2IM(dcols, C, H, W, Ho, Wo, kh, kw, stride, padding, dx)
@@ -109,7 +109,7 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     Cout, C, kh, kw = w_shape
-    Ho, Wo = _check(x.shape, w_shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w_shape, stride, padding)
     dtype = np.result_type(dy.dtype, x.dtype)
     dy = cupy.ascontiguousarray(dy, dtype=dtype)
     x = cupy.ascontiguousarray(x, dtype=dtype)

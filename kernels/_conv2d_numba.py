@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .conv2d import _check, _weight_matrix
+from ._conv2d_common import check_shapes, flipped_padding, flipped_weight_matrix, scratch, weight_matrix
 
 CHUNK_ROWS = 8192  # GEMM rows per chunk: OpenBLAS ran 2048-row products at half the speed of
 # 8192-row ones here (N=64, 32x32, C=64: 8 images, 19 MB of columns, inside the 32 MB L3)
@@ -100,20 +100,6 @@ def _col2im(dcols, n0, padding, stride, kh, kw, Ho, Wo, dx):
                     dx[n0 + b, c, h, v] = pad[h + p, v + p, c]
 
 
-_SCRATCH: dict = {}
-
-
-def _scratch(name, shape, dtype):
-    """A reused intermediate (never returned): no page faults on every call."""
-    size = int(np.prod(shape))
-    key = (name, np.dtype(dtype).str)
-    buf = _SCRATCH.get(key)
-    if buf is None or buf.size < size:
-        buf = np.empty(size, dtype=dtype)
-        _SCRATCH[key] = buf
-    return buf[:size].reshape(shape)
-
-
 def _chunk(N, rows_per_image):
     """Images per chunk: at least CHUNK_ROWS GEMM rows, at most the batch."""
     return int(max(1, min(N, -(-CHUNK_ROWS // rows_per_image))))
@@ -124,8 +110,9 @@ def _conv(x, wmat, kh, kw, stride, padding, Ho, Wo, out):
     N, C = x.shape[:2]
     Cout, K = wmat.shape
     B = _chunk(N, Ho * Wo)
-    cols_all = _scratch("cols", (B, Ho * Wo, K), x.dtype)  # B,HoWo,K
-    y_all = _scratch("y", (B, Ho, Wo, Cout), x.dtype)  # B,Ho,Wo,Cout
+    # scratch names start with numba_: the workspace is shared with the "numpy" version
+    cols_all = scratch(np, "numba_cols", (B, Ho * Wo, K), x.dtype)  # B,HoWo,K
+    y_all = scratch(np, "numba_y", (B, Ho, Wo, Cout), x.dtype)  # B,Ho,Wo,Cout
     wT = wmat.T  # K,Cout (a transposed view: BLAS reads it in place)
     for n0 in range(0, N, B):
         b = min(B, N - n0)
@@ -139,10 +126,10 @@ def _conv(x, wmat, kh, kw, stride, padding, Ho, Wo, out):
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     N, C, H, W = x.shape
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x.shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
     dtype = np.result_type(x.dtype, w.dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
-    wmat = np.ascontiguousarray(_weight_matrix(w.astype(dtype, copy=False)))  # Cout,K
+    wmat = np.ascontiguousarray(weight_matrix(w.astype(dtype, copy=False)))  # Cout,K
     y = np.empty((N, Cout, Ho, Wo), dtype=dtype)  # N,Cout,Ho,Wo
     _conv(x, wmat, kh, kw, stride, padding, Ho, Wo, y)
     if b is not None:
@@ -153,23 +140,23 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
     N, C, H, W = x_shape
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x_shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x_shape, w.shape, stride, padding)
     dtype = np.result_type(dy.dtype, w.dtype)
     dy = np.ascontiguousarray(dy, dtype=dtype)
     w = w.astype(dtype, copy=False)
     dx = np.empty((N, C, H, W), dtype=dtype)  # N,C,H,W
     s, p = stride, padding
-    if s == 1 and kh == kw and kh - 1 - p >= 0:
-        # Stride 1: the forward convolution of dy (padded by k-1-p) with the flipped kernel.
-        w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # Cin,Cout,kh,kw
-        wmat = np.ascontiguousarray(_weight_matrix(w_flip))  # Cin,kh*kw*Cout
-        return _conv(dy, wmat, kh, kw, 1, kh - 1 - p, H, W, dx)
+    q = flipped_padding(kh, kw, s, p)
+    if q is not None:
+        # Stride 1: the forward convolution of dy (padded by q = k-1-p) with the flipped kernel.
+        wmat = flipped_weight_matrix(np, w)  # Cin,kh*kw*Cout
+        return _conv(dy, wmat, kh, kw, 1, q, H, W, dx)
     # Other strides: dcols = dy^T wmat per chunk, then col2im.
     K = kh * kw * C
-    wmat = np.ascontiguousarray(_weight_matrix(w))  # Cout,K
+    wmat = np.ascontiguousarray(weight_matrix(w))  # Cout,K
     B = _chunk(N, Ho * Wo)
-    dy_all = _scratch("dy", (B, Ho, Wo, Cout), dtype)  # B,Ho,Wo,Cout
-    dcols_all = _scratch("cols", (B, Ho * Wo, K), dtype)  # B,HoWo,K
+    dy_all = scratch(np, "numba_dy", (B, Ho, Wo, Cout), dtype)  # B,Ho,Wo,Cout
+    dcols_all = scratch(np, "numba_cols", (B, Ho * Wo, K), dtype)  # B,HoWo,K
     for n0 in range(0, N, B):
         b = min(B, N - n0)
         dyc, dcols = dy_all[:b], dcols_all[:b]
@@ -182,15 +169,15 @@ def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     Cout, C, kh, kw = w_shape
     N = x.shape[0]
-    Ho, Wo = _check(x.shape, w_shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w_shape, stride, padding)
     dtype = np.result_type(dy.dtype, x.dtype)
     dy = np.ascontiguousarray(dy, dtype=dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
     K = kh * kw * C
     B = _chunk(N, Ho * Wo)
-    cols_all = _scratch("cols", (B, Ho * Wo, K), dtype)  # B,HoWo,K
-    dy_all = _scratch("dy", (B, Ho, Wo, Cout), dtype)  # B,Ho,Wo,Cout
-    part = _scratch("dwpart", (K, Cout), dtype)  # K,Cout
+    cols_all = scratch(np, "numba_cols", (B, Ho * Wo, K), dtype)  # B,HoWo,K
+    dy_all = scratch(np, "numba_dy", (B, Ho, Wo, Cout), dtype)  # B,Ho,Wo,Cout
+    part = scratch(np, "numba_dwpart", (K, Cout), dtype)  # K,Cout
     dwT = np.zeros((K, Cout), dtype=dtype)  # K,Cout: dw transposed, rows ordered (i,j,c)
     for n0 in range(0, N, B):
         b = min(B, N - n0)

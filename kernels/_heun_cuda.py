@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from .heun import _is_cupy, _scalars
+from ._heun_common import AUX, BASE, is_cupy, scalars
 
 THREADS = 256
 
@@ -51,20 +51,28 @@ def _kernels(model_dtype, state_dtype):
     mul_m = _mul32 if model_dtype == np.float32 else _mul64
     mul_t = _mul32 if state_dtype == np.float32 else _mul64
 
+    @cuda.jit(device=True)
+    def pick(mode, b, a, opw, w):  # D: the base, the aux, or eq. 5 (the mode, see _heun_common)
+        if mode == BASE:
+            return b
+        if mode == AUX:
+            return a
+        return mul_m(opw, b) - mul_m(w, a)
+
     @cuda.jit
-    def stage1(x_hat, base, aux, guided, opw, w, t_hat, h, x_next, d_cur):
+    def stage1(x_hat, base, aux, mode, opw, w, t_hat, h, x_next, d_cur):
         k = cuda.grid(1)
         if k < x_hat.size:
-            D = mul_m(opw, base[k]) - mul_m(w, aux[k]) if guided else base[k]  # eq. 5
+            D = pick(mode, base[k], aux[k], opw, w)  # eq. 5
             d = (x_hat[k] - D) / t_hat  # Euler step
             d_cur[k] = d
             x_next[k] = x_hat[k] + mul_t(h, d)
 
     @cuda.jit
-    def stage2(x_hat, x_next, d_cur, base, aux, guided, opw, w, t_next, h, half, out):
+    def stage2(x_hat, x_next, d_cur, base, aux, mode, opw, w, t_next, h, half, out):
         k = cuda.grid(1)
         if k < x_hat.size:
-            D = mul_m(opw, base[k]) - mul_m(w, aux[k]) if guided else base[k]  # eq. 5
+            D = pick(mode, base[k], aux[k], opw, w)  # eq. 5
             d_prime = (x_next[k] - D) / t_next  # 2nd order correction
             out[k] = x_hat[k] + mul_t(h, mul_t(half, d_cur[k]) + mul_t(half, d_prime))
 
@@ -75,7 +83,7 @@ class _Flat:
     """Flat device views of the arguments, and the way back to the caller's array type."""
 
     def __init__(self, like):
-        self.gpu = _is_cupy(like)
+        self.gpu = is_cupy(like)
         if self.gpu:
             import cupy
             self.xp = cupy
@@ -102,22 +110,22 @@ def _blocks(n):
 
 
 def heun_stage1(x_hat, base, aux, w, t_hat, t_next):
-    opw, wm, t_hat, t_next, h = _scalars(x_hat, base, aux, w, t_hat, t_next)
+    mode, opw, wm, t_hat, t_next, h = scalars(x_hat, base, aux, w, t_hat, t_next)
     f = _Flat(x_hat)
     d_base = f.put(base)
     x_next, d_cur = f.empty(x_hat.shape, x_hat.dtype), f.empty(x_hat.shape, x_hat.dtype)
     _kernels(base.dtype, x_hat.dtype)[0][_blocks(x_hat.size), THREADS](
-        f.put(x_hat), d_base, d_base if aux is None else f.put(aux), aux is not None, opw, wm,
-        t_hat, h, x_next, d_cur)
+        f.put(x_hat), d_base, d_base if aux is None else f.put(aux), mode, opw, wm, t_hat,
+        h, x_next, d_cur)
     return f.get(x_next, x_hat.shape), f.get(d_cur, x_hat.shape)
 
 
 def heun_stage2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
-    opw, wm, t_hat, t_next, h = _scalars(x_hat, base, aux, w, t_hat, t_next)
+    mode, opw, wm, t_hat, t_next, h = scalars(x_hat, base, aux, w, t_hat, t_next)
     f = _Flat(x_hat)
     d_base = f.put(base)
     out = f.empty(x_hat.shape, x_hat.dtype)
     _kernels(base.dtype, x_hat.dtype)[1][_blocks(x_hat.size), THREADS](
         f.put(x_hat), f.put(x_next), f.put(d_cur), d_base, d_base if aux is None else f.put(aux),
-        aux is not None, opw, wm, t_next, h, x_hat.dtype.type(0.5), out)
+        mode, opw, wm, t_next, h, x_hat.dtype.type(0.5), out)
     return f.get(out, x_hat.shape)

@@ -20,19 +20,30 @@ Versions (``impl=``), each validated against the reference in tests/test_kernels
   buffer, the columns are gathered in (kh, kw, C) order (the innermost copy is C contiguous
   values; NCHW columns would copy W values at a time and dominate the run time), one GEMM
   (M, K) @ (K, Cout) covers the whole batch, and one copy turns its NHWC result into NCHW.
-  The input gradient at stride 1 is the forward convolution of dy with the flipped, transposed
-  kernel (no scatter-add); at stride 2 it is col2im (a scatter-add per tap). NumPy buffers are
-  allocated once and reused (a fresh 150 MB buffer per call pays page faults every time). The
-  same code runs on CuPy arrays (CuPy's memory pool does the reuse).
+  The input gradient at stride 1 is the forward convolution of dy, padded by k-1-p, with the
+  flipped, transposed kernel (no scatter-add); at other strides it is col2im (a scatter-add per
+  tap). NumPy buffers are allocated once and reused (a fresh 150 MB buffer per call pays page
+  faults every time). The same code runs on CuPy arrays (CuPy's memory pool does the reuse).
 - ``"numba"``: the same algorithm over chunks of about 8192 GEMM rows (columns stay near the
   cache), the gathers (NCHW -> padded NHWC -> columns, col2im, NHWC -> NCHW) as compiled loops;
   the GEMMs stay in BLAS. About 1.3x faster than "numpy" here. (kernels/_conv2d_numba.py)
-- ``"cuda"``: direct convolution as numba CUDA kernels, one thread per output value; runs under
-  the CUDA simulator in CI. (kernels/_conv2d_cuda.py)
+- ``"cuda"``: direct convolution as numba CUDA kernels, one thread per output value (the input
+  gradient a gather over the taps that read each input, no flipped kernel and no GEMM); runs
+  under the CUDA simulator in CI. (kernels/_conv2d_cuda.py)
 - ``"cupy"``: the ``"numpy"`` algorithm on CuPy arrays, the gathers as CuPy ElementwiseKernels
-  (im2col straight from NCHW, col2im as a gather) and the GEMMs through cuBLAS (cupy.matmul). (kernels/_conv2d_cupy.py)
+  (im2col straight from NCHW, col2im as a gather) and the GEMMs through cuBLAS (cupy.matmul).
+  (kernels/_conv2d_cupy.py)
 
-The fast CPU versions keep module-level scratch buffers: call them from one thread at a time.
+Files: this module holds the public entry point, the reference and "numpy"; each other version
+is a backend module, imported on first use (CuPy's only when a CuPy array arrives). What the
+versions share (the shape check, the array module, the im2col weight matrix, the flipped
+kernel and its padding q = k-1-p for the stride-1 input gradient, the reused scratch buffers)
+is written once in kernels/_conv2d_common.py. Imports point down only: conv2d imports
+_conv2d_common and (lazily) _conv2d_numba, _conv2d_cuda, _conv2d_cupy; the backends import
+_conv2d_common, never this module (tests/test_architecture.py checks it).
+
+The fast CPU versions reuse module-level scratch buffers (_conv2d_common.scratch): call them from
+one thread at a time.
 
 ``"auto"`` picks ``"cupy"`` for CuPy arrays and the fastest measured CPU version, ``AUTO_CPU``
 ("numba"), for NumPy arrays (benchmarks/bench_conv.py). CuPy is imported only when a CuPy array
@@ -50,29 +61,15 @@ from __future__ import annotations
 
 import numpy as np
 
+# The helpers every version shares live one floor down, in _conv2d_common, which the backends
+# import too (they never import this module). out_size is part of this module's public API.
+from ._conv2d_common import (array_module, check_shapes, flipped_padding, flipped_weight_matrix,  # noqa: F401
+                             out_size, scratch, weight_matrix)
+
 CPU_IMPLS = ("reference", "numpy", "numba", "cuda")  # "cuda" on NumPy arrays: copies to the
 # device and back, or runs under the CUDA simulator (CI)
 GPU_IMPLS = ("cuda", "cupy", "numpy")  # "numpy" is array-module generic: it also runs on CuPy
 AUTO_CPU = "numba"  # fastest CPU version measured by benchmarks/bench_conv.py (report: 1.3x "numpy")
-
-
-def out_size(h: int, k: int, stride: int, padding: int) -> int:
-    """Output length along one axis: (h + 2p - k) // s + 1."""
-    return (h + 2 * padding - k) // stride + 1
-
-
-def _check(x_shape, w_shape, stride, padding):
-    if len(x_shape) != 4 or len(w_shape) != 4:
-        raise ValueError(f"conv2d wants x (N,C,H,W) and w (Cout,Cin,kh,kw), got {x_shape}, {w_shape}")
-    if x_shape[1] != w_shape[1]:
-        raise ValueError(f"input has {x_shape[1]} channels, weight expects {w_shape[1]}")
-    if stride < 1 or padding < 0:
-        raise ValueError(f"stride must be >= 1 and padding >= 0, got {stride}, {padding}")
-    ho = out_size(x_shape[2], w_shape[2], stride, padding)
-    wo = out_size(x_shape[3], w_shape[3], stride, padding)
-    if ho < 1 or wo < 1:
-        raise ValueError(f"kernel {w_shape[2:]} larger than padded input {x_shape[2:]}")
-    return ho, wo
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,7 +80,7 @@ def conv2d_forward_reference(x, w, b=None, stride=1, padding=0):
     """y[n,o,h,v] = b[o] + sum_{c,i,j} x_pad[n, c, s*h + i, s*v + j] w[o,c,i,j]."""
     N, C, H, W = x.shape
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x.shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
     s = stride
     xp_ = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))  # N,C,H+2p,W+2p
     y = np.zeros((N, Cout, Ho, Wo), dtype=np.result_type(x, w))  # N,Cout,Ho,Wo
@@ -100,7 +97,7 @@ def conv2d_backward_input_reference(dy, w, x_shape, stride=1, padding=0):
     """dx = the forward run backwards: each tap scatters dy (N,Cout,Ho,Wo) through w[:,:,i,j]."""
     N, C, H, W = x_shape
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x_shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x_shape, w.shape, stride, padding)
     s, p = stride, padding
     dx_pad = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=np.result_type(dy, w))  # N,C,H+2p,W+2p
     for i in range(kh):
@@ -112,7 +109,7 @@ def conv2d_backward_input_reference(dy, w, x_shape, stride=1, padding=0):
 def conv2d_backward_weight_reference(dy, x, w_shape, stride=1, padding=0):
     """dw[o,c,i,j] = sum_{n,h,v} dy[n,o,h,v] x_pad[n,c,s*h+i,s*v+j]; db[o] = sum_{n,h,v} dy."""
     Cout, C, kh, kw = w_shape
-    Ho, Wo = _check(x.shape, w_shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w_shape, stride, padding)
     s = stride
     xp_ = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))  # N,C,H+2p,W+2p
     dw = np.zeros(w_shape, dtype=np.result_type(dy, x))  # Cout,Cin,kh,kw
@@ -128,36 +125,11 @@ def conv2d_backward_weight_reference(dy, x, w_shape, stride=1, padding=0):
 # "numpy": NHWC im2col + GEMM, buffers reused. Array-module generic (NumPy or CuPy).
 # ------------------------------------------------------------------------------------------------
 
-_WORKSPACE: dict = {}
-
-
-def _buffer(xp, name, shape, dtype):
-    """A scratch array of this shape, reused across calls on NumPy (fresh on CuPy, whose pool
-    already recycles device memory). Only ever used for intermediates, never returned."""
-    if xp is not np:
-        return xp.empty(shape, dtype=dtype)
-    size = int(np.prod(shape))
-    key = (name, np.dtype(dtype).str)
-    buf = _WORKSPACE.get(key)
-    if buf is None or buf.size < size:
-        buf = np.empty(size, dtype=dtype)
-        _WORKSPACE[key] = buf
-    return buf[:size].reshape(shape)
-
-
-def _array_module(a):
-    """numpy, or cupy when ``a`` is a CuPy array (imported only then)."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
-
-
 def _pad_nhwc(xp, x, padding, name):
     """Copy x (N,C,H,W) into a zero-bordered NHWC buffer (N,H+2p,W+2p,C)."""
     N, C, H, W = x.shape
     p = padding
-    xpad = _buffer(xp, name, (N, H + 2 * p, W + 2 * p, C), x.dtype)  # N,Hp,Wp,C
+    xpad = scratch(xp, name, (N, H + 2 * p, W + 2 * p, C), x.dtype)  # N,Hp,Wp,C
     if p:
         xpad[:, :p] = 0
         xpad[:, H + p:] = 0
@@ -172,17 +144,11 @@ def _im2col_nhwc(xp, xpad, kh, kw, stride, Ho, Wo, name):
     xpad[n, s*h+i, s*v+j, c]. The innermost copy is C contiguous values."""
     N, Hp, Wp, C = xpad.shape
     s = stride
-    cols = _buffer(xp, name, (N, Ho, Wo, kh, kw, C), xpad.dtype)  # N,Ho,Wo,kh,kw,C
+    cols = scratch(xp, name, (N, Ho, Wo, kh, kw, C), xpad.dtype)  # N,Ho,Wo,kh,kw,C
     for i in range(kh):
         for j in range(kw):
             cols[:, :, :, i, j, :] = xpad[:, i:i + s * Ho:s, j:j + s * Wo:s, :]
     return cols.reshape(N, Ho * Wo, kh * kw * C)  # N,HoWo,K
-
-
-def _weight_matrix(w):
-    """w (Cout,Cin,kh,kw) -> (Cout, K) with K ordered (i, j, c) to match the columns."""
-    Cout = w.shape[0]
-    return w.transpose(0, 2, 3, 1).reshape(Cout, -1)  # Cout,K
 
 
 def _nhwc_to_nchw(xp, y_nhwc, out):
@@ -198,16 +164,16 @@ def _conv_nhwc_gemm(xp, xpad, wmat, kh, kw, stride, Ho, Wo, out, name):
     N = xpad.shape[0]
     Cout = wmat.shape[0]
     cols = _im2col_nhwc(xp, xpad, kh, kw, stride, Ho, Wo, name + "_cols")  # N,HoWo,K
-    y = _buffer(xp, name + "_y", (N * Ho * Wo, Cout), out.dtype)  # M,Cout (NHWC)
+    y = scratch(xp, name + "_y", (N * Ho * Wo, Cout), out.dtype)  # M,Cout (NHWC)
     xp.matmul(cols.reshape(N * Ho * Wo, -1), wmat.T, out=y)
     return _nhwc_to_nchw(xp, y.reshape(N, Ho, Wo, Cout), out)
 
 
 def conv2d_forward_numpy(x, w, b=None, stride=1, padding=0):
-    xp = _array_module(x)
+    xp = array_module(x)
     N, C, H, W = x.shape
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x.shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
     dtype = np.result_type(x.dtype, w.dtype)
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     y = xp.empty((N, Cout, Ho, Wo), dtype=dtype)  # N,Cout,Ho,Wo: returned, so never a scratch buffer
@@ -216,7 +182,7 @@ def conv2d_forward_numpy(x, w, b=None, stride=1, padding=0):
         xp.matmul(w.reshape(Cout, C), xs, out=y.reshape(N, Cout, Ho * Wo))
     else:
         xpad = _pad_nhwc(xp, x, padding, "fwd_pad")  # N,Hp,Wp,C
-        wmat = xp.ascontiguousarray(_weight_matrix(w))  # Cout,K
+        wmat = xp.ascontiguousarray(weight_matrix(w))  # Cout,K
         _conv_nhwc_gemm(xp, xpad, wmat, kh, kw, stride, Ho, Wo, y, "fwd")
     if b is not None:
         y += b.astype(dtype, copy=False)[None, :, None, None]
@@ -224,10 +190,10 @@ def conv2d_forward_numpy(x, w, b=None, stride=1, padding=0):
 
 
 def conv2d_backward_input_numpy(dy, w, x_shape, stride=1, padding=0):
-    xp = _array_module(dy)
+    xp = array_module(dy)
     N, C, H, W = x_shape
     Cout, _, kh, kw = w.shape
-    Ho, Wo = _check(x_shape, w.shape, stride, padding)
+    Ho, Wo = check_shapes(x_shape, w.shape, stride, padding)
     dtype = np.result_type(dy.dtype, w.dtype)
     dy, w = dy.astype(dtype, copy=False), w.astype(dtype, copy=False)
     s, p = stride, padding
@@ -239,23 +205,22 @@ def conv2d_backward_input_numpy(dy, w, x_shape, stride=1, padding=0):
         dx[:, :, ::s, ::s][:, :, :Ho, :Wo] = dxs.reshape(N, C, Ho, Wo)
         return dx
     dx = xp.empty((N, C, H, W), dtype=dtype)  # N,C,H,W
-    if s == 1 and kh == kw and kh - 1 - p >= 0:
-        # Stride 1: dx is the forward convolution of dy with the kernel flipped in space and
-        # transposed in channels, padded by k-1-p: no scatter-add at all.
-        q = kh - 1 - p
-        w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # Cin,Cout,kh,kw
+    q = flipped_padding(kh, kw, s, p)
+    if q is not None:
+        # Stride 1: dx is the forward convolution of dy, padded by q = k-1-p, with the kernel
+        # flipped in space and transposed in channels: no scatter-add at all.
         dypad = _pad_nhwc(xp, dy, q, "bwdx_pad")  # N,Ho+2q,Wo+2q,Cout
-        wmat = xp.ascontiguousarray(_weight_matrix(w_flip))  # Cin,kh*kw*Cout
+        wmat = flipped_weight_matrix(xp, w)  # Cin,kh*kw*Cout
         return _conv_nhwc_gemm(xp, dypad, wmat, kh, kw, 1, H, W, dx, "bwdx")
     # General stride: dcols = dy^T w as one GEMM, then col2im adds every tap back into a padded
     # NHWC buffer.
     K = kh * kw * C
-    dy_nhwc = _buffer(xp, "bwdx_dy", (N, Ho, Wo, Cout), dtype)  # N,Ho,Wo,Cout
+    dy_nhwc = scratch(xp, "bwdx_dy", (N, Ho, Wo, Cout), dtype)  # N,Ho,Wo,Cout
     dy_nhwc[...] = dy.transpose(0, 2, 3, 1)
-    dcols = _buffer(xp, "bwdx_dcols", (N * Ho * Wo, K), dtype)  # M,K
-    xp.matmul(dy_nhwc.reshape(-1, Cout), xp.ascontiguousarray(_weight_matrix(w)), out=dcols)
+    dcols = scratch(xp, "bwdx_dcols", (N * Ho * Wo, K), dtype)  # M,K
+    xp.matmul(dy_nhwc.reshape(-1, Cout), xp.ascontiguousarray(weight_matrix(w)), out=dcols)
     dcols = dcols.reshape(N, Ho, Wo, kh, kw, C)  # N,Ho,Wo,kh,kw,C
-    dxpad = _buffer(xp, "bwdx_dxpad", (N, H + 2 * p, W + 2 * p, C), dtype)  # N,Hp,Wp,C
+    dxpad = scratch(xp, "bwdx_dxpad", (N, H + 2 * p, W + 2 * p, C), dtype)  # N,Hp,Wp,C
     dxpad[...] = 0
     for i in range(kh):
         for j in range(kw):
@@ -264,20 +229,20 @@ def conv2d_backward_input_numpy(dy, w, x_shape, stride=1, padding=0):
 
 
 def conv2d_backward_weight_numpy(dy, x, w_shape, stride=1, padding=0):
-    xp = _array_module(dy)
+    xp = array_module(dy)
     Cout, C, kh, kw = w_shape
     N = x.shape[0]
-    Ho, Wo = _check(x.shape, w_shape, stride, padding)
+    Ho, Wo = check_shapes(x.shape, w_shape, stride, padding)
     dtype = np.result_type(dy.dtype, x.dtype)
     dy, x = dy.astype(dtype, copy=False), x.astype(dtype, copy=False)
     # dy as (M, Cout), NHWC: OpenBLAS splits a GEMM's work over its output, so the reduction
     # over M must not be the long axis of a 64-row product (measured 7x slower that way)
-    dy_m = _buffer(xp, "bwdw_dy", (N, Ho, Wo, Cout), dtype)  # N,Ho,Wo,Cout
+    dy_m = scratch(xp, "bwdw_dy", (N, Ho, Wo, Cout), dtype)  # N,Ho,Wo,Cout
     dy_m[...] = dy.transpose(0, 2, 3, 1)
     dy_m = dy_m.reshape(N * Ho * Wo, Cout)  # M,Cout
     db = dy_m.sum(axis=0)  # Cout
     if kh == 1 and kw == 1 and padding == 0:
-        xs = _buffer(xp, "bwdw_x", (N, Ho, Wo, C), dtype)  # N,Ho,Wo,C
+        xs = scratch(xp, "bwdw_x", (N, Ho, Wo, C), dtype)  # N,Ho,Wo,C
         xs[...] = x[:, :, ::stride, ::stride].transpose(0, 2, 3, 1)
         dw = (xs.reshape(-1, C).T @ dy_m).T  # Cout,C
         return xp.ascontiguousarray(dw).reshape(w_shape), db
@@ -293,7 +258,7 @@ def conv2d_backward_weight_numpy(dy, x, w_shape, stride=1, padding=0):
 # ------------------------------------------------------------------------------------------------
 
 def _resolve(impl, a):
-    is_gpu = _array_module(a) is not np
+    is_gpu = array_module(a) is not np
     if impl == "auto":
         return "cupy" if is_gpu else AUTO_CPU
     allowed = GPU_IMPLS if is_gpu else CPU_IMPLS

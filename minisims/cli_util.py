@@ -1,7 +1,10 @@
-"""Shared pieces of the command lines: typed argparse values, one-line errors, output folders."""
+"""Shared pieces of the command lines: typed argparse values, one-line errors, the options every
+toy command has, presets as frozen dataclasses with flags that override them, and the entry
+wrapper. ``python -m minisims.toy`` and the figure commands (``minisims/figures``) use these."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -13,6 +16,20 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and the examples' line breaks; option help starts at column 32."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32)
+
+
+def command_parser(prog: str, description: str, examples: str) -> Parser:
+    """A Parser with ``description`` above the options and ``examples`` below them."""
+    return Parser(prog=prog, description=description, epilog=examples, formatter_class=_HelpFormatter)
+
+
+# ---------------------------------------------------------------- typed values
 
 def finite_float(text: str) -> float:
     try:
@@ -30,6 +47,11 @@ def float_list(text: str) -> list[float]:
     if not parts:
         raise argparse.ArgumentTypeError("expected one or more numbers, e.g. 3 or 0,1,2")
     return [finite_float(p) for p in parts]
+
+
+def int_list(text: str) -> list[int]:
+    """'125' or '125,250' -> [ints] (values are truncated toward zero, as int() does)."""
+    return [int(v) for v in float_list(text)]
 
 
 def int_at_least(lo: int):
@@ -65,6 +87,82 @@ def writable_dir(path: str) -> str:
     return path
 
 
+# ---------------------------------------------------------------- the options every toy command has
+
+def add_formulation(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--formulation", choices=["ddpm", "edm", "vp"], default="ddpm",
+                   help="ddpm: the paper's toy (eps-prediction, cosine, 40 steps, ancestral); "
+                        "edm/vp: EDM loss and Heun sampler with EDM or VP preconditioning (default: ddpm)")
+
+
+def add_run_options(p: argparse.ArgumentParser, outdir: str, quiet: bool = False) -> None:
+    """--seed, --device, --outdir (default ``outdir``), --blas-threads and, with ``quiet``, --quiet."""
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
+    p.add_argument("--outdir", default=outdir, help=f"output folder (default: {outdir})")
+    p.add_argument("--blas-threads", type=int_at_least(0), default=1,
+                   help="BLAS threads (per task when tasks run at once); the toy's matrices are small, "
+                        "so one is fastest; 0 leaves the library default (default: 1)")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def blas_limit(args) -> int | None:
+    """--blas-threads as minisims.backend.blas_threads takes it (0 -> None: leave it alone)."""
+    return args.blas_threads or None
+
+
+def prepare_run(prog: str, args) -> str:
+    """Check --outdir is writable and switch to --device before any work starts; on failure exit
+    with status 2 and one line. Returns the output folder."""
+    from . import backend
+    try:
+        outdir = writable_dir(args.outdir)
+        backend.use_device(args.device)
+    except (argparse.ArgumentTypeError, backend.BackendError) as e:
+        fail(prog, str(e), 2)
+    return outdir
+
+
+# ---------------------------------------------------------------- presets
+
+def add_preset(p: argparse.ArgumentParser, presets: dict, default: str = "cpu") -> None:
+    p.add_argument("--preset", choices=sorted(presets), default=default,
+                   help=f"sizes; flags given beside it override its values (default: {default})")
+
+
+def override(preset, args):
+    """``preset`` (a frozen dataclass) with every field that has a flag of the same name given on
+    the command line (not None) replaced by the flag's value; lists become tuples."""
+    given = {}
+    for f in dataclasses.fields(preset):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            given[f.name] = tuple(v) if isinstance(v, list) else v
+    return dataclasses.replace(preset, **given)
+
+
+def from_dict(cls, d: dict):
+    """A preset dataclass from its ``dataclasses.asdict`` form (e.g. read back from JSON)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
+
+# ---------------------------------------------------------------- exits
+
 def fail(prog: str, message: str, code: int = 1):
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def run_command(main, argv=None):
+    """``sys.exit(main(argv))``, with Ctrl-C and a closed pipe (e.g. into head) ending quietly."""
+    try:
+        sys.exit(main(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)

@@ -44,15 +44,18 @@ def gradients(module, inputs, rng, wrt_inputs=(0,), eps: float = 1e-6, forward_k
     """Analytic and numerical gradients of L = sum(module(*inputs) * dy) for every parameter and
     for the inputs listed in ``wrt_inputs``. Returns {name: (analytic, numerical)}.
 
-    Everything should be float64. ``module.backward(dy)`` may return one array (the gradient of
-    input 0) or a tuple in input order.
+    Everything should be float64. ``module.backward(dy)`` must follow the rule of
+    :mod:`minisims.nn.module`: a tuple with one gradient per input, in input order.
     """
     kw = forward_kwargs or {}
     y = module.forward(*inputs, **kw)
     dy = rng.standard_normal(y.shape)
     module.zero_grad()
     dxs = module.backward(dy)
-    dxs = dxs if isinstance(dxs, tuple) else (dxs,)
+    if not isinstance(dxs, tuple) or len(dxs) != len(inputs):
+        raise AssertionError(f"{type(module).__name__}.backward returned {type(dxs).__name__}"
+                             f"{'' if not isinstance(dxs, tuple) else f' of length {len(dxs)}'}: "
+                             f"the rule is a tuple with one gradient per input ({len(inputs)})")
     out = {f"input{i}": [np.array(dxs[i])] for i in wrt_inputs}
     named = list(module.named_parameters())
     for name, mod, k in named:

@@ -1,14 +1,26 @@
 """Figures for the 2D experiments (matplotlib, headless)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from .atomic import atomic_write
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, path: str, dpi: int = 110) -> None:
+    """Write ``fig`` to ``path`` (format from the extension) atomically, then close it."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
+    pyplot().close(fig)
 
 
 def gaussian_contours(ax, mean, cov, levels=(1, 2, 3), **kw):
@@ -23,7 +35,7 @@ def gaussian_contours(ax, mean, cov, levels=(1, 2, 3), **kw):
 
 def samples_over_density(panels, mean, cov, path, title=None, max_points=1500, lim=6.0):
     """One scatter panel per (label, points (n,2)) over the target's density contours."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     for ax, (label, pts) in zip(axes[0], panels):
         pts = np.asarray(pts)[:max_points]
@@ -37,5 +49,4 @@ def samples_over_density(panels, mean, cov, path, title=None, max_points=1500, l
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

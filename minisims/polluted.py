@@ -20,13 +20,12 @@ import numpy as np
 
 from . import backend
 from .loops import LoopConfig, generation_model, real_data, rng_for
-from .metrics import gaussian_w2_from_moments, moments
+from .metrics import gaussian_w2
 from .sims import synthesize
 
 
 def _dist(x, cfg: LoopConfig, squared: bool):
-    mu, S = moments(backend.to_numpy(x))
-    return gaussian_w2_from_moments(mu, S, np.asarray(cfg.mean), np.asarray(cfg.cov), squared)  # R
+    return gaussian_w2(backend.to_numpy(x), cfg.mean, cfg.cov, squared)  # R
 
 
 def polluted_chunk(cfg: LoopConfig, pollution, omegas, runs: int, seed: int = 0, chunk: int = 0,

@@ -3,8 +3,9 @@
 When the auxiliary model is fine-tuned with the UNet's encoder frozen (``aux.train_encoder =
 False``), both models run the same encoder on the same input, so one encoder pass can feed both
 decoders. :class:`SharedEncoderPair` makes two denoisers D_base(x; sigma) and D_aux(x; sigma) that
-a sampler calls exactly like two separate models; the combination still goes through
-``minisims.guidance`` (eq. 5), and the samplers are unchanged.
+a sampler calls exactly like two separate models, and hands them to the formulation's own sampler
+(``EDM.sample_with``): the combination is still eq. 5, the sampler and its settings are the
+formulation's, plain or fused alike.
 
 # N batch, C channels, H W spatial
 The sharing: each denoiser notes the sampler's x (the object, not a copy) and sigma before the
@@ -17,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .diffusion import EDM, edm_sampler
-from .guidance import Guidance, GuidanceInterval
+from .diffusion import EDM
+from .guidance import GuidanceInterval
 from .nn.unet import UNet
 
 
@@ -72,9 +73,7 @@ class SharedEncoderPair:
 
     def sample(self, shape, rng, w: float, interval: GuidanceInterval | None = None,
                progress: bool = False):
-        """The formulation's EDM sampler, guided by eq. 5 with the shared pass. (N,C,H,W) float64."""
-        f = self.formulation
-        return edm_sampler(self.base, shape, rng, num_steps=f.num_steps, sigma_min=f.sigma_min,
-                           sigma_max=f.sigma_max, rho=f.rho, solver=f.solver, S_churn=f.S_churn,
-                           S_min=f.S_min, S_max=f.S_max, S_noise=f.S_noise,
-                           guidance=Guidance(self.aux, float(w), interval), progress=progress)
+        """The formulation's EDM sampler, guided by eq. 5 with the shared pass. (N,C,H,W) float64.
+        Where a step is not guided (w = 0, outside the interval) only the base is evaluated."""
+        return self.formulation.sample_with(self.base, self.aux, shape, rng, w=w,
+                                            interval=interval, progress=progress)

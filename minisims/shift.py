@@ -24,9 +24,10 @@ from . import backend
 from .data.mixture import MIX_COV, MIX_MEANS, classify, sample_mixture, select_mix
 from .metrics import gaussian_w2_from_moments, moments
 from .nn import MLPConfig
-from .sims import SIMSConfig, synthesize, train_aux, train_base
+from .sims import SIMSConfig, fit_sims, synthesize
+from .streams import Streams
 
-STREAMS = ("data", "base", "synth", "aux", "sample")
+STREAMS = Streams(("data", "base", "synth", "aux", "sample"))
 
 
 def _default_sims() -> SIMSConfig:
@@ -53,24 +54,27 @@ class ShiftConfig:
         return 1.0 - self.target_frac
 
 
-def rng_for(seed: int, chunk: int, stream: str, numpy: bool = False):
-    ss = np.random.SeedSequence(seed, spawn_key=(chunk, STREAMS.index(stream)))
-    return np.random.default_rng(ss) if numpy else backend.default_rng(int(ss.generate_state(1)[0]))
+rng_for = STREAMS.rng  # rng_for(seed, chunk, stream, numpy=False): one stream
 
 
 def fit_shift(cfg: ShiftConfig, runs: int, seed: int = 0, chunk: int = 0):
-    """Train the base on the base mix and the aux on the complement of the target, built from the
-    base model's labelled samples. Returns (base, aux, aux set group-0 fraction (R,))."""
+    """Algorithm 1 with a selection step: train the base on the base mix, draw a pool of
+    pool_factor * n_s samples, label them and keep n_s with the complement of the target mix as
+    the aux set, fine-tune the aux on it. Returns (base, aux, aux set group-0 fraction (R,))."""
     x, _ = sample_mixture(cfg.n_real, rng_for(seed, chunk, "data", numpy=True), runs,
                           cfg.base_frac, cfg.means, cfg.cov)  # R,n,2
-    base, _ = train_base(backend.asarray(x), cfg.sims, rng_for(seed, chunk, "base"))
-    synth_rng = rng_for(seed, chunk, "synth")
-    pool = synthesize(base, cfg.sims, int(cfg.pool_factor * cfg.sims.n_synth), synth_rng)  # R,m,2
-    labels = classify(pool, cfg.means, cfg.cov)  # R,m
-    S = select_mix(pool, labels, cfg.sims.n_synth, cfg.aux_frac, synth_rng)  # R,n_s,2
-    aux_set_frac = backend.to_numpy((classify(S, cfg.means, cfg.cov) == 0).mean(axis=1))  # R
-    aux, _ = train_aux(base, S, cfg.sims, rng_for(seed, chunk, "aux"))
-    return base, aux, aux_set_frac
+    aux_set_frac = []
+
+    def complement_of_target(pool, rng):  # pool R,m,2 -> S R,n_s,2
+        labels = classify(pool, cfg.means, cfg.cov)  # R,m
+        S = select_mix(pool, labels, cfg.sims.n_synth, cfg.aux_frac, rng)  # R,n_s,2
+        aux_set_frac.append(backend.to_numpy((classify(S, cfg.means, cfg.cov) == 0).mean(axis=1)))  # R
+        return S
+
+    fit = fit_sims(backend.asarray(x), cfg.sims, rng_for(seed, chunk, "base"),
+                   synth_rng=rng_for(seed, chunk, "synth"), aux_rng=rng_for(seed, chunk, "aux"),
+                   n_synth=int(cfg.pool_factor * cfg.sims.n_synth), select=complement_of_target)
+    return fit.base, fit.aux, aux_set_frac[0]
 
 
 def group_stats(x, cfg: ShiftConfig, squared: bool = False):

@@ -1,24 +1,43 @@
-"""SIMS, Algorithm 1 of the paper, one function per step.
+"""SIMS, Algorithm 1 of the paper, one function per step, for any denoiser.
 
     1. train_base      train the base model on the real data D            -> s_r
     2. synthesize      draw n_s samples S from the base model
     3. train_aux       fine-tune a *copy* of the base on S alone, budget B  -> s_s; discard S
     4. sample_sims     sample with s = (1 + w) s_r - w s_s   (eq. 5, minisims.guidance)
 
-:func:`run_sims` runs all four. Every function works on an ensemble of R independent runs at once
-(data (R,n,D), one model per run on the ensemble axis) and takes the random generator as a
-parameter.
+:func:`fit_sims` runs steps 1-3 and :func:`run_sims` all four. What the steps work on is a
+:class:`SIMSRecipe`: a model factory, a diffusion formulation, how the base is trained, how the
+auxiliary model is fine-tuned (its budget, and whether all parameters train or the decoder alone)
+and n_s. The same functions run the toy MLP ensemble (data (R,n,D), R runs on the ensemble axis)
+and the UNet on images (data (N,C,H,W)); the self-consuming loops, distribution shift, polluted
+training, autoguidance and the tutorials all call these steps. :class:`SIMSConfig` is the toy's
+settings, which build a recipe. The random generator is always passed in.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
+from . import backend
 from .diffusion import DDPM, EDM, EDMPrecond, VPPrecond
 from .guidance import GuidanceInterval
 from .nn import MLPConfig, MLPDenoiser
-from .train import epochs_for_budget, train
+from .train import TrainConfig, train
+
+
+@dataclass
+class SIMSRecipe:
+    """Everything Algorithm 1 needs to know about the model, for any denoiser."""
+    make_model: Callable             # make_model(data, rng) -> a fresh network for these data
+    formulation: object              # DDPM | EDM, with member_ndim/data_ndim set for the data
+    base: TrainConfig                # step 1
+    aux: TrainConfig                 # step 3: the budget B, and trainable="all" | "decoder"
+    n_synth: int = 2000              # n_s = |S|
+    interval: GuidanceInterval | None = None   # where guidance is applied (None: everywhere)
+    sample_batch: int | None = None  # sample at most this many images per sampler call
 
 
 @dataclass
@@ -46,65 +65,102 @@ class SIMSConfig:
             return EDM(precond=VPPrecond(), num_steps=self.num_steps)
         raise ValueError(f"unknown formulation {self.formulation!r}: use ddpm, edm or vp")
 
-    def make_net(self, runs: int, rng: np.random.Generator) -> MLPDenoiser:
+    def make_net(self, runs: int, rng) -> MLPDenoiser:
         return MLPDenoiser(self.mlp, rng, ensemble=runs)
+
+    def recipe(self) -> SIMSRecipe:
+        """Algorithm 1's recipe: one MLP per run (R = data.shape[0]), trained full-batch-per-epoch."""
+        return SIMSRecipe(
+            make_model=functools.partial(_toy_mlp, self.mlp), formulation=self.make_formulation(),
+            base=TrainConfig(lr=self.lr, batch_size=self.batch_size, epochs=self.base_epochs),
+            aux=TrainConfig(lr=self.lr, batch_size=self.batch_size, epochs=self.aux_epochs,
+                            images=self.aux_images),
+            n_synth=self.n_synth, interval=self.interval)
+
+
+def _toy_mlp(mlp: MLPConfig, data, rng) -> MLPDenoiser:
+    return MLPDenoiser(mlp, rng, ensemble=data.shape[0])  # one model per run
+
+
+def as_recipe(cfg) -> SIMSRecipe:
+    """A :class:`SIMSRecipe` as it is, or the recipe of a settings object such as SIMSConfig."""
+    return cfg if isinstance(cfg, SIMSRecipe) else cfg.recipe()
 
 
 @dataclass
 class SIMSResult:
-    base: MLPDenoiser
-    aux: MLPDenoiser
-    base_loss: np.ndarray   # epochs,R
-    aux_loss: np.ndarray    # epochs,R
+    base: object
+    aux: object
+    base_loss: np.ndarray   # epochs,R (ensemble) or epochs
+    aux_loss: np.ndarray
 
 
-def train_base(data, cfg: SIMSConfig, rng, progress=False):
-    """Step 1: a fresh model per run, trained on that run's data (R,n,D). Returns (net, losses)."""
-    net = cfg.make_net(data.shape[0], rng)
-    loss = train(net, cfg.make_formulation(), data, epochs=cfg.base_epochs,
-                 batch_size=cfg.batch_size, lr=cfg.lr, rng=rng, progress=progress and "base")
-    return net, loss
+def train_base(data, cfg, rng, progress=False):
+    """Step 1: a fresh model trained on the real data. Returns (model, loss per epoch); the model
+    is the EMA of the weights when the recipe keeps one (as EDM samples from it)."""
+    r = as_recipe(cfg)
+    net = r.make_model(data, rng)
+    res = train(net, r.formulation, data, r.base, rng, progress=progress and "base")
+    return (net if res.ema is None else res.ema), res.history
 
 
-def synthesize(net, cfg: SIMSConfig, n: int, rng, aux=None, w: float = 0.0, progress=False):
-    """Step 2 (and the final sampling of step 4 when ``aux`` is given): n points per run,
-    (R,n,D) float32."""
-    shape = (net_runs(net), n, cfg.mlp.dim)
-    x = cfg.make_formulation().sample(net, shape, rng, aux=aux, w=w, interval=cfg.interval,
-                                      progress=progress)
-    return x.astype(np.float32)
+def synthesize(net, cfg, n: int, rng, aux=None, w: float = 0.0, progress=False):
+    """Step 2 (and the final sampling of step 4 when ``aux`` is given): n samples, float32,
+    shaped ``net.sample_shape(n)``: (R,n,D) for a toy ensemble, (n,C,H,W) for images. With the
+    recipe's ``sample_batch`` the images are drawn batch after batch from ``rng``."""
+    r = as_recipe(cfg)
+    step = n if r.sample_batch is None else r.sample_batch
+    parts = []
+    for start in range(0, n, step):
+        shape = net.sample_shape(min(step, n - start))
+        x = r.formulation.sample(net, shape, rng, aux=aux, w=w, interval=r.interval,
+                                 progress=progress)
+        parts.append(x.astype(np.float32))
+    if len(parts) == 1:
+        return parts[0]
+    return backend.xp(parts[0]).concatenate(parts, axis=0)  # n,C,H,W
 
 
-def train_aux(base, synthetic, cfg: SIMSConfig, rng, progress=False):
-    """Step 3: fine-tune a copy of the base on the synthetic set S alone (the base is untouched).
-    The budget is cfg.aux_images samples seen if set, else cfg.aux_epochs epochs."""
+def train_aux(base, synthetic, cfg, rng, progress=False):
+    """Step 3: fine-tune a copy of the base on the synthetic set S alone (the base is untouched),
+    with the recipe's aux budget and trainable part. Returns (aux model, loss per epoch)."""
+    r = as_recipe(cfg)
     aux = base.copy()
-    epochs = cfg.aux_epochs if cfg.aux_images is None else epochs_for_budget(cfg.aux_images, synthetic.shape[1])
-    loss = train(aux, cfg.make_formulation(), synthetic, epochs=epochs, batch_size=cfg.batch_size,
-                 lr=cfg.lr, rng=rng, progress=progress and "aux")
-    return aux, loss
+    res = train(aux, r.formulation, synthetic, r.aux, rng, progress=progress and "aux")
+    return (aux if res.ema is None else res.ema), res.history
 
 
-def sample_sims(base, aux, cfg: SIMSConfig, w: float, n: int, rng, progress=False):
-    """Step 4: n points per run from the SIMS score (1 + w) s_r - w s_s."""
+def sample_sims(base, aux, cfg, w: float, n: int, rng, progress=False):
+    """Step 4: n samples from the SIMS score (1 + w) s_r - w s_s."""
     return synthesize(base, cfg, n, rng, aux=aux, w=w, progress=progress)
 
 
-def fit_sims(data, cfg: SIMSConfig, rng, progress=False) -> SIMSResult:
-    """Steps 1-3: the base and auxiliary models, ready for guided sampling at any w."""
-    base, base_loss = train_base(data, cfg, rng, progress)
-    S = synthesize(base, cfg, cfg.n_synth, rng, progress=progress)
-    aux, aux_loss = train_aux(base, S, cfg, rng, progress)
+def fit_sims(data, cfg, rng, progress=False, *, synth_rng=None, aux_rng=None, n_synth=None,
+             select=None) -> SIMSResult:
+    """Steps 1-3: the base and auxiliary models, ready for guided sampling at any w.
+
+    Random streams: ``rng`` trains the base; ``synth_rng`` (default ``rng``) draws S; ``aux_rng``
+    (default ``synth_rng``) fine-tunes the aux. ``select(S, synth_rng) -> S'`` optionally picks
+    the aux training set from the n_synth samples drawn (distribution shift builds the complement
+    of its target mix this way); ``n_synth`` overrides the recipe's.
+    """
+    r = as_recipe(cfg)
+    synth_rng = rng if synth_rng is None else synth_rng
+    aux_rng = synth_rng if aux_rng is None else aux_rng
+    base, base_loss = train_base(data, r, rng, progress)
+    S = synthesize(base, r, r.n_synth if n_synth is None else n_synth, synth_rng, progress=progress)
+    if select is not None:
+        S = select(S, synth_rng)
+    aux, aux_loss = train_aux(base, S, r, aux_rng, progress)
     del S  # Algorithm 1: discard S
     return SIMSResult(base, aux, base_loss, aux_loss)
 
 
-def run_sims(data, cfg: SIMSConfig, w: float, n: int, rng, progress=False):
-    """All of Algorithm 1: returns (SIMSResult, n SIMS samples per run (R,n,D))."""
+def run_sims(data, cfg, w: float, n: int, rng, progress=False):
+    """All of Algorithm 1: returns (SIMSResult, n SIMS samples)."""
     fit = fit_sims(data, cfg, rng, progress)
     return fit, sample_sims(fit.base, fit.aux, cfg, w, n, rng, progress)
 
 
-def net_runs(net) -> int:
-    """The ensemble size R of a toy network (1 when it has no ensemble axis)."""
-    return net.net.layers[0].ensemble or 1
+__all__ = ["SIMSRecipe", "SIMSConfig", "SIMSResult", "as_recipe", "train_base", "synthesize",
+           "train_aux", "sample_sims", "fit_sims", "run_sims"]

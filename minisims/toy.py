@@ -6,19 +6,21 @@ with (1 + w) s_base - w s_aux for every requested w and prints the distance to p
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 
 import numpy as np
 
 from . import backend
-from .cli_util import Parser, fail, float_list, int_at_least, positive_float, writable_dir
+from .atomic import write_json
+from .cli_util import (Parser, add_formulation, add_run_options, blas_limit, command_parser,
+                       float_list, int_at_least, positive_float, prepare_run, run_command)
 from .data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from .figures.common import ToySizes, sims_config
 from .metrics import gaussian_w2
-from .nn import MLPConfig
-from .sims import SIMSConfig, fit_sims, sample_sims
+from .sims import fit_sims, sample_sims
+
+DEFAULTS = ToySizes(runs=16)  # the paper's toy sizes, 16 runs
 
 EXAMPLES = """examples:
   python -m minisims.toy --omega 3                  # base vs SIMS at w = 3, 16 runs, DDPM toy
@@ -34,55 +36,40 @@ random numbers, so the rows differ only by the guidance.
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="python -m minisims.toy", description=__doc__.split("\n\n")[0] + "\n\n" +
-               __doc__.split("\n\n")[1], epilog=EXAMPLES,
-               formatter_class=lambda prog: __import__("argparse").RawDescriptionHelpFormatter(prog, max_help_position=32))
+    p = command_parser("python -m minisims.toy", "\n\n".join(__doc__.split("\n\n")[:2]), EXAMPLES)
+    d = DEFAULTS
     p.add_argument("--omega", "-w", type=float_list, default=[3.0], metavar="W[,W...]",
                    help="guidance strength(s) w, comma separated (default: 3)")
-    p.add_argument("--runs", type=int_at_least(1), default=16, help="independent runs, trained at once (default: 16)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    p.add_argument("--formulation", choices=["ddpm", "edm", "vp"], default="ddpm",
-                   help="ddpm: the paper's toy (eps-prediction, cosine, 40 steps, ancestral); "
-                        "edm/vp: EDM loss and Heun sampler with EDM or VP preconditioning (default: ddpm)")
-    p.add_argument("--n-real", type=int_at_least(2), default=1000, help="|D|, real points per run (default: 1000)")
-    p.add_argument("--n-synth", type=int_at_least(2), default=2000, help="n_s = |S|, synthetic points for the aux model (default: 2000)")
-    p.add_argument("--base-epochs", type=int_at_least(1), default=100, help="base training epochs (default: 100)")
-    p.add_argument("--aux-epochs", type=int_at_least(0), default=50, help="aux fine-tuning epochs, the budget B (default: 50)")
+    p.add_argument("--runs", type=int_at_least(1), default=d.runs, help=f"independent runs, trained at once (default: {d.runs})")
+    add_formulation(p)
+    p.add_argument("--n-real", type=int_at_least(2), default=d.n_real, help=f"|D|, real points per run (default: {d.n_real})")
+    p.add_argument("--n-synth", type=int_at_least(2), default=d.n_s, help=f"n_s = |S|, synthetic points for the aux model (default: {d.n_s})")
+    p.add_argument("--base-epochs", type=int_at_least(1), default=d.base_epochs, help=f"base training epochs (default: {d.base_epochs})")
+    p.add_argument("--aux-epochs", type=int_at_least(0), default=d.aux_epochs, help=f"aux fine-tuning epochs, the budget B (default: {d.aux_epochs})")
     p.add_argument("--batch-size", type=int_at_least(1), default=2048, help="batch size; 2048 > |D| means one step per epoch, as in the paper's toy (default: 2048)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--hidden", type=int_at_least(1), default=64, help="MLP width (default: 64)")
+    p.add_argument("--hidden", type=int_at_least(1), default=d.hidden, help=f"MLP width (default: {d.hidden})")
     p.add_argument("--steps", type=int_at_least(2), default=32, help="edm/vp: Heun steps N, NFE 2N-1 (default: 32)")
-    p.add_argument("--n-eval", type=int_at_least(2), default=2000, help="samples per run to measure the distance (default: 2000)")
+    p.add_argument("--n-eval", type=int_at_least(2), default=d.n_eval, help=f"samples per run to measure the distance (default: {d.n_eval})")
     p.add_argument("--metric", choices=["w2", "w2sq"], default="w2", help="W2 or W2 squared (default: w2)")
-    p.add_argument("--outdir", default="runs/toy", help="where the plot and results go (default: runs/toy)")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
-    p.add_argument("--blas-threads", type=int_at_least(0), default=1,
-                   help="BLAS threads for the small toy matrices; 0 leaves the library default (default: 1)")
+    add_run_options(p, outdir="runs/toy", quiet=True)
     p.add_argument("--no-plot", action="store_true", help="skip the figure")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with backend.blas_threads(args.blas_threads or None):
-        return _run(args, parser.prog)
+    outdir = prepare_run(parser.prog, args)
+    with backend.blas_threads(blas_limit(args)):
+        return _run(args, outdir)
 
 
-def _run(args, prog) -> int:
-    try:
-        outdir = writable_dir(args.outdir)
-    except Exception as e:
-        fail(prog, str(e), 2)
-    try:
-        backend.use_device(args.device)
-    except backend.BackendError as e:
-        fail(prog, str(e))
-
-    cfg = SIMSConfig(formulation=args.formulation, mlp=MLPConfig(hidden=args.hidden),
-                     lr=args.lr, batch_size=args.batch_size, base_epochs=args.base_epochs,
-                     aux_epochs=args.aux_epochs, n_synth=args.n_synth, num_steps=args.steps)
+def _run(args, outdir: str) -> int:
+    sizes = ToySizes(runs=args.runs, n_real=args.n_real, n_eval=args.n_eval, hidden=args.hidden,
+                     base_epochs=args.base_epochs, aux_epochs=args.aux_epochs, n_s=args.n_synth)
+    cfg = sims_config(sizes, args.formulation, lr=args.lr, batch_size=args.batch_size,
+                      num_steps=args.steps)
     squared = args.metric == "w2sq"
     progress = not args.quiet
     t0 = time.perf_counter()
@@ -123,9 +110,7 @@ def _run(args, prog) -> int:
                "real_data_distance_per_run": floor.tolist(),
                "seconds": elapsed}
     path = os.path.join(outdir, "toy_results.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(path, results)
     if not args.no_plot:
         from .plots import samples_over_density
         panels = [("base (w = 0)" if w == 0 else f"SIMS w = {w:g}", first_run[w]) for w in omegas]
@@ -139,14 +124,7 @@ def _run(args, prog) -> int:
 
 
 def entry(argv=None):
-    try:
-        sys.exit(main(argv))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # e.g. piped into head
-        sys.stderr.close()
-        sys.exit(1)
+    run_command(main, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Schedules, preconditioning, losses and samplers against closed forms.
 
 For Gaussian data N(0, s^2 I) the ideal denoiser is known in closed form, so a correct sampler fed
-the ideal model must return samples of variance s^2; the loss gradients are checked against
-finite differences with the noise held fixed.
+the ideal model must return samples of variance s^2; the loss gradients (dL/dF, and the weights'
+through a network) are checked against finite differences in float64 with the noise given.
 """
 import math
 
@@ -11,9 +11,10 @@ import pytest
 
 from minisims.diffusion import (DDPM, EDM, EDMPrecond, VPPrecond, cosine_alpha_bar, ddpm_sampler,
                                 edm_sampler, edm_sigma_steps)
-from minisims.diffusion.loss import ddpm_loss_and_grad, edm_loss_and_grad
+from minisims.diffusion.loss import (ddpm_loss, ddpm_loss_and_grad, ddpm_noise, edm_loss,
+                                     edm_loss_and_grad, edm_noise)
 from minisims.gradcheck import assert_close, numerical_grad
-from minisims.nn import MLPConfig, MLPDenoiser
+from minisims.nn import MLPConfig, MLPDenoiser, Module
 
 
 def test_cosine_schedule_facts():
@@ -92,36 +93,112 @@ def test_ddpm_sampler_recovers_gaussian_with_ideal_eps():
     assert DDPM(T=40).nfe() == 39
 
 
-class _FixedNoise:
-    """Replays the same random stream each time: the loss becomes a plain function of the weights."""
+class _Output(Module):
+    """A "network" whose output is its one parameter F: the finite differences of the loss with
+    respect to F check dL/dF itself. It records what it was fed."""
 
-    def __init__(self, seed):
-        self.seed = seed
+    def __init__(self, F):
+        super().__init__()
+        self.params = {"F": F}
+        self._init_grads()
 
-    def fresh(self):
-        return np.random.default_rng(self.seed)
+    def forward(self, x, c):
+        self.x, self.c = x, c
+        return self.params["F"]
+
+    def backward(self, dF):
+        self.grads["F"] += dF
+        return None, None
+
+
+def _draw_and_loss(which, net, y, rng, member_ndim=1, data_ndim=1):
+    """Draw the noise once from ``rng``; return the loss with that noise given, (loss, dL/dF),
+    as a function of the weights alone."""
+    if which == "ddpm":
+        ab = cosine_alpha_bar(10)
+        t, eps = ddpm_noise(y, rng, len(ab), member_ndim, data_ndim)
+        return lambda: ddpm_loss(net, ab, y, t, eps, member_ndim, data_ndim)
+    pre = EDMPrecond(1.3) if which == "edm" else VPPrecond()
+    sigma, n = edm_noise(y, rng, member_ndim=member_ndim, data_ndim=data_ndim)
+    return lambda: edm_loss(net, pre, y, sigma, n, member_ndim, data_ndim)
+
+
+@pytest.mark.parametrize("which", ["edm", "vp", "ddpm"])
+@pytest.mark.parametrize("member_ndim,shape", [(1, (2, 4, 2)), (0, (3, 2, 2, 2))])
+def test_loss_dF_matches_finite_differences(which, member_ndim, shape):
+    """dL/dF against centred differences in F (float64), the noise given: L = sum_r L_r * g_r
+    with random member weights g (never all ones)."""
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal(shape)
+    net = _Output(rng.standard_normal(shape))
+    data_ndim = len(shape) - 1 - member_ndim  # toy: R,B,D; images: N,C,H,W
+    loss = _draw_and_loss(which, net, y, np.random.default_rng(11), member_ndim, data_ndim)
+    L, dF = loss()
+    g = np.asarray(rng.standard_normal(L.shape))  # upstream gradient of the member losses
+    dF = dF * g.reshape(g.shape + (1,) * (dF.ndim - g.ndim))  # member r's rows times g_r
+    ref = numerical_grad(lambda: float((loss()[0] * g).sum()), net.params["F"])
+    # L is a mean of ~8-16 squares of order 1-10: rounding over 2 eps ~ 1e-16 * 1e2 / 1e-6
+    assert_close("dL/dF", dF, ref, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("which", ["edm", "vp", "ddpm"])
 def test_loss_gradients_match_finite_differences(which):
+    """Through a real network: net.backward(dL/dF) against centred differences in every weight,
+    with the noise drawn once and given to the loss."""
     rng = np.random.default_rng(3)
     net = MLPDenoiser(MLPConfig(hidden=5, depth=1, embedding="fourier", num_freqs=2), rng, ensemble=2,
                       dtype=np.float64)
     y = rng.standard_normal((2, 4, 2))
-    noise = _FixedNoise(11)
-
-    def run():
-        if which == "ddpm":
-            return ddpm_loss_and_grad(net, cosine_alpha_bar(10), y, noise.fresh())
-        pre = EDMPrecond(1.3) if which == "edm" else VPPrecond()
-        return edm_loss_and_grad(net, pre, y, noise.fresh())
-
+    loss = _draw_and_loss(which, net, y, np.random.default_rng(11))
     net.zero_grad()
-    run()
-    mine = {name: mod.grads[k].copy() for name, mod, k in net.named_parameters()}
-    for name, mod, k in net.named_parameters():  # (each run() adds into grads again: copied above)
-        ref = numerical_grad(lambda: float(run().sum()), mod.params[k])
-        assert_close(name, mine[name], ref, rtol=1e-5, atol=1e-7)
+    net.backward(loss()[1])
+    for name, mod, k in net.named_parameters():
+        ref = numerical_grad(lambda: float(loss()[0].sum()), mod.params[k])
+        assert_close(name, mod.grads[k], ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("which", ["edm", "vp", "ddpm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_and_grad_is_draw_then_loss_then_backward(which, dtype):
+    """The training step's wrapper equals its three parts bit for bit (loss and every grad), and
+    leaves the generator where the draw alone leaves it."""
+    cfg = MLPConfig(hidden=5, depth=1, embedding="fourier", num_freqs=2)
+    nets = [MLPDenoiser(cfg, np.random.default_rng(3), ensemble=2, dtype=dtype) for _ in range(2)]
+    y = np.random.default_rng(4).standard_normal((2, 6, 2)).astype(dtype)
+    r0, r1 = np.random.default_rng(11), np.random.default_rng(11)
+    for net in nets:
+        net.zero_grad()
+    if which == "ddpm":
+        l0 = ddpm_loss_and_grad(nets[0], cosine_alpha_bar(10), y, r0)
+    else:
+        l0 = edm_loss_and_grad(nets[0], EDMPrecond(1.3) if which == "edm" else VPPrecond(), y, r0)
+    loss = _draw_and_loss(which, nets[1], y, r1)
+    l1, dF = loss()
+    nets[1].backward(dF)
+    assert np.array_equal(l0, l1) and l0.dtype == dtype
+    for (name, m0, k), (_, m1, _) in zip(nets[0].named_parameters(), nets[1].named_parameters()):
+        assert np.array_equal(m0.grads[k], m1.grads[k]), name
+    assert r0.bit_generator.state == r1.bit_generator.state
+
+
+def test_noise_draws_are_pinned():
+    """The draws, their order and shapes: EDM's sigma normals (one per sample) then the noise;
+    DDPM's step indices then the noise (what training drew before the losses were split)."""
+    y = np.zeros((2, 3, 2), np.float32)
+    sigma, n = edm_noise(y, np.random.default_rng(0), P_mean=-1.0, P_std=0.5)
+    ref = np.random.default_rng(0)
+    s_ref = np.exp(ref.standard_normal((2, 3, 1), dtype=np.float32) * 0.5 - 1.0)
+    assert np.array_equal(sigma, s_ref)
+    assert np.array_equal(n, ref.standard_normal((2, 3, 2), dtype=np.float32) * s_ref)
+    t, eps = ddpm_noise(y, np.random.default_rng(0), 10)
+    ref = np.random.default_rng(0)
+    assert np.array_equal(t, ref.integers(1, 10, size=(2, 3)))
+    assert np.array_equal(eps, ref.standard_normal((2, 3, 2), dtype=np.float32))
+    y = np.zeros((4, 1, 2, 2))  # one image model: member_ndim 0, data_ndim 3
+    sigma, n = edm_noise(y, np.random.default_rng(0), member_ndim=0, data_ndim=3)
+    assert sigma.shape == (4, 1, 1, 1) and n.shape == y.shape
+    loss = _draw_and_loss("edm", _Output(np.ones_like(y)), y, np.random.default_rng(0), 0, 3)
+    assert loss()[0].shape == ()
 
 
 def test_loss_members_are_independent():

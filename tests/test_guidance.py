@@ -1,7 +1,10 @@
 """The guidance algebra: w = 0 is exactly the base model, w = -1 exactly the auxiliary model, the
 combination is affine in w, the guidance interval switches the auxiliary model off, and guiding
-never changes which random numbers a sampler draws. Checked for every sampler and both
-formulations, with real (untrained) MLP ensembles and with analytic toy models."""
+never changes which random numbers a sampler draws. Checked for every sampler (plain and fused
+EDM steps, DDPM) and both formulations, with real (untrained) MLP ensembles and with analytic toy
+models. sims_combine's contract (dtype, exact endpoints with non-finite inputs, a fresh array)
+is checked as its docstring states it, and the samplers' calls are counted: where a step is not
+guided (w = 0, outside the interval) the aux model is never called."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,15 +19,55 @@ from minisims.nn import MLPConfig, MLPDenoiser
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, width=64)
 weights = st.floats(-3, 8, allow_nan=False)
+# values with the awkward cases mixed in: infinities, nan and both signed zeros
+special = st.one_of(st.sampled_from([np.inf, -np.inf, np.nan, -0.0, 0.0]),
+                    st.floats(-1e6, 1e6, allow_nan=False, width=32))
+w_types = st.sampled_from([float, np.float64, np.float32])
 
 
-@given(arrays(np.float64, st.integers(1, 20), elements=finite),
-       arrays(np.float64, st.integers(1, 20), elements=finite))
-def test_combine_endpoints_are_exact(a, b):
-    n = min(len(a), len(b))
-    a, b = a[:n], b[:n]
-    assert np.array_equal(sims_combine(a, b, 0.0), a)   # w = 0: the base model, bit for bit
-    assert np.array_equal(sims_combine(a, b, -1.0), b)  # w = -1: the auxiliary model, bit for bit
+def _bits(a):
+    return a.dtype, a.shape, a.tobytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(dt=st.sampled_from([np.float32, np.float64]), n=st.integers(1, 12), data=st.data(),
+       w_type=w_types, endpoint=st.sampled_from([0.0, -0.0, -1.0]))
+def test_combine_endpoints_select_exactly(dt, n, data, w_type, endpoint):
+    """w == 0: base's values exactly (aux's inf/nan ignored, -0.0 kept); w == -1: aux's exactly.
+    The dtype is the arrays', whatever the type of w, and the result is a fresh array."""
+    a = data.draw(arrays(dt, n, elements=special))
+    b = data.draw(arrays(dt, n, elements=special))
+    out = sims_combine(a, b, w_type(endpoint))
+    assert _bits(out) == _bits(a if endpoint == 0 else b)  # bit for bit, nan and signs included
+    assert not np.shares_memory(out, a) and not np.shares_memory(out, b)  # a copy, as documented
+
+
+@settings(max_examples=200, deadline=None)
+@given(dt=st.sampled_from([np.float32, np.float64]), n=st.integers(1, 12), data=st.data(),
+       w_type=w_types, w=weights.filter(lambda v: v not in (0.0, -1.0)))
+def test_combine_elsewhere_is_eq5_in_the_arrays_dtype(dt, n, data, w_type, w):
+    """Any other w: (1 + w) base - w aux with w a Python float (so float32 stays float32), IEEE
+    arithmetic on non-finite values; a fresh array."""
+    a = data.draw(arrays(dt, n, elements=special))
+    b = data.draw(arrays(dt, n, elements=special))
+    wf = float(w_type(w))
+    if wf in (0.0, -1.0):  # np.float32 can round a weight onto an endpoint
+        return
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 0 * inf: nan, as IEEE says
+        out = sims_combine(a, b, w_type(w))
+        ref = (1 + wf) * a - wf * b
+    assert out.dtype == dt
+    assert _bits(out) == _bits(ref)
+    assert not np.shares_memory(out, a) and not np.shares_memory(out, b)
+
+
+def test_combine_dtype_follows_the_arrays_and_shapes_must_match():
+    a32, b64 = np.ones(3, np.float32), np.full(3, 2.0)
+    for w in (0.0, -1.0, 0.5, np.float64(0.0), np.float64(0.5)):
+        assert sims_combine(a32, b64, w).dtype == np.float64  # result_type of the arrays
+        assert sims_combine(a32, a32, w).dtype == np.float32  # never promoted by a NumPy w
+    with pytest.raises(ValueError, match="shape"):
+        sims_combine(np.ones(3), np.ones((1, 3)), 0.5)
 
 
 @given(arrays(np.float32, 8, elements=st.floats(-100, 100, width=32)),
@@ -58,10 +101,13 @@ def _toy_models():
 
 SAMPLERS = {
     "edm-heun": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, guidance=g),
+    "edm-fused": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, guidance=g,
+                                               step="fused"),
     "edm-euler": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, solver="euler", guidance=g),
     "edm-churn": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, S_churn=5.0, S_min=0.05, S_max=50, guidance=g),
     "ddpm": lambda m, rng, g: ddpm_sampler(m, (2, 5, 2), rng, alpha_bar=cosine_alpha_bar(10), guidance=g),
 }
+NFE = {"edm-heun": 11, "edm-fused": 11, "edm-euler": 6, "edm-churn": 11, "ddpm": 9}
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -87,6 +133,7 @@ def _nets(rng, formulation):
 FORMULATIONS = {
     "ddpm": DDPM(T=8),
     "edm": EDM(precond=EDMPrecond(1.4), num_steps=5),
+    "edm-fused": EDM(precond=EDMPrecond(1.4), num_steps=5, step="fused"),
     "vp": EDM(precond=VPPrecond(), num_steps=5),
     "edm-euler": EDM(precond=EDMPrecond(1.4), num_steps=5, solver="euler"),
 }
@@ -118,6 +165,37 @@ class Counting:
     def __call__(self, x, level):
         self.calls.append(float(level))
         return self.f(x, level)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_w0_never_calls_the_aux_model(name):
+    """w = 0 is the base sampler, so the aux model is not evaluated at all (no wasted NFE)."""
+    base, aux = _toy_models()
+    cb, ca = Counting(base), Counting(aux)
+    x = SAMPLERS[name](cb, np.random.default_rng(3), Guidance(ca, 0.0))
+    assert ca.calls == [] and len(cb.calls) == NFE[name]
+    assert x.tobytes() == SAMPLERS[name](base, np.random.default_rng(3), None).tobytes()
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_outside_the_interval_only_the_base_is_called(name):
+    base, aux = _toy_models()
+    cb, ca = Counting(base), Counting(aux)
+    SAMPLERS[name](cb, np.random.default_rng(3), Guidance(ca, 1.5, GuidanceInterval(sigma_lo=1e9)))
+    assert ca.calls == [] and len(cb.calls) == NFE[name]
+    cb, ca = Counting(base), Counting(aux)  # and inside it, both models at every evaluation
+    SAMPLERS[name](cb, np.random.default_rng(3), Guidance(ca, 1.5))
+    assert ca.calls == cb.calls and len(cb.calls) == NFE[name]
+
+
+@pytest.mark.parametrize("name", list(FORMULATIONS))
+def test_formulation_at_w0_never_runs_the_aux_network(name, rng):
+    base, aux = _nets(rng, name)
+    calls = []
+    forward = aux.forward
+    aux.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    FORMULATIONS[name].sample(base, (2, 3, 2), rng, aux=aux, w=0.0)
+    assert calls == []
 
 
 def test_interval_by_steps_uses_only_base_outside():

@@ -64,6 +64,22 @@ def check_heun():
                 r2 = heun_stage2(x_hat, *r, *args[1:], impl="reference")
                 c2 = heun_stage2(x_hat, *r, *args[1:], impl="cuda")
                 assert r2.dtype == c2.dtype and r2.tobytes() == c2.tobytes(), ("stage 2", w, guided)
+        # the endpoints select one model exactly: the other's inf, nan are ignored, -0.0 kept
+        for w, w_type in ((0.0, float), (-1.0, float), (-1.0, np.float32)):
+            x_hat = rng.standard_normal((2, 3, 4)) * 3.0  # S
+            x_hat.reshape(-1)[::5] = 0.0
+            good = rng.standard_normal((2, 3, 4)).astype(model_dtype)
+            good.reshape(-1)[::3] = -0.0
+            bad = np.resize(np.array([np.inf, np.nan, -np.inf, -0.0, 1.0], model_dtype), (2, 3, 4))
+            base, aux = (good, bad) if w == 0 else (bad, good)
+            args = (x_hat, base, aux, w_type(w), np.float64(1.61), np.float64(1.2345))
+            alone = heun_stage1(x_hat, good, None, 0.0, *args[4:], impl="reference")
+            c = heun_stage1(*args, impl="cuda")
+            for a, b in zip(alone, c):
+                assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), ("endpoint", w)
+            r2 = heun_stage2(x_hat, *c, *args[1:], impl="reference")
+            c2 = heun_stage2(x_hat, *c, *args[1:], impl="cuda")
+            assert r2.tobytes() == c2.tobytes(), ("endpoint stage 2", w)
 
 
 def test_cuda_kernels_under_simulator():

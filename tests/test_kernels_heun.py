@@ -1,8 +1,10 @@
 """kernels/heun.py: the fused guided Heun stages, checked bit for bit.
 
-The reference must be exactly the arithmetic of minisims' unfused sampler (edm_sampler with
-sims_combine), every fast version exactly the reference, and w = 0 / w = -1 exactly the base /
-auxiliary model's unguided step. Bits are compared with tobytes(), not a tolerance.
+The reference must be exactly the arithmetic of minisims' plain sampler step (PlainStep: eq. 5
+by sims_combine, then Algorithm 2's lines), every fast version exactly the reference, and w = 0 /
+w = -1 exactly the base / auxiliary model's unguided step, also where the other model's output
+holds inf, nan or -0.0 (sims_combine's endpoint rule). Bits are compared with tobytes(), not a
+tolerance.
 
 # S sample shape; w guidance weight; t_hat, t_next noise levels
 """
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kernels.heun import heun_stage1, heun_stage2
-from minisims.guidance import sims_combine
+from minisims.diffusion.samplers import PlainStep
 
 SHAPES = [(7,), (3, 2, 5, 7), (2, 3, 4, 4)]
 WEIGHTS = [0.0, -1.0, 0.37, 2.5, -0.8, 7.0]
@@ -29,18 +31,8 @@ def _inputs(rng, shape, model_dtype):
     return x_hat, base, aux
 
 
-def _sampler_step1(x_hat, base, aux, w, t_hat, t_next):
-    """The lines of minisims.diffusion.samplers.edm_sampler, as written there."""
-    denoised = base if aux is None else sims_combine(base, aux, w)
-    d_cur = (x_hat - denoised) / t_hat
-    x_next = x_hat + (t_next - t_hat) * d_cur
-    return x_next, d_cur
-
-
-def _sampler_step2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
-    denoised = base if aux is None else sims_combine(base, aux, w)
-    d_prime = (x_next - denoised) / t_next
-    return x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+_sampler_step1 = PlainStep().euler  # what edm_sampler does with step="plain"
+_sampler_step2 = PlainStep().correct
 
 
 LEVELS = [(np.float64(80.0), np.float64(57.58)), (np.float64(1.61), np.float64(1.2345)),
@@ -76,9 +68,7 @@ def test_w0_is_the_base_model_and_w_minus1_the_aux_model(rng, impl):
     assert all(_bits_equal(a, b) for a, b in zip(g0, b0))
     g1 = heun_stage1(x_hat, base, aux, -1.0, t_hat, t_next, impl=impl)
     a1 = heun_stage1(x_hat, aux, None, 0.0, t_hat, t_next, impl=impl)
-    # w = -1: 0 * base + aux, equal in value; only the sign of an exact zero could differ,
-    # and the standard normal draws here have no zeros
-    assert all(_bits_equal(a, b) for a, b in zip(g1, a1))
+    assert all(_bits_equal(a, b) for a, b in zip(g1, a1))  # w = -1 selects aux, no arithmetic
     x_next, d_cur = b0
     _, base2, aux2 = _inputs(rng, (4, 3, 5, 5), np.float32)
     assert _bits_equal(heun_stage2(x_hat, x_next, d_cur, base2, aux2, 0.0, t_hat, t_next, impl=impl),
@@ -99,6 +89,58 @@ def test_numba_equals_reference_for_any_weight_and_levels(w, t_hat, ratio, n, se
     if t_next > 0:
         assert _bits_equal(heun_stage2(x_hat, *r1, base, aux, w, t_hat, t_next, impl="reference"),
                            heun_stage2(x_hat, *f1, base, aux, w, t_hat, t_next, impl="numba"))
+
+
+def _special(rng, shape, dtype, values):
+    """Standard normal draws with inf, -inf, nan and -0.0 written into a third of the entries."""
+    a = rng.standard_normal(shape).astype(dtype)
+    flat = a.reshape(-1)
+    idx = rng.choice(flat.size, flat.size // 3, replace=False)
+    flat[idx] = rng.choice(values, idx.size)
+    return a
+
+
+@pytest.mark.parametrize("impl", CPU)
+@pytest.mark.parametrize("model_dtype", [np.float32, np.float64])
+def test_endpoints_with_non_finite_outputs(rng, impl, model_dtype):
+    """w = 0 ignores aux even where it is inf or nan, w = -1 ignores base likewise; signed zeros
+    of the chosen model are kept. Equal, bit for bit, to the plain step and to the unguided step
+    of the chosen model. (Finite state: the samplers' x stays finite while D does.)"""
+    specials = np.array([np.inf, -np.inf, np.nan, -0.0], model_dtype)
+    shape = (3, 4, 5)
+    x_hat = rng.standard_normal(shape) * 3.0
+    x_hat.reshape(-1)[::5] = 0.0  # exact zeros in the state: x - (-0.0) and x - 0.0 differ in sign
+    t_hat, t_next = np.float64(1.61), np.float64(1.2345)
+    with np.errstate(invalid="ignore"):
+        for w, chosen in ((0.0, "base"), (-1.0, "aux")):
+            good = rng.standard_normal(shape).astype(model_dtype)
+            good.reshape(-1)[::3] = -0.0
+            bad = _special(rng, shape, model_dtype, specials)
+            base, aux = (good, bad) if chosen == "base" else (bad, good)
+            for wt in (float, np.float64, np.float32):
+                got = heun_stage1(x_hat, base, aux, wt(w), t_hat, t_next, impl=impl)
+                plain = _sampler_step1(x_hat, base, aux, wt(w), t_hat, t_next)
+                alone = heun_stage1(x_hat, good, None, 0.0, t_hat, t_next, impl=impl)
+                for g, p_, a in zip(got, plain, alone):
+                    assert _bits_equal(g, p_) and _bits_equal(g, a), (impl, w, wt)
+                out = heun_stage2(x_hat, *got, base, aux, wt(w), t_hat, t_next, impl=impl)
+                ref = _sampler_step2(x_hat, *plain, base, aux, wt(w), t_hat, t_next)
+                assert _bits_equal(out, ref), (impl, w, wt, "stage 2")
+
+
+@pytest.mark.parametrize("impl", CPU)
+def test_non_finite_outputs_between_the_endpoints_propagate_as_in_the_plain_step(rng, impl):
+    specials = np.array([np.inf, -np.inf, np.nan, -0.0], np.float32)
+    shape = (4, 6)
+    x_hat = rng.standard_normal(shape)
+    base, aux = (_special(rng, shape, np.float32, specials) for _ in range(2))
+    with np.errstate(invalid="ignore"):
+        for w in (0.37, np.float64(2.5), np.float32(-0.8)):
+            got = heun_stage1(x_hat, base, aux, w, 2.0, 1.0, impl=impl)
+            ref = _sampler_step1(x_hat, base, aux, w, np.float64(2.0), np.float64(1.0))
+            for g, r in zip(got, ref):  # same positions of nan, same values and signs elsewhere
+                assert np.array_equal(np.isnan(g), np.isnan(r))
+                assert _bits_equal(np.where(np.isnan(g), 0, g), np.where(np.isnan(r), 0, r))
 
 
 def test_non_contiguous_inputs(rng):

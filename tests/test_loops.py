@@ -8,7 +8,9 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from minisims import loops
+from minisims import loops, sims
+from minisims.loops import loop as loop_module
+from minisims.loops import sweeps as sweep_module
 from minisims.loops import (Cell, LoopConfig, converged_ratio, generation_one, load_results,
                             ratio_curve, run_loop_chunk, save_results, sweep)
 from minisims.nn import MLPConfig
@@ -43,11 +45,12 @@ def test_generation_one_matches_the_loops_first_generation():
 
 
 class Spy:
-    """Record what each generation trains on and what it samples, through the loop's own calls."""
+    """Record what each generation trains on and what it samples, through Algorithm 1's steps
+    (minisims.sims), wherever the loop calls them from."""
 
     def __init__(self, monkeypatch):
         self.train_data, self.samples, self.aux_calls = [], [], 0
-        real_train, real_synth, real_aux = loops.train_base, loops.synthesize, loops.train_aux
+        real_train, real_synth, real_aux = sims.train_base, sims.synthesize, sims.train_aux
 
         def train_base(data, cfg, rng, progress=False):
             self.train_data.append(np.array(data))
@@ -63,9 +66,11 @@ class Spy:
             self.aux_calls += 1
             return real_aux(base, synthetic, cfg, rng, progress)
 
-        monkeypatch.setattr(loops, "train_base", train_base)
-        monkeypatch.setattr(loops, "synthesize", synthesize)
-        monkeypatch.setattr(loops, "train_aux", train_aux)
+        for module in (sims, loop_module):
+            for name, fn in (("train_base", train_base), ("synthesize", synthesize),
+                             ("train_aux", train_aux)):
+                if hasattr(module, name):
+                    monkeypatch.setattr(module, name, fn)
 
 
 @pytest.mark.parametrize("loop", loops.LOOPS)
@@ -150,8 +155,8 @@ def test_bad_settings_are_refused():
 
 
 def test_the_default_executor_runs_each_task_when_its_result_is_gathered(monkeypatch):
-    calls, real = [], loops.run_loop_chunk
-    monkeypatch.setattr(loops, "run_loop_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls, real = [], sweep_module.run_loop_chunk
+    monkeypatch.setattr(sweep_module, "run_loop_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
     seen = []
     sweep(micro(generations=1), [Cell(5), Cell(6)], runs=1, on_cell=lambda done: seen.append(len(calls)))
     assert seen == [1, 2]  # cell 1 was saved before cell 2 ran: partial results of long sweeps

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from minisims.gradcheck import assert_close, check_gradients
-from minisims.nn import Adam, EMA, Linear, MLPConfig, MLPDenoiser, NoiseEmbedding, ReLU, Sequential, SiLU
+from minisims.nn import (EMA, Adam, Linear, MLPConfig, MLPDenoiser, Module, NoiseEmbedding, ReLU,
+                         Sequential, SiLU)
 
 F64 = np.float64
 
@@ -124,3 +125,63 @@ def test_state_dict_roundtrip_and_mismatch(rng):
     c = MLPDenoiser(MLPConfig(hidden=5, depth=1), rng, ensemble=2)
     with pytest.raises(ValueError, match="shape"):
         c.load_state_dict(a.state_dict())
+
+
+# ------------------------------------------------------------------------------------------------
+# The module convention: backward returns one gradient per forward argument; children list every
+# sub-module; parameter names never change (checkpoints keep loading)
+# ------------------------------------------------------------------------------------------------
+
+def test_every_backward_returns_one_gradient_per_argument(rng):
+    """Single-input layers return a 1-tuple, the MLP a pair (dx, dc)."""
+    x = rng.standard_normal((2, 5, 3))
+    for layer in (Linear(3, 4, rng, dtype=F64), ReLU(), SiLU(),
+                  Sequential(Linear(3, 4, rng, dtype=F64), ReLU())):
+        y = layer.forward(x)
+        out = layer.backward(rng.standard_normal(y.shape))
+        assert isinstance(out, tuple) and len(out) == 1 and out[0].shape == x.shape, type(layer)
+    emb = NoiseEmbedding("fourier", num_freqs=2, dtype=F64)
+    c = rng.standard_normal((2, 5))
+    out = emb.backward(rng.standard_normal(emb.forward(c).shape))
+    assert isinstance(out, tuple) and len(out) == 1 and out[0].shape == c.shape
+    net = MLPDenoiser(MLPConfig(hidden=4, depth=1), rng, dtype=F64)
+    out = net.backward(rng.standard_normal(net.forward(x[..., :2], c).shape))
+    assert isinstance(out, tuple) and [g.shape for g in out] == [(2, 5, 2), (2, 5)]
+
+
+def test_gradcheck_refuses_a_bare_array(rng):
+    """The checker enforces the rule, so every layer it checks follows it."""
+    class Bare(Linear):
+        def backward(self, dy):
+            return super().backward(dy)[0]
+    with pytest.raises(AssertionError, match="one gradient per input"):
+        check_gradients(Bare(2, 2, rng, dtype=F64), [rng.standard_normal((3, 2))], rng)
+
+
+def test_children_hold_every_sub_module(rng):
+    """Every attribute that is a Module (or a list of them) is a child, so ``modules()`` finds
+    parameter-free layers (activations, the embedding) too."""
+    net = MLPDenoiser(MLPConfig(hidden=4, depth=2, embedding="fourier"), rng, dtype=F64)
+    for mod in net.modules():
+        kids = [id(c) for c in mod.children.values()]
+        for name, v in vars(mod).items():
+            for m in (v if isinstance(v, list) else [v]):
+                if isinstance(m, Module):
+                    assert id(m) in kids, f"{type(mod).__name__}.{name} is not a child"
+    kinds = [type(m).__name__ for m in net.modules()]
+    assert kinds == ["MLPDenoiser", "NoiseEmbedding", "Sequential", "Linear", "Linear", "ReLU",
+                     "Linear", "ReLU", "Linear"]
+
+
+@pytest.mark.parametrize("cfg,names", [
+    (MLPConfig(hidden=6, depth=2),
+     ["net.0.W", "net.0.b", "net.1.W", "net.1.b", "net.3.W", "net.3.b", "net.5.W", "net.5.b"]),
+    (MLPConfig(hidden=5, depth=1, activation="silu", embedding="fourier", num_freqs=2),
+     ["net.0.W", "net.0.b", "net.1.W", "net.1.b", "net.3.W", "net.3.b"]),
+])
+def test_mlp_parameter_names_are_pinned(rng, cfg, names):
+    """The names (and order) the code produced before parameter-free children were listed:
+    checkpoints written then must keep loading."""
+    net = MLPDenoiser(cfg, rng, ensemble=2)
+    assert [n for n, _, _ in net.named_parameters()] == names
+    assert list(net.state_dict()) == names

@@ -93,29 +93,13 @@ def test_down_up_blocks_gradients(rng, conv):
         check_gradients(block, [rng.standard_normal(shape)], rng, rtol=RTOL, atol=ATOL)
 
 
-class Reseeded(Module):
-    """Runs ``inner`` with every Dropout's generator re-seeded before each forward, so the
-    finite differences see the same mask as the analytic backward."""
-
-    def __init__(self, inner, dropouts, seed=7):
-        super().__init__()
-        self.inner, self.dropouts, self.seed = inner, dropouts, seed
-        self.children = {"inner": inner}
-
-    def forward(self, *args):
-        for d in self.dropouts:
-            d.rng = np.random.default_rng(self.seed)
-        return self.inner.forward(*args)
-
-    def backward(self, dy):
-        return self.inner.backward(dy)
-
-
-def test_dropout_gradients_with_fixed_mask(rng):
+def test_dropout_gradients_with_a_given_mask(rng):
     drop = Dropout(0.4)
     x = rng.standard_normal((3, 4, 5))
-    check_gradients(Reseeded(drop, [drop]), [x], rng, rtol=RTOL, atol=ATOL)
-    assert 0 < (drop.mask == 0).mean() < 1  # the mask did drop some values and keep others
+    drop.mask = rng.random(x.shape) < 0.6  # given: every forward (the differences too) uses it
+    check_gradients(drop, [x], rng, rtol=RTOL, atol=ATOL)
+    assert 0 < (drop.scaled_mask == 0).mean() < 1  # the mask did drop some values and keep others
+    assert_close("kept values scaled", drop.forward(x)[drop.mask], x[drop.mask] / 0.6, rtol=1e-15, atol=0)
 
 
 def test_dropout_statistics_and_eval(rng):
@@ -126,6 +110,75 @@ def test_dropout_statistics_and_eval(rng):
     y = drop.forward(x)
     assert abs((y == 0).mean() - 0.25) < 0.01  # 1e5 draws: std of the rate 1.4e-3
     assert set(np.unique(y)) == {0.0, 1 / 0.75}  # kept values scaled so E[y] = x
+
+
+def test_dropout_given_mask_equals_drawn_mask(rng):
+    """A mask given explicitly, equal to the one the generator would draw, gives the same output
+    and input gradient bit for bit; a given mask wins over the generator and draws nothing."""
+    x, dy = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((2, 3, 4, 4))
+    drawn = Dropout(0.3)
+    drawn.rng = np.random.default_rng(5)
+    given = Dropout(0.3)
+    given.mask = given.draw_mask(np.random.default_rng(5), x.shape, x.dtype)
+    given.rng = g = np.random.default_rng(11)
+    state = g.bit_generator.state
+    assert np.array_equal(drawn.forward(x), given.forward(x))
+    assert np.array_equal(drawn.backward(dy)[0], given.backward(dy)[0])
+    assert g.bit_generator.state == state  # the given mask was used: no draw
+    given.mask = np.ones((1, 3, 1, 1), bool)  # a per-channel mask broadcasts
+    given.forward(x)
+    given.mask = np.ones((5, 3, 4, 4), bool)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        given.forward(x)
+
+
+@pytest.mark.parametrize("cin,cout,attention,dropout", [(4, 4, False, 0.0), (4, 6, True, 0.0),
+                                                        (6, 4, False, 0.3), (4, 6, True, 0.5)])
+def test_resblock_gradients(rng, cin, cout, attention, dropout):
+    """With dropout, the mask is given explicitly, so the finite differences see the mask the
+    analytic backward used."""
+    block = ResBlock(cin, cout, 5, rng, groups_in=2, groups_out=2, dropout=dropout,
+                     attention=attention, dtype=F64)
+    randomize(block, rng)
+    x, emb = rng.standard_normal((2, cin, 4, 3)), rng.standard_normal((2, 5))
+    if dropout:
+        block.dropout.mask = block.dropout.draw_mask(rng, (2, cout, 4, 3), F64)
+        assert 0 < block.dropout.mask.mean() < 1
+    check_gradients(block, [x, emb], rng, wrt_inputs=(0, 1), rtol=RTOL, atol=ATOL)
+
+
+def test_per_layer_generators_make_masks_independent_of_order(rng):
+    """Two blocks with dropout run in either order: with one generator each (spawned from a seed)
+    each block draws the same mask; with one shared generator the masks depend on the order."""
+    from minisims.nn.dropout import set_dropout, spawn_rngs
+
+    class Pair(Module):
+        def __init__(self):
+            super().__init__()
+            self.children = {"a": Dropout(0.5), "b": Dropout(0.5)}
+
+    x = rng.standard_normal((2, 3, 4, 4))
+
+    def masks(order, **how):
+        pair = Pair()
+        set_dropout(pair, **how)
+        for name in order:
+            pair.children[name].forward(x)
+        return [pair.children[name].scaled_mask for name in "ab"]
+
+    ab, ba = masks("ab", seed=3), masks("ba", seed=3)
+    assert all(np.array_equal(m, n) for m, n in zip(ab, ba))
+    assert not np.array_equal(ab[0], ab[1])  # independent streams, not one stream twice
+    ref = Dropout(0.5).draw_mask(spawn_rngs(3, 2)[1], x.shape, x.dtype)  # layer b, child 1
+    assert np.array_equal(ab[1] > 0, ref)
+    ab, ba = masks("ab", rng=np.random.default_rng(3)), masks("ba", rng=np.random.default_rng(3))
+    assert np.array_equal(ab[0], ba[1]) and not np.array_equal(ab[0], ba[0])  # first to run wins
+    ab = masks("ab", rngs=[np.random.default_rng(1), np.random.default_rng(2)])
+    assert np.array_equal(ab[1] > 0, Dropout(0.5).draw_mask(np.random.default_rng(2), x.shape, x.dtype))
+    with pytest.raises(ValueError, match="2 dropout layers"):
+        set_dropout(Pair(), rngs=[np.random.default_rng(1)])
+    with pytest.raises(ValueError, match="at most one"):
+        set_dropout(Pair(), np.random.default_rng(1), seed=2)
 
 
 def test_attention_gradients(rng):
@@ -146,11 +199,3 @@ def test_attention_is_permutation_equivariant(rng):
     assert_close("attn(P x) = P attn(x)", y_perm, y, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("cin,cout,attention,dropout", [(4, 4, False, 0.0), (4, 6, True, 0.0),
-                                                        (6, 4, False, 0.3)])
-def test_resblock_gradients(rng, cin, cout, attention, dropout):
-    block = ResBlock(cin, cout, 5, rng, groups_in=2, groups_out=2, dropout=dropout,
-                     attention=attention, dtype=F64)
-    randomize(block, rng)
-    x, emb = rng.standard_normal((2, cin, 4, 3)), rng.standard_normal((2, 5))
-    check_gradients(Reseeded(block, [block.dropout]), [x, emb], rng, wrt_inputs=(0, 1), rtol=RTOL, atol=ATOL)

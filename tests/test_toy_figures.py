@@ -1,20 +1,23 @@
-"""Each toy/ figure command runs end to end at its tiny preset and writes reloadable results."""
-import importlib.util
+"""Each figure command runs end to end at its tiny preset and writes reloadable results; the
+toy/ scripts are thin commands over the importable minisims.figures modules."""
+import dataclasses
+import importlib
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from minisims.cli_util import from_dict, override
 from minisims.loops import converged_ratio, load_results
 
 TOY = pathlib.Path(__file__).parent.parent / "toy"
+FIGURES = ("figure4", "figure5", "figure6", "autoguidance")
 
 
 def script(name):
-    spec = importlib.util.spec_from_file_location(f"toy_{name}", TOY / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"minisims.figures.{name}")
 
 
 def test_figure4_tiny_writes_panels_raw_results_and_the_paper_table(tmp_path, capsys):
@@ -24,15 +27,16 @@ def test_figure4_tiny_writes_panels_raw_results_and_the_paper_table(tmp_path, ca
         assert (tmp_path / name).stat().st_size > 0, name
     cfg, results, meta = load_results(str(tmp_path / "figure4_loops.npz"))
     s = f4.PRESETS["tiny"]
-    assert meta["preset"] == "tiny" and cfg.generations == s["generations"]
-    assert len(results) == len(s["n_synth"]) * (1 + len(s["omega"]))
+    assert meta["preset"] == "tiny" and cfg.generations == s.generations
+    assert from_dict(type(s), meta["settings"]) == s  # the preset as data, saved with the results
+    assert len(results) == len(s.n_synth) * (1 + len(s.omega))
     for cell, r in results.items():
-        assert r.mu.shape == (s["runs"], s["generations"], 2) and np.isfinite(r.mu).all()
+        assert r.mu.shape == (s.runs, s.generations, 2) and np.isfinite(r.mu).all()
     # the table's standard ratio is the converged ratio of the saved standard cell
     table = (tmp_path / "figure4_table.md").read_text()
-    std = [r for c, r in results.items() if c.method == "standard" and c.n_synth == s["n_synth"][0]][0]
-    ratio = converged_ratio(std, cfg.mean, cfg.cov, start=s["inf_from"])
-    assert f"| {s['n_synth'][0]} |" in table and f"{ratio:.3f}" in table
+    std = [r for c, r in results.items() if c.method == "standard" and c.n_synth == s.n_synth[0]][0]
+    ratio = converged_ratio(std, cfg.mean, cfg.cov, start=s.inf_from)
+    assert f"| {s.n_synth[0]} |" in table and f"{ratio:.3f}" in table
     # panel 1 at w = 0 is generation 1 of the standard loop (same streams)
     with np.load(tmp_path / "figure4_gen1.npz") as z:
         w0 = list(z["w"]).index(0.0)
@@ -70,3 +74,25 @@ def test_bad_input_is_one_line_and_exit_2(name, argv, message, capsys, tmp_path)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_presets_are_frozen_data_and_flags_override_them(name):
+    mod = script(name)
+    args = mod.build_parser().parse_args(["--preset", "tiny", "--runs", "5", "--omega", "1,2"])
+    for preset in mod.PRESETS.values():
+        assert dataclasses.is_dataclass(preset)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            preset.runs = 1
+    s = override(mod.PRESETS["tiny"], args)
+    assert s.runs == 5 and s.omega == (1.0, 2.0)
+    assert dataclasses.replace(s, runs=mod.PRESETS["tiny"].runs, omega=mod.PRESETS["tiny"].omega) == mod.PRESETS["tiny"]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_toy_script_is_a_thin_command_with_the_same_help(name):
+    p = subprocess.run([sys.executable, str(TOY / f"{name}.py"), "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == script(name).build_parser().format_help()
+    assert f"python toy/{name}.py" in p.stdout and "examples:" in p.stdout and "--preset" in p.stdout
+    assert len((TOY / f"{name}.py").read_text().splitlines()) < 15

@@ -8,6 +8,7 @@ from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close, numerical_grad
 from minisims.guidance import GuidanceInterval
 from minisims.nn.optim import Adam
+from minisims.nn.blocks import ResBlock
 from minisims.nn.unet import UNet, UNetConfig
 from minisims.shared_encoder import SharedEncoderPair
 
@@ -38,17 +39,18 @@ def test_unet_gradients(rng, cfg):
     the gradcheck defaults rtol 1e-5, atol 1e-7 sit above it; wrong terms are of order 1e-2+."""
     net = UNet(cfg, rng, dtype=F64)
     randomize(net, rng)
-    drops = net.dropouts()
+    drops = net.set_dropout(seed=5)  # one generator per layer
     assert len(drops) == 2 + 2 + 2 * 2  # one per ResBlock: encoder 2, mid 2, decoder 2 levels x 2
     x, c = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal(2)
 
     def forward():
-        for d in drops:  # the same mask on every forward
-            d.rng = np.random.default_rng(5) if cfg.dropout else None
         return net.forward(x, c)
 
     dF = rng.standard_normal((2, 3, 8, 8))
     forward()
+    if cfg.dropout:
+        for d in drops:  # keep the masks just drawn: every forward below reuses them
+            d.mask = d.scaled_mask > 0
     net.zero_grad()
     dx, dc = net.backward(dF)
 
@@ -102,6 +104,60 @@ def test_dropout_only_with_a_generator(rng):
     assert np.array_equal(net.forward(x, 0.1), y0)
 
 
+def test_dropouts_walk_finds_every_block_in_forward_order(rng):
+    net = UNet(UNetConfig(**TINY, dropout=0.1), rng)
+    blocks = [s for s in net.encoder.stages + net.decoder.mid + net.decoder.stages
+              if isinstance(s, ResBlock)]
+    assert [id(d) for d in net.dropouts()] == [id(b.dropout) for b in blocks]
+
+
+def _masks_after_forward(net, x):
+    net.forward(x, 0.3)
+    return [d.scaled_mask > 0 for d in net.dropouts()]
+
+
+def test_shared_dropout_generator_draws_in_forward_order(rng):
+    """``set_dropout(rng)``, as always: one generator, one mask per layer in forward order."""
+    net = UNet(UNetConfig(**TINY, dropout=0.3), rng)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    net.set_dropout(np.random.default_rng(6))
+    masks = _masks_after_forward(net, x)
+    ref = np.random.default_rng(6)
+    for d, m in zip(net.dropouts(), masks):
+        assert np.array_equal(m, d.draw_mask(ref, m.shape, np.float32))
+
+
+def test_per_layer_dropout_generators(rng):
+    """``set_dropout(seed=s)``: layer i draws from child i of SeedSequence(s).spawn(n), so its
+    mask does not depend on the other layers; ``rngs=`` gives the same generators directly."""
+    from minisims.nn.dropout import spawn_rngs
+    net = UNet(UNetConfig(**TINY, dropout=0.3), rng)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    n = len(net.set_dropout(seed=8))
+    masks = _masks_after_forward(net, x)
+    for d, m, g in zip(net.dropouts(), masks, spawn_rngs(8, n)):
+        assert np.array_equal(m, d.draw_mask(g, m.shape, np.float32))
+    net.set_dropout(rngs=spawn_rngs(8, n))
+    assert all(np.array_equal(a, b) for a, b in zip(_masks_after_forward(net, x), masks))
+    net.set_dropout(None)
+    assert all(d.rng is None and d.mask is None for d in net.dropouts())
+
+
+@pytest.mark.parametrize("cfg,count,digest", [
+    (UNetConfig(**TINY), 128, "68159621b62dae4b"),
+    (UNetConfig(**TINY, resample_conv=False), 124, "525f30153f60b0bf"),
+    (UNetConfig(channels=8), 244, "876cc2630becba14"),
+])
+def test_unet_parameter_names_are_pinned(rng, cfg, count, digest):
+    """sha256 of the names, in order, as the code produced them before parameter-free layers
+    (activations, Dropout, the embedding, nearest up-sampling) became children: checkpoints
+    written then keep loading."""
+    import hashlib
+    names = [n for n, _, _ in UNet(cfg, rng).named_parameters()]
+    assert len(names) == count and names[:2] == ["encoder.map0.W", "encoder.map0.b"]
+    assert hashlib.sha256("\n".join(names).encode()).hexdigest()[:16] == digest
+
+
 def edm_images():
     return EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3, num_steps=4)
 
@@ -132,7 +188,7 @@ def test_frozen_encoder_trains_only_the_decoder(rng):
         aux.zero_grad()
         edm_images().loss_and_grad(aux, y, rng)
         opt.step()
-    assert aux.backward(np.ones((4, 3, 8, 8), np.float32)) is None
+    assert aux.backward(np.ones((4, 3, 8, 8), np.float32)) == (None, None)  # no gradient reaches x, c
     for (name, mb, k), (_, ma, _) in zip(base.named_parameters(), aux.named_parameters()):
         same = np.array_equal(mb.params[k], ma.params[k])
         assert same == name.startswith("encoder."), name  # encoder bit-identical, decoder moved

@@ -12,27 +12,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
 import os
-import pathlib
 import sys
 import time
 
 import numpy as np
 
 from minisims import backend
+from minisims.figures import autoguidance, figure4, figure5, figure6
 from minisims.loops import Cell, LoopConfig, run_loop_chunk
 from minisims.nn import MLPConfig
 from minisims.sims import SIMSConfig
-
-TOY = pathlib.Path(__file__).parent
-
-
-def script(name):
-    spec = importlib.util.spec_from_file_location(f"toy_{name}", TOY / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main(argv=None) -> int:
@@ -53,19 +44,18 @@ def main(argv=None) -> int:
     s0 = run_loop_chunk(micro, Cell(25, 0.0, "sims"), 2, seed=3)
     ok = np.array_equal(std.mu, s0.mu) and np.array_equal(std.cov, s0.cov)
     print(f"[1] GPU: SIMS loop at w=0 == standard loop bit for bit: {ok}", flush=True)
-    for name in ("figure4", "figure5", "figure6", "autoguidance"):
-        extra = ["--quiet"] if name == "figure4" else []
+    for fig in (figure4, figure5, figure6, autoguidance):
+        name = fig.__name__.rsplit(".", 1)[1]
+        extra = ["--quiet"] if fig is figure4 else []
         t = time.perf_counter()
-        script(name).main(["--preset", "tiny", "--device", "gpu", "--outdir",
-                           os.path.join(args.outdir, name)] + extra)
+        fig.main(["--preset", "tiny", "--device", "gpu", "--outdir", os.path.join(args.outdir, name)] + extra)
         print(f"[1] {name} tiny on the GPU: ok ({time.perf_counter() - t:.1f} s)", flush=True)
     print(f"[1] done in {time.perf_counter() - t0:.0f} s", flush=True)
 
     # 2. timings at the Figure 4 sizes
-    f4 = script("figure4")
     per_gen = {}
     for R in [int(v) for v in args.sizes.split(",")]:
-        cfg = f4.loop_config({**f4.PRESETS["gpu"], "generations": 1}, "ddpm")
+        cfg = figure4.augmentation_loop(dataclasses.replace(figure4.PRESETS["gpu"], generations=1), "ddpm")
         for cell in (Cell(500, 0.0, "standard"), Cell(500, 3.0, "sims")):
             run_loop_chunk(cfg, cell, R)  # warm-up: kernel compilation, memory pool
             cupy.cuda.runtime.deviceSynchronize()
@@ -75,12 +65,12 @@ def main(argv=None) -> int:
             print(f"[2] R={R:5d} {cell.label:10s}: {r.seconds:6.2f} s per generation "
                   f"(E[W2(G^1)] {d.mean():.3f})", flush=True)
     for preset in ("gpu", "paper"):
-        s = f4.PRESETS[preset]
-        R = min(per_gen, key=lambda k: abs(k[0] - s["chunk_size"]))[0]
-        scale = s["runs"] / R
-        n_std, n_sims = len(s["n_synth"]), len(s["n_synth"]) * len(s["omega"])
-        total = s["generations"] * scale * (n_std * per_gen[(R, "standard")] + n_sims * per_gen[(R, "sims")])
-        print(f"[2] projected {preset} preset ({s['runs']} runs x {s['generations']} generations, "
+        s = figure4.PRESETS[preset]
+        R = min(per_gen, key=lambda k: abs(k[0] - s.chunk_size))[0]
+        scale = s.runs / R
+        n_std, n_sims = len(s.n_synth), len(s.n_synth) * len(s.omega)
+        total = s.generations * scale * (n_std * per_gen[(R, "standard")] + n_sims * per_gen[(R, "sims")])
+        print(f"[2] projected {preset} preset ({s.runs} runs x {s.generations} generations, "
               f"{n_std} standard + {n_sims} SIMS cells): {total / 60:.1f} min (+ panel 1)", flush=True)
     return 0
 

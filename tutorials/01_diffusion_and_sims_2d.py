@@ -33,7 +33,7 @@ from minisims.metrics import gaussian_w2
 from minisims.nn import MLPConfig, MLPDenoiser
 from minisims.plots import gaussian_contours
 from minisims.sims import SIMSConfig, sample_sims, synthesize, train_aux, train_base
-from minisims.train import train
+from minisims.train import TrainConfig, train
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisims-tut01-")
@@ -100,7 +100,8 @@ print("gradient check passed")
 cfg = SIMSConfig(formulation="ddpm", base_epochs=40 if FAST else 100, aux_epochs=20 if FAST else 50,
                  n_synth=500 if FAST else 2000)
 net = MLPDenoiser(cfg.mlp, rng, ensemble=RUNS)
-history = train(net, ddpm, data, epochs=cfg.base_epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng)
+history = train(net, ddpm, data, TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.base_epochs),
+                rng).history  # epochs,R
 print(f"loss: first epoch {history[0].mean():.3f}, last epoch {history[-1].mean():.3f}")
 assert history[-1].mean() < history[0].mean()
 

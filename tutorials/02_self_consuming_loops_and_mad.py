@@ -34,8 +34,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from minisims.backend import blas_threads
 from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from minisims.loops import Cell, LoopConfig, ratio_curve, run_loop_chunk
 from minisims.metrics import gaussian_w2_from_moments, moments
@@ -47,7 +47,7 @@ OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisi
 os.makedirs(OUT, exist_ok=True)
 # The toy's matmuls are small (64 x 64 weights): one BLAS thread is as fast, and on a busy machine
 # far faster than several threads that spin waiting for each other.
-threadpool_limits(1)
+blas_threads(1)  # set on creation, so it holds for the rest of the script
 rng = np.random.default_rng(0)
 mu_r, S_r = GAUSSIAN_MEAN, GAUSSIAN_COV
 

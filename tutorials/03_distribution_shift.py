@@ -31,8 +31,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from minisims.backend import blas_threads
 from minisims.data.mixture import MIX_COV, MIX_MEANS, classify, sample_mixture, select_mix
 from minisims.plots import gaussian_contours
 from minisims.shift import ShiftConfig, fit_shift, measure_shift, rng_for
@@ -41,7 +41,7 @@ from minisims.sims import synthesize
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisims-tut03-")
 os.makedirs(OUT, exist_ok=True)
-threadpool_limits(1)  # small matmuls: one BLAS thread is as fast and never oversubscribes
+blas_threads(1)  # small matmuls: one BLAS thread is as fast, never oversubscribes; holds from here on
 rng = np.random.default_rng(0)
 
 # %% [markdown]

@@ -35,9 +35,10 @@ from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import gradients
 from minisims.nn.blocks import ResBlock
 from minisims.nn.conv import Conv2d
-from minisims.nn.optim import EMA, Adam
 from minisims.nn.unet import UNet, UNetConfig
 from minisims.shared_encoder import SharedEncoderPair
+from minisims.sims import SIMSRecipe, synthesize, train_aux, train_base
+from minisims.train import TrainConfig
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisims-tut04-")
@@ -74,7 +75,7 @@ conv = Conv2d(3, 4, 3, rng, padding=1, dtype=np.float64)
 x = rng.standard_normal((2, 3, 6, 6))  # N,Cin,H,W
 y = conv.forward(x)  # N,Cout,H,W
 dy = rng.standard_normal(y.shape)
-dx = conv.backward(dy)  # N,Cin,H,W
+dx, = conv.backward(dy)  # N,Cin,H,W (one gradient per input: a 1-tuple)
 W_flip = conv.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # Cin,Cout,k,k
 dx_as_conv = conv2d_forward(dy, np.ascontiguousarray(W_flip), padding=3 - 1 - 1)  # N,Cin,H,W
 print(f"dx vs conv(dy, flipped W^T): max |diff| = {np.abs(dx - dx_as_conv).max():.1e}")
@@ -144,20 +145,24 @@ print(f"{source}: train {train_set.shape}, held out {test_set.shape}, sigma_data
 # %%
 cfg = UNetConfig(img_resolution=8, in_channels=1, out_channels=1, channels=16 if FAST else 32,
                  channel_mult=(1, 2), blocks_per_level=1, attn_resolutions=(4,), dropout=0.0)
-net = UNet(cfg, rng)
 edm = EDM(precond=EDMPrecond(sigma_data), member_ndim=0, data_ndim=3, num_steps=8 if FAST else 18)
 steps, batch = (30, 32) if FAST else (1000, 64)  # full: ~6 min on 2 busy cores
-opt, ema = Adam(net, lr=2e-3), EMA(net, half_life_steps=steps / 10)
-print(f"UNet with {net.num_parameters():,} parameters; {steps} steps of batch {batch}")
-losses, t0 = [], time.perf_counter()
-for step in range(steps):
-    y = train_set[rng.integers(0, len(train_set), batch)]  # B,1,8,8
-    net.zero_grad()
-    losses.append(float(edm.loss_and_grad(net, y, rng)))
-    opt.step()
-    ema.update()
-    if step % max(1, steps // 5) == 0 or step == steps - 1:
-        print(f"step {step:5d}  loss (mean of the last 50) {np.mean(losses[-50:]):.3f}")
+n_synth = 32 if FAST else 256
+# Algorithm 1's recipe for this model: how to build it, how to train the base (Adam, an EMA of the
+# weights with a half-life of a tenth of the run), how to fine-tune the aux (a quarter of the
+# budget, decoder only: section 6), and n_s. The same steps train the 2D toy's MLP ensemble.
+recipe = SIMSRecipe(
+    make_model=lambda data, rng: UNet(cfg, rng), formulation=edm,
+    base=TrainConfig(lr=2e-3, batch_size=batch, images=steps * batch,
+                     ema_half_life_images=steps * batch / 10),
+    aux=TrainConfig(lr=1e-3, batch_size=batch, images=steps // 4 * batch, trainable="decoder"),
+    n_synth=n_synth)
+t0 = time.perf_counter()
+base, losses = train_base(train_set, recipe, rng, progress=not FAST)  # base: the EMA weights
+print(f"UNet with {base.num_parameters():,} parameters; {steps} steps of batch {batch}, "
+      f"{len(losses)} epochs over {len(train_set)} images")
+for epoch in np.unique(np.linspace(0, len(losses) - 1, 5).astype(int)):
+    print(f"epoch {epoch:4d}  mean loss {losses[epoch]:.3f}")
 print(f"{(time.perf_counter() - t0) / steps * 1e3:.0f} ms per step")
 
 # %% [markdown]
@@ -166,7 +171,7 @@ print(f"{(time.perf_counter() - t0) / steps * 1e3:.0f} ms per step")
 # noise's at every level (printed as mean squared errors per pixel).
 
 # %%
-denoise = edm.model(ema.shadow)
+denoise = edm.model(base)
 clean = test_set[:8].astype(np.float64)  # 8,1,8,8
 fig, axes = plt.subplots(7, 8, figsize=(8, 7))
 for col, img in enumerate(clean):
@@ -197,16 +202,8 @@ fig.tight_layout(); fig.savefig(os.path.join(OUT, "04_denoising.png")); plt.clos
 # by the unchanged sampler.
 
 # %%
-base = ema.shadow
-n_synth = 32 if FAST else 256
-synthetic = edm.sample(base, (n_synth, 1, 8, 8), rng).astype(np.float32)  # n_s,1,8,8
-aux = base.copy()
-aux.train_encoder = False  # fine-tune the decoder only
-opt_aux = Adam(aux, lr=1e-3)
-for step in range(steps // 4):
-    aux.zero_grad()
-    edm.loss_and_grad(aux, synthetic[rng.integers(0, n_synth, batch)], rng)
-    opt_aux.step()
+synthetic = synthesize(base, recipe, n_synth, rng)  # n_s,1,8,8: Algorithm 1, step 2
+aux, _ = train_aux(base, synthetic, recipe, rng)      # step 3: a copy, decoder fine-tuned on S
 pair = SharedEncoderPair(edm, base, aux)
 shape = (16, 1, 8, 8)
 guided = pair.sample(shape, np.random.default_rng(1), w=1.0)

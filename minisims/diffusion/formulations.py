@@ -5,9 +5,12 @@
 - :class:`EDM`: preconditioned denoiser (EDM or VP), EDM loss, Heun/Euler sampler: the
   formulation the image models use; the toy runs on it too.
 
-Both expose the same three methods so that training, SIMS and the loops never ask which one
-they hold: ``loss_and_grad(net, y, rng)``, ``model(net)`` (the callable a sampler evaluates) and
-``sample(net, shape, rng, aux=None, w=0, interval=None)``.
+Both expose the same methods so that training, SIMS and the loops never ask which one they
+hold: ``loss_and_grad(net, y, rng)``, ``model(net)`` (the callable a sampler evaluates),
+``sample(net, shape, rng, aux=None, w=0, interval=None)`` and ``sample_with(base, aux, shape,
+rng, w=0, interval=None)``, the same sampler given the two model callables themselves (what
+:class:`~minisims.shared_encoder.SharedEncoderPair` hands it). ``sample`` is ``sample_with`` of
+``model(net)`` and ``model(aux)``, so a formulation's sampler settings are passed in one place.
 """
 from __future__ import annotations
 
@@ -19,16 +22,18 @@ import numpy as np
 from ..guidance import Guidance, GuidanceInterval
 from .loss import ddpm_loss_and_grad, edm_loss_and_grad
 from .precond import EDMPrecond, VPPrecond
-from .samplers import ddpm_sampler, edm_sampler
+from .samplers import STEPS, ddpm_sampler, edm_sampler
 from .schedules import cosine_alpha_bar
 
 
-def _guidance(self, aux, w, interval):
-    if aux is None:
+def _guidance(aux_model, w, interval):
+    """The Guidance for an aux model callable (or None). The sampler calls the aux model only
+    where a step is guided, so w = 0 with an aux model costs nothing."""
+    if aux_model is None:
         if w != 0:
             raise ValueError("guidance weight w != 0 needs an auxiliary model")
         return None
-    return Guidance(self.model(aux), float(w), interval)
+    return Guidance(aux_model, float(w), interval)
 
 
 @dataclass
@@ -55,8 +60,15 @@ class DDPM:
 
     def sample(self, net, shape, rng, aux=None, w: float = 0.0,
                interval: GuidanceInterval | None = None, progress: bool = False):
-        return ddpm_sampler(self.model(net), shape, rng, alpha_bar=self.alpha_bar,
-                            guidance=_guidance(self, aux, w, interval), progress=progress)
+        """Samples of shape S from net, guided by aux with weight w (eq. 5). float64."""
+        return self.sample_with(self.model(net), None if aux is None else self.model(aux),
+                                shape, rng, w=w, interval=interval, progress=progress)
+
+    def sample_with(self, base_model, aux_model, shape, rng, w: float = 0.0,
+                    interval: GuidanceInterval | None = None, progress: bool = False):
+        """The ancestral sampler with two eps(x, t) callables (aux_model may be None)."""
+        return ddpm_sampler(base_model, shape, rng, alpha_bar=self.alpha_bar,
+                            guidance=_guidance(aux_model, w, interval), progress=progress)
 
     def nfe(self) -> int:
         return self.T - 1
@@ -78,8 +90,14 @@ class EDM:
     S_noise: float = 1.0
     member_ndim: int = 1
     data_ndim: int = 1
+    step: str = "plain"   # the sampler's step arithmetic: "plain" arrays or "fused" kernels
+    impl: str = "auto"    # the fused kernel version (kernels/heun.py), for step="fused"
 
     name = "edm"
+
+    def __post_init__(self):
+        if self.step not in STEPS:
+            raise ValueError(f"unknown step {self.step!r}: use one of {STEPS}")
 
     def loss_and_grad(self, net, y, rng):
         return edm_loss_and_grad(net, self.precond, y, rng, self.P_mean, self.P_std,
@@ -95,11 +113,20 @@ class EDM:
 
     def sample(self, net, shape, rng, aux=None, w: float = 0.0,
                interval: GuidanceInterval | None = None, progress: bool = False):
-        return edm_sampler(self.model(net), shape, rng, num_steps=self.num_steps,
+        """Samples of shape S from net, guided by aux with weight w (eq. 5). float64."""
+        return self.sample_with(self.model(net), None if aux is None else self.model(aux),
+                                shape, rng, w=w, interval=interval, progress=progress)
+
+    def sample_with(self, base_denoiser, aux_denoiser, shape, rng, w: float = 0.0,
+                    interval: GuidanceInterval | None = None, progress: bool = False):
+        """EDM Algorithm 2 with this formulation's settings and step, for two D(x; sigma)
+        callables (aux_denoiser may be None)."""
+        return edm_sampler(base_denoiser, shape, rng, num_steps=self.num_steps,
                            sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho,
                            solver=self.solver, S_churn=self.S_churn, S_min=self.S_min,
                            S_max=self.S_max, S_noise=self.S_noise,
-                           guidance=_guidance(self, aux, w, interval), progress=progress)
+                           guidance=_guidance(aux_denoiser, w, interval), progress=progress,
+                           step=self.step, impl=self.impl)
 
     def nfe(self) -> int:
         return 2 * self.num_steps - 1 if self.solver == "heun" else self.num_steps

@@ -1,11 +1,23 @@
 """Samplers, written as the papers' algorithms. Each takes a model callable, the random
-generator and an optional :class:`~minisims.guidance.Guidance`; every network evaluation goes
-through :func:`~minisims.guidance.evaluate`, so the SIMS combination (eq. 5) is applied in one
-place and the random draws do not depend on whether or how the sampler is guided.
+generator and an optional :class:`~minisims.guidance.Guidance`. The SIMS combination (eq. 5) is
+:func:`~minisims.guidance.sims_combine` (or, in the fused EDM step, the kernel that performs the
+same operations), the aux model is called only where a step needs it (w != 0, inside the
+guidance interval), and the random draws do not depend on whether or how the sampler is guided.
 
 # S sample shape, e.g. (R,N,D) for an ensemble of toy models or (N,C,H,W) for images
 The ODE/SDE state is kept in float64, as in EDM's reference sampler; models receive it as is and
 cast to their own dtype.
+
+EDM's sampler is one loop (:func:`edm_sampler`) whose per-step arithmetic is a small "step"
+object with two methods, the two halves of a Heun step:
+
+    step.euler(x_hat, base, aux, w, t_hat, t_next) -> (x_next, d_cur)
+    step.correct(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next) -> x_next
+
+where base and aux are the two models' denoiser outputs at the point (aux None: the step is not
+guided). :class:`PlainStep` is eq. 5 and Algorithm 2's lines as array code; :class:`FusedStep`
+hands the same operations to kernels/heun.py, one pass over the arrays per stage, bit for bit
+the same result (tests/test_kernels_fused_sampler.py).
 """
 from __future__ import annotations
 
@@ -13,8 +25,12 @@ import math
 
 import numpy as np
 
-from ..guidance import Guidance, evaluate
+from kernels.heun import heun_stage1, heun_stage2
+
+from ..guidance import Guidance, evaluate, outputs, sims_combine
 from .schedules import ddpm_betas, edm_sigma_steps
+
+STEPS = ("plain", "fused")
 
 
 def _progress(it, total, desc, progress):
@@ -24,17 +40,61 @@ def _progress(it, total, desc, progress):
     return tqdm(it, total=total, desc=desc, leave=False)
 
 
+class PlainStep:
+    """EDM Algorithm 2, lines 5-8: eq. 5 by :func:`~minisims.guidance.sims_combine`, then the
+    Euler step and the 2nd order correction, one array operation per line."""
+
+    def euler(self, x_hat, base, aux, w, t_hat, t_next):
+        denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5
+        d_cur = (x_hat - denoised) / t_hat  # S
+        x_next = x_hat + (t_next - t_hat) * d_cur  # S
+        return x_next, d_cur
+
+    def correct(self, x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
+        denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5 at x_next
+        d_prime = (x_next - denoised) / t_next  # S
+        return x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)  # S
+
+
+class FusedStep:
+    """The same two stages as :class:`PlainStep`, each one fused pass (kernels/heun.py).
+    ``impl`` picks the kernel version: "auto" (numba on NumPy, cupy on CuPy arrays),
+    "reference", "numba", "cuda" or "cupy"."""
+
+    def __init__(self, impl: str = "auto"):
+        self.impl = impl
+
+    def euler(self, x_hat, base, aux, w, t_hat, t_next):
+        return heun_stage1(x_hat, base, aux, w, t_hat, t_next, impl=self.impl)
+
+    def correct(self, x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
+        return heun_stage2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next, impl=self.impl)
+
+
+def make_step(step: str = "plain", impl: str = "auto"):
+    """The step object for ``step`` ("plain" or "fused"; ``impl`` is the fused kernel version)."""
+    if step == "plain":
+        return PlainStep()
+    if step == "fused":
+        return FusedStep(impl)
+    raise ValueError(f"unknown step {step!r}: use one of {STEPS}")
+
+
 def edm_sampler(denoise, shape, rng, *, num_steps: int = 18, sigma_min: float = 0.002,
                 sigma_max: float = 80.0, rho: float = 7.0, solver: str = "heun",
                 S_churn: float = 0.0, S_min: float = 0.0, S_max: float = math.inf,
-                S_noise: float = 1.0, guidance: Guidance | None = None, progress: bool = False):
+                S_noise: float = 1.0, guidance: Guidance | None = None, progress: bool = False,
+                step: str | PlainStep | FusedStep = "plain", impl: str = "auto"):
     """EDM Algorithm 2 (Karras et al. 2022): Heun's 2nd order method, optional churn.
 
-    denoise(x, sigma) -> D(x; sigma) with x of shape S. NFE = 2N - 1 for Heun, N for Euler
-    (doubled where guidance is active). Returns x_0 of shape S, float64.
+    denoise(x, sigma) -> D(x; sigma) with x of shape S. ``step`` is "plain", "fused" (with
+    kernel version ``impl``) or a step object (see the module docstring). NFE = 2N - 1 for
+    Heun, N for Euler (doubled where guidance is active). Returns x_0 of shape S, float64.
     """
     if solver not in ("heun", "euler"):
         raise ValueError(f"unknown solver {solver!r}: use 'heun' or 'euler'")
+    if isinstance(step, str):
+        step = make_step(step, impl)
     t_steps = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho)  # N+1, t_N = 0
     x_next = rng.standard_normal(shape, dtype=np.float64) * t_steps[0]  # S, x_0 ~ N(0, t_0^2 I)
     steps = _progress(enumerate(zip(t_steps[:-1], t_steps[1:])), num_steps, "heun", progress)
@@ -46,15 +106,17 @@ def edm_sampler(denoise, shape, rng, *, num_steps: int = 18, sigma_min: float = 
         x_hat = x_cur
         if gamma > 0:
             x_hat = x_cur + math.sqrt(t_hat ** 2 - t_cur ** 2) * S_noise * rng.standard_normal(shape, dtype=np.float64)
+        # Guide this step? Decided once, from t_hat, for both evaluations; if not, the aux model
+        # is not called at all (w = 0, or outside the guidance interval).
+        guided = guidance is not None and guidance.active(i, t_hat)
+        w = guidance.w if guided else 0.0
         # Euler step
-        denoised = evaluate(denoise, guidance, x_hat, t_hat, i, t_hat)  # S
-        d_cur = (x_hat - denoised) / t_hat
-        x_next = x_hat + (t_next - t_hat) * d_cur
+        base, aux = outputs(denoise, guidance, x_hat, t_hat, guided)  # S, S or None
+        x_next, d_cur = step.euler(x_hat, base, aux, w, t_hat, t_next)  # S, S
         # 2nd order correction (not at the last step, where t_next = 0)
         if solver == "heun" and i < num_steps - 1:
-            denoised = evaluate(denoise, guidance, x_next, t_next, i, t_hat)  # same choice as the step
-            d_prime = (x_next - denoised) / t_next
-            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+            base, aux = outputs(denoise, guidance, x_next, t_next, guided)  # S, S or None
+            x_next = step.correct(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next)  # S
     return x_next
 
 
@@ -64,7 +126,8 @@ def ddpm_sampler(eps_model, shape, rng, *, alpha_bar, guidance: Guidance | None 
 
     eps_model(x, t) -> epsilon prediction, t the integer step index. With T = len(alpha_bar) it
     runs t = T-1 .. 1 (T-1 network calls) and adds no noise on the last step. The guidance step
-    index i counts from 0 at t = T-1; its noise level is sigma_t = sqrt((1 - ab_t) / ab_t).
+    index i counts from 0 at t = T-1; its noise level is sigma_t = sqrt((1 - ab_t) / ab_t). The
+    aux model is called only on guided steps (w != 0, inside the interval).
     """
     T = len(alpha_bar)
     betas = ddpm_betas(alpha_bar)  # T
@@ -73,7 +136,7 @@ def ddpm_sampler(eps_model, shape, rng, *, alpha_bar, guidance: Guidance | None 
     steps = _progress(enumerate(range(T - 1, 0, -1)), T - 1, "ddpm", progress)
     for i, t in steps:
         sigma_t = math.sqrt((1 - alpha_bar[t]) / alpha_bar[t])
-        eps = evaluate(eps_model, guidance, x, t, i, sigma_t)  # S
+        eps = evaluate(eps_model, guidance, x, t, i, sigma_t)  # S, eq. 5 where guided
         # Posterior mean, Ho et al. eq. 11
         mean = (x - betas[t] / math.sqrt(1 - alpha_bar[t]) * eps) / math.sqrt(alphas[t])
         if t > 1:

@@ -58,7 +58,8 @@ class SelfAttention2d(Module):
         xp = backend.xp(dy)
         N, C, H, W = dy.shape
         q, k, v, A = self.q, self.k, self.v, self.A
-        do = self.proj.backward(dy).reshape(N, C, H * W)  # N,C,L
+        do, = self.proj.backward(dy)
+        do = do.reshape(N, C, H * W)  # N,C,L
         dv = do @ A  # N,C,L
         dA = do.transpose(0, 2, 1) @ v  # N,L,L
         dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,L,L, softmax backward
@@ -66,4 +67,6 @@ class SelfAttention2d(Module):
         dq = k @ dS.transpose(0, 2, 1)  # N,C,L
         dk = q @ dS  # N,C,L
         dqkv = xp.stack([dq, dk, dv], axis=1).reshape(N, 3 * C, H, W)  # N,3C,H,W
-        return dy + self.norm.backward(self.qkv.backward(dqkv))  # N,C,H,W
+        dh, = self.qkv.backward(dqkv)  # N,C,H,W
+        dh, = self.norm.backward(dh)
+        return (dy + dh,)  # N,C,H,W

@@ -48,8 +48,10 @@ class ResBlock(Module):
         self.conv1 = Conv2d(cout, cout, 3, rng, init_scale=init_zero, dtype=dtype)
         self.skip = Conv2d(cin, cout, 1, rng, dtype=dtype) if cin != cout else None
         self.attn = SelfAttention2d(cout, groups_out, rng, init_scale=init_zero, dtype=dtype) if attention else None
-        self.children = {"norm0": self.norm0, "conv0": self.conv0, "affine": self.affine,
-                         "norm1": self.norm1, "conv1": self.conv1}
+        # every sub-module in forward order; the parameter-free ones add no parameter names
+        self.children = {"norm0": self.norm0, "act0": self.act0, "conv0": self.conv0,
+                         "affine": self.affine, "norm1": self.norm1, "act1": self.act1,
+                         "dropout": self.dropout, "conv1": self.conv1}
         if self.skip is not None:
             self.children["skip"] = self.skip
         if self.attn is not None:
@@ -68,13 +70,18 @@ class ResBlock(Module):
     def backward(self, dy):
         """dy (N,Cout,H,W) -> (dx (N,Cin,H,W), demb (N,E))."""
         if self.attn is not None:
-            dy = self.attn.backward(dy * SKIP_SCALE)
+            dy, = self.attn.backward(dy * SKIP_SCALE)
         dy = dy * SKIP_SCALE  # the gradient of both h and s
-        dh = self.conv1.backward(dy)
-        dh = self.norm1.backward(self.act1.backward(self.dropout.backward(dh)))  # N,Cout,H,W
-        demb = self.affine.backward(dh.sum(axis=(2, 3)))  # N,E
-        dx = self.norm0.backward(self.act0.backward(self.conv0.backward(dh)))  # N,Cin,H,W
-        dx += dy if self.skip is None else self.skip.backward(dy)
+        dh, = self.conv1.backward(dy)
+        dh, = self.dropout.backward(dh)
+        dh, = self.act1.backward(dh)
+        dh, = self.norm1.backward(dh)  # N,Cout,H,W
+        demb, = self.affine.backward(dh.sum(axis=(2, 3)))  # N,E
+        dx, = self.conv0.backward(dh)
+        dx, = self.act0.backward(dx)
+        dx, = self.norm0.backward(dx)  # N,Cin,H,W
+        ds = dy if self.skip is None else self.skip.backward(dy)[0]  # N,Cin,H,W via the skip
+        dx += ds
         return dx, demb
 
 
@@ -90,7 +97,7 @@ class Downsample(Module):
         return self.op.forward(x)
 
     def backward(self, dy):
-        return self.op.backward(dy)
+        return self.op.backward(dy)  # (dx,)
 
 
 class Upsample(Module):
@@ -100,7 +107,7 @@ class Upsample(Module):
         super().__init__()
         self.up = Upsample2x()
         self.conv = Conv2d(channels, channels, 3, rng, dtype=dtype) if conv else None
-        self.children = {} if self.conv is None else {"conv": self.conv}
+        self.children = {"up": self.up} if self.conv is None else {"up": self.up, "conv": self.conv}
 
     def forward(self, x):
         y = self.up.forward(x)  # N,C,2H,2W
@@ -108,8 +115,8 @@ class Upsample(Module):
 
     def backward(self, dy):
         if self.conv is not None:
-            dy = self.conv.backward(dy)
-        return self.up.backward(dy)  # N,C,H,W
+            dy, = self.conv.backward(dy)
+        return self.up.backward(dy)  # (dx (N,C,H,W),)
 
 
 def concat_channels(a, b):

@@ -56,5 +56,6 @@ class Conv2d(Module):
         dW, db = conv2d_backward_weight(dy, self.x, W.shape, self.stride, self.padding, self.impl)
         self.grads["W"] += dW  # Cout,Cin,k,k
         self.grads["b"] += db  # Cout
-        return conv2d_backward_input(dy, W, self.x.shape, self.stride, self.padding,
-                                     self.impl)  # N,Cin,H,W
+        dx = conv2d_backward_input(dy, W, self.x.shape, self.stride, self.padding,
+                                   self.impl)  # N,Cin,H,W
+        return (dx,)

@@ -5,8 +5,8 @@
   cites feeds the raw step index this way.
 - ``fourier``: fixed sinusoidal features [cos(c f_k), sin(c f_k)] with geometric frequencies
   f_k, (...) -> (...,2K), as in the positional embeddings of DDPM/EDM networks.
-Neither has parameters; backward returns the gradient with respect to the scalar (the gradient
-check uses it, training does not).
+Neither has parameters; backward returns ``(dc,)``, the gradient with respect to the scalar (the
+gradient check uses it, training does not).
 """
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ class NoiseEmbedding(Module):
 
     def backward(self, de):
         if self.kind == "raw":
-            return de[..., 0]  # ...
+            return (de[..., 0],)  # ...
         xp = backend.xp(de)
         K = self.freqs.shape[0]
         dcos, dsin = de[..., :K], de[..., K:]  # ...,K each
-        return ((-dcos * xp.sin(self.arg) + dsin * xp.cos(self.arg)) * self.freqs).sum(-1)  # ...
+        dc = ((-dcos * xp.sin(self.arg) + dsin * xp.cos(self.arg)) * self.freqs).sum(-1)  # ...
+        return (dc,)

@@ -1,5 +1,8 @@
 """Elementary layers with hand-written backward passes: Linear, ReLU, SiLU, Sequential.
 
+Each takes one input, so each backward returns a 1-tuple ``(dx,)`` (the rule in
+:mod:`minisims.nn.module`).
+
 # R ensemble members (optional leading axis), N batch, Din Dout features
 Linear with ``ensemble=R`` holds W (R,Din,Dout) and b (R,Dout) and maps x (R,N,Din) -> (R,N,Dout):
 R independent models in one batched matmul. Without it, W (Din,Dout), b (Dout,), x (...,N,Din).
@@ -44,7 +47,7 @@ class Linear(Module):
         else:
             self.grads["W"] += x.swapaxes(-1, -2) @ dy  # R,Din,Dout
             self.grads["b"] += dy.sum(axis=-2)  # R,Dout
-        return dy @ W.swapaxes(-1, -2)  # R,N,Din
+        return (dy @ W.swapaxes(-1, -2),)  # R,N,Din
 
 
 class ReLU(Module):
@@ -53,7 +56,7 @@ class ReLU(Module):
         return x * self.mask
 
     def backward(self, dy):
-        return dy * self.mask
+        return (dy * self.mask,)
 
 
 class SiLU(Module):
@@ -67,7 +70,7 @@ class SiLU(Module):
 
     def backward(self, dy):
         s = self.s
-        return dy * (s + self.x * s * (1.0 - s))
+        return (dy * (s + self.x * s * (1.0 - s)),)
 
 
 class Sequential(Module):
@@ -85,5 +88,5 @@ class Sequential(Module):
 
     def backward(self, dy):
         for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-        return dy
+            dy, = layer.backward(dy)
+        return (dy,)

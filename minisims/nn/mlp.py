@@ -41,7 +41,12 @@ class MLPDenoiser(Module):
             layers += [Linear(H, H, rng, ensemble, dtype), act()]
         layers.append(Linear(H, cfg.dim, rng, ensemble, dtype))
         self.net = Sequential(*layers)
-        self.children = {"net": self.net}
+        self.children = {"embed": self.embed, "net": self.net}
+
+    def sample_shape(self, n: int) -> tuple:
+        """The shape of n samples per member: (R,n,D) for an ensemble, (n,D) for one model."""
+        R = self.net.layers[0].ensemble
+        return (n, self.cfg.dim) if R is None else (R, n, self.cfg.dim)
 
     def forward(self, x, c):
         xp = backend.xp(x)
@@ -51,7 +56,9 @@ class MLPDenoiser(Module):
         return self.net.forward(h)  # R,N,D
 
     def backward(self, dy):
-        """Returns (dx, dc): gradients for the data input and for the noise-level scalar."""
-        dh = self.net.backward(dy)  # R,N,D+E
+        """dy (R,N,D) -> (dx (R,N,D), dc (R,N)): one gradient per argument of forward (dc per
+        point, whatever shape c had before it was broadcast)."""
+        dh, = self.net.backward(dy)  # R,N,D+E
         D = self.cfg.dim
-        return dh[..., :D], self.embed.backward(dh[..., D:])  # (R,N,D), (R,N)
+        dc, = self.embed.backward(dh[..., D:])  # R,N
+        return dh[..., :D], dc  # R,N,D and R,N

@@ -70,4 +70,4 @@ class GroupNorm(Module):
         dxhat -= mean_d
         dxhat -= xg * mean_dx
         dxhat *= self.rstd
-        return dxhat.reshape(N, C, H, W)  # N,C,H,W
+        return (dxhat.reshape(N, C, H, W),)  # N,C,H,W

@@ -1,7 +1,8 @@
 """Changing the resolution by a factor of two: nearest up-sampling and 2x2 average pooling.
 
 # N batch, C channels, H W input size
-Both are linear maps with no parameters, so each backward is the transposed map:
+Both are linear maps with no parameters, so each backward is the transposed map (returned as a
+1-tuple ``(dx,)``, the rule in :mod:`minisims.nn.module`):
 
 - ``Upsample2x`` (nearest): every pixel becomes a 2x2 block; backward sums each 2x2 block of dy.
 - ``AvgPool2x``: every 2x2 block becomes its mean; backward spreads dy / 4 over the block.
@@ -26,7 +27,7 @@ class Upsample2x(Module):
 
     def backward(self, dy):
         N, C, H2, W2 = dy.shape
-        return dy.reshape(N, C, H2 // 2, 2, W2 // 2, 2).sum(axis=(3, 5))  # N,C,H,W
+        return (dy.reshape(N, C, H2 // 2, 2, W2 // 2, 2).sum(axis=(3, 5)),)  # N,C,H,W
 
 
 class AvgPool2x(Module):
@@ -42,4 +43,4 @@ class AvgPool2x(Module):
         xp = backend.xp(dy)
         N, C, H, W = dy.shape
         dx = xp.broadcast_to((0.25 * dy)[:, :, :, None, :, None], (N, C, H, 2, W, 2))  # N,C,H,2,W,2
-        return dx.reshape(N, C, 2 * H, 2 * W)  # N,C,2H,2W
+        return (dx.reshape(N, C, 2 * H, 2 * W),)  # N,C,2H,2W

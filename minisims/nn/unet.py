@@ -27,6 +27,7 @@ import numpy as np
 from .. import backend
 from .blocks import Downsample, ResBlock, Upsample, concat_channels
 from .conv import Conv2d
+from .dropout import dropouts, set_dropout
 from .embedding import NoiseEmbedding
 from .layers import Linear, SiLU
 from .module import Module
@@ -99,7 +100,8 @@ class UNetEncoder(Module):
                 self.stages.append(Downsample(cout, rng, cfg.resample_conv, dtype))
                 self.skip_channels.append(cout)
                 res //= 2
-        self.children = {"map0": self.map0, "map1": self.map1}
+        self.children = {"embed": self.embed, "map0": self.map0, "map_act0": self.map_act0,
+                         "map1": self.map1, "map_act1": self.map_act1}
         self.children.update({f"stage{i}": s for i, s in enumerate(self.stages)})
 
     def forward(self, x, c_noise):
@@ -111,8 +113,10 @@ class UNetEncoder(Module):
             skips.append(h)  # N,C_s,H_s,W_s
         return EncoderOutput(skips, emb)
 
-    def backward(self, dskips, demb):
-        """dskips (one gradient per skip), demb (N,E) -> (dx (N,Cin,H,W), dc_noise (N,))."""
+    def backward(self, denc: EncoderOutput):
+        """denc, the gradient of the output (EncoderOutput: one gradient per skip, and demb
+        (N,E)) -> (dx (N,Cin,H,W), dc_noise (N,)). Adds into denc.emb in place."""
+        dskips, demb = denc.skips, denc.emb
         g = dskips[-1]
         for i in reversed(range(len(self.stages))):
             stage = self.stages[i]
@@ -120,11 +124,15 @@ class UNetEncoder(Module):
                 g, de = stage.backward(g)
                 demb += de
             else:
-                g = stage.backward(g)
+                g, = stage.backward(g)
             if i > 0:
                 g = g + dskips[i - 1]  # the input of stage i is also skip i-1
-        demb = self.map0.backward(self.map_act0.backward(self.map1.backward(self.map_act1.backward(demb))))
-        return g, self.embed.backward(demb)
+        demb, = self.map_act1.backward(demb)
+        demb, = self.map1.backward(demb)
+        demb, = self.map_act0.backward(demb)
+        demb, = self.map0.backward(demb)  # N,2K
+        dc_noise, = self.embed.backward(demb)  # N
+        return g, dc_noise
 
 
 class UNetDecoder(Module):
@@ -156,7 +164,8 @@ class UNetDecoder(Module):
         self.conv_out = Conv2d(cin, cfg.out_channels, 3, rng, init_scale=cfg.init_zero, dtype=dtype)
         self.children = {f"mid{i}": b for i, b in enumerate(self.mid)}
         self.children.update({f"stage{i}": s for i, s in enumerate(self.stages)})
-        self.children.update({"norm_out": self.norm_out, "conv_out": self.conv_out})
+        self.children.update({"norm_out": self.norm_out, "act_out": self.act_out,
+                              "conv_out": self.conv_out})
 
     def forward(self, enc: EncoderOutput):
         emb, skips = enc.emb, enc.skips
@@ -175,8 +184,11 @@ class UNetDecoder(Module):
         return self.conv_out.forward(self.act_out.forward(self.norm_out.forward(h)))  # N,Cout,H,W
 
     def backward(self, dF):
-        """dF (N,Cout,H,W) -> (dskips (one per skip, in skip order), demb (N,E))."""
-        dh = self.norm_out.backward(self.act_out.backward(self.conv_out.backward(dF)))
+        """dF (N,Cout,H,W) -> (denc,): the gradient of the one argument, an EncoderOutput holding
+        one gradient per skip (in skip order) and demb (N,E)."""
+        dh, = self.conv_out.backward(dF)
+        dh, = self.act_out.backward(dh)
+        dh, = self.norm_out.backward(dh)  # N,C,H,W
         n = len(self.split)
         dskips = [None] * n
         demb = None
@@ -189,21 +201,23 @@ class UNetDecoder(Module):
                 c = self.split[k]
                 dh, dskips[n - 1 - k] = dcat[:, :c], dcat[:, c:]  # N,C,H,W and N,C_j,H,W
             else:
-                dh = stage.backward(dh)
+                dh, = stage.backward(dh)
         for block in reversed(self.mid):
             dh, de = block.backward(dh)
             demb += de
         dskips[-1] = dskips[-1] + dh  # the bottom skip is also the mid blocks' input
-        return dskips, demb
+        return (EncoderOutput(dskips, demb),)
 
 
 class UNet(Module):
     """F(x, c_noise): x (N,Cin,H,W), c_noise (N,) or a scalar -> (N,Cout,H,W).
 
     ``train_encoder = False`` freezes the encoder: backward stops at the decoder, the encoder's
-    grads stay zero (so Adam leaves its weights exactly unchanged) and backward returns None.
-    ``set_dropout(rng)`` turns dropout on with masks from ``rng``; ``set_dropout(None)`` (the
-    default) turns it off for sampling.
+    grads stay zero (so Adam leaves its weights exactly unchanged) and backward returns
+    (None, None): no gradient reaches x or c_noise.
+    ``set_dropout(rng)`` turns dropout on with masks from ``rng`` shared by every layer,
+    ``set_dropout(seed=s)`` with one generator per layer; ``set_dropout(None)`` (the default)
+    turns it off for sampling (see :func:`minisims.nn.dropout.set_dropout`).
     """
 
     def __init__(self, cfg: UNetConfig, rng, dtype=np.float32):
@@ -215,16 +229,21 @@ class UNet(Module):
         self.train_encoder = True
 
     def dropouts(self) -> list:
-        """Every Dropout layer of the network (they hold no parameters, so walk the blocks)."""
-        blocks = [s for s in self.encoder.stages + self.decoder.mid + self.decoder.stages
-                  if isinstance(s, ResBlock)]
-        return [b.dropout for b in blocks]
+        """Every Dropout layer of the network, in forward order (one per ResBlock: encoder
+        stages, decoder mid blocks, decoder stages)."""
+        return dropouts(self)
 
-    def set_dropout(self, rng):
-        """Dropout on, with masks drawn from ``rng``; None turns it off. Copies (EMA shadows, the
+    def set_dropout(self, rng=None, *, rngs=None, seed=None) -> list:
+        """Dropout on, with masks from ``rng`` (one generator shared by every layer, drawn in
+        forward order), from ``rngs`` (one per layer, in :meth:`dropouts` order) or from one
+        generator per layer spawned from ``seed``; all None turns it off. Copies (EMA shadows, the
         aux model) inherit the setting: turn it off on the model you sample from."""
-        for d in self.dropouts():
-            d.rng = rng
+        return set_dropout(self, rng, rngs=rngs, seed=seed)
+
+    def sample_shape(self, n: int) -> tuple:
+        """The shape of n images: (n,C,H,W)."""
+        c = self.cfg
+        return (n, c.in_channels, c.img_resolution, c.img_resolution)
 
     def encode(self, x, c_noise) -> EncoderOutput:
         xp = backend.xp(x)
@@ -242,9 +261,10 @@ class UNet(Module):
         return self.decode(self.encode(x, c_noise))  # N,Cout,H,W
 
     def backward(self, dF):
-        """dF (N,Cout,H,W) -> (dx (N,Cin,H,W), dc_noise (N,)), or None with a frozen encoder."""
-        dskips, demb = self.decoder.backward(dF)
+        """dF (N,Cout,H,W) -> (dx (N,Cin,H,W), dc_noise (N,)), or (None, None) with a frozen
+        encoder. dc_noise holds one gradient per image even for a scalar c_noise."""
+        denc, = self.decoder.backward(dF)
         if not self.train_encoder:
-            return None
-        return self.encoder.backward(dskips, demb)
+            return None, None
+        return self.encoder.backward(denc)
 

@@ -1,6 +1,6 @@
 """kernels/ on a real GPU: the "cupy" and "cuda" convolutions and Heun stages (and the
 array-generic "numpy" / "reference" code on CuPy arrays) against the NumPy references, and the
-fused sampler against edm_sampler on CuPy arrays. Skipped where CuPy or a GPU is missing.
+fused sampler step against the plain one on CuPy arrays. Skipped where CuPy or a GPU is missing.
 
     PYTHONPATH=. python -m pytest -q tests/gpu/test_kernels_gpu.py
 
@@ -97,10 +97,37 @@ def test_heun_stages_on_gpu_bit_for_bit(cp, impl, model_dtype):
                     f"{impl} {name} w={w} guided={guided}: max |diff| {np.abs(c - r).max():.3e}"
 
 
+@pytest.mark.parametrize("impl", ["cupy", "cuda", "reference"])
+@pytest.mark.parametrize("model_dtype", [np.float32, np.float64])
+def test_heun_endpoints_with_non_finite_outputs_on_gpu(cp, impl, model_dtype):
+    """w = 0 / w = -1 select the base / aux exactly (the other's inf and nan ignored, -0.0 kept),
+    as sims_combine does: bit for bit the reference's unguided step of the chosen model."""
+    from kernels.heun import heun_stage1, heun_stage2
+    rng = np.random.default_rng(2)
+    shape = (4, 3, 8, 8)
+    for w in (0.0, -1.0):
+        x_hat = rng.standard_normal(shape) * 3.0  # S float64
+        x_hat.reshape(-1)[::5] = 0.0
+        good = rng.standard_normal(shape).astype(model_dtype)
+        good.reshape(-1)[::3] = -0.0
+        bad = np.resize(np.array([np.inf, np.nan, -np.inf, -0.0, 1.0], model_dtype), shape)
+        base, aux = (good, bad) if w == 0 else (bad, good)
+        t_hat, t_next = np.float64(1.61), np.float64(1.2345)
+        r1 = heun_stage1(x_hat, good, None, 0.0, t_hat, t_next, impl="reference")
+        r2 = heun_stage2(x_hat, *r1, good, None, 0.0, t_hat, t_next, impl="reference")
+        g = cp.asarray
+        c1 = heun_stage1(g(x_hat), g(base), g(aux), w, t_hat, t_next, impl=impl)
+        c2 = heun_stage2(g(x_hat), *c1, g(base), g(aux), w, t_hat, t_next, impl=impl)
+        for name, c, r in (("x_next", c1[0], r1[0]), ("d_cur", c1[1], r1[1]), ("stage 2", c2, r2)):
+            assert cp.asnumpy(c).tobytes() == r.tobytes(), f"{impl} {name} w={w}"
+
+
 def test_fused_sampler_on_gpu_equals_edm_sampler(cp):
-    from minisims.diffusion.fused_sampler import fused_edm_sampler
     from minisims.diffusion.samplers import edm_sampler
     from minisims.guidance import Guidance, GuidanceInterval
+
+    def fused_edm_sampler(*args, **kw):
+        return edm_sampler(*args, step="fused", **kw)
 
     def base(x, sigma):
         return (cp.tanh(x) / (1.0 + sigma)).astype(cp.float32)
@@ -108,7 +135,8 @@ def test_fused_sampler_on_gpu_equals_edm_sampler(cp):
     def aux(x, sigma):
         return (0.5 * cp.sin(x) / (1.0 + sigma)).astype(cp.float32)
 
-    for guidance in (None, Guidance(aux, 0.0), Guidance(aux, 2.3, GuidanceInterval(2, 5))):
+    for guidance in (None, Guidance(aux, 0.0), Guidance(aux, -1.0),
+                     Guidance(aux, 2.3, GuidanceInterval(2, 5))):
         for kw in ({}, dict(S_churn=10.0, S_min=0.05, S_max=20.0)):
             a = edm_sampler(base, (8, 3, 4, 4), cp.random.default_rng(3), num_steps=8,
                             guidance=guidance, **kw)

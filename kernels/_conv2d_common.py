@@ -1,0 +1,89 @@
+"""What every version of kernels/conv2d.py shares: shape checks, the array module, the weight
+matrix of im2col, the flipped kernel of the input gradient, and reused scratch buffers.
+
+# N batch, C/Cin input channels, Cout output channels, H W input size, Ho Wo output size,
+# kh kw kernel size, K = kh*kw*Cin the im2col depth, s stride, p padding
+
+This module sits below the public entry point (kernels/conv2d.py) and the backends
+(kernels/_conv2d_numba.py, _conv2d_cuda.py, _conv2d_cupy.py): they all import it, it imports
+only NumPy (and CuPy when a CuPy array arrives), so no backend imports the entry point back.
+
+The input gradient as a convolution (used by "numpy", "numba" and "cupy"): at stride 1,
+
+    dx[n,c,hh,vv] = sum_{o,i,j} dy_pad[n, o, hh + i', vv + j'] w[o, c, kh-1-i', kw-1-j']
+
+with dy padded by q = k-1-p and i' = k-1-i: the forward convolution of dy with the kernel
+flipped in space and transposed in channels (Cin,Cout,kh,kw), no scatter-add. At other strides
+the versions use col2im instead (the adjoint of im2col).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def out_size(h: int, k: int, stride: int, padding: int) -> int:
+    """Output length along one axis: (h + 2p - k) // s + 1."""
+    return (h + 2 * padding - k) // stride + 1
+
+
+def check_shapes(x_shape, w_shape, stride, padding):
+    """Validate x (N,C,H,W), w (Cout,Cin,kh,kw), stride and padding; return (Ho, Wo)."""
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"conv2d wants x (N,C,H,W) and w (Cout,Cin,kh,kw), got {x_shape}, {w_shape}")
+    if x_shape[1] != w_shape[1]:
+        raise ValueError(f"input has {x_shape[1]} channels, weight expects {w_shape[1]}")
+    if stride < 1 or padding < 0:
+        raise ValueError(f"stride must be >= 1 and padding >= 0, got {stride}, {padding}")
+    ho = out_size(x_shape[2], w_shape[2], stride, padding)
+    wo = out_size(x_shape[3], w_shape[3], stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"kernel {w_shape[2:]} larger than padded input {x_shape[2:]}")
+    return ho, wo
+
+
+def array_module(a):
+    """numpy, or cupy when ``a`` is a CuPy array (imported only then)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def weight_matrix(w):
+    """w (Cout,Cin,kh,kw) -> (Cout, K) with K ordered (i, j, c) to match the columns."""
+    Cout = w.shape[0]
+    return w.transpose(0, 2, 3, 1).reshape(Cout, -1)  # Cout,K
+
+
+def flipped_padding(kh, kw, stride, padding):
+    """The padding q = k-1-p of dy under which the input gradient is the stride-1 forward
+    convolution of dy with the flipped kernel; None where that does not apply (stride > 1, a
+    non-square kernel, or p > k-1), and the version falls back to col2im."""
+    if stride == 1 and kh == kw and kh - 1 - padding >= 0:
+        return kh - 1 - padding
+    return None
+
+
+def flipped_weight_matrix(xp, w):
+    """w (Cout,Cin,kh,kw) -> contiguous (Cin, kh*kw*Cout): the weight matrix of the kernel
+    flipped in space and transposed in channels, for the input gradient as a convolution."""
+    w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # Cin,Cout,kh,kw
+    return xp.ascontiguousarray(weight_matrix(w_flip))  # Cin,kh*kw*Cout
+
+
+_WORKSPACE: dict = {}
+
+
+def scratch(xp, name, shape, dtype):
+    """A scratch array of this shape, reused across calls on NumPy (a fresh 150 MB buffer per
+    call pays page faults every time; fresh on CuPy, whose pool already recycles device
+    memory). Only ever used for intermediates, never returned. One thread at a time."""
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
+    size = int(np.prod(shape))
+    key = (name, np.dtype(dtype).str)
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        _WORKSPACE[key] = buf
+    return buf[:size].reshape(shape)
