@@ -6,7 +6,9 @@
   The paper does not say which form it reports; the same group's code uses W2^2 (squared=True).
 - :func:`empirical_w2`: the exact optimal-transport W2 between two equal-size point sets (an
   assignment problem, scipy.optimize.linear_sum_assignment), O(n^3): for small sets.
-- :func:`frechet_distance`: the same closed form between two sets of features (FD/FID).
+- :func:`frechet_distance`: the same closed form between two sets of features (FD/FID);
+  :func:`feature_stats`, :func:`fd_from_stats`, :func:`save_stats`, :func:`load_stats` do it in
+  two steps through saved mu, sigma (npz keys mu and sigma, as EDM and pytorch-fid store them).
 """
 from __future__ import annotations
 
@@ -60,3 +62,48 @@ def empirical_w2(a, b, squared: bool = False):
     rows, cols = linear_sum_assignment(C)
     d2 = C[rows, cols].mean()
     return d2 if squared else np.sqrt(d2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Frechet distance from saved statistics (FID-style: mu and sigma of features).
+# D features
+# ------------------------------------------------------------------------------------------------
+
+def feature_stats(feats):
+    """Mean (D,) and covariance (D,D) with n-1, float64, of features (n,D)."""
+    feats = np.asarray(feats)
+    if feats.ndim != 2 or feats.shape[0] < 2:
+        raise ValueError(f"feature_stats needs features (n,D) with n >= 2, got {feats.shape}")
+    return moments(feats)
+
+
+def fd_from_stats(mu1, sigma1, mu2, sigma2) -> float:
+    """Frechet distance ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape \
+            or sigma1.shape != mu1.shape * 2:
+        raise ValueError(f"statistics do not match: mu {mu1.shape} {mu2.shape}, "
+                         f"sigma {sigma1.shape} {sigma2.shape}")
+    return float(gaussian_w2_from_moments(mu1, sigma1, mu2, sigma2, squared=True))
+
+
+def save_stats(path: str, mu, sigma) -> None:
+    """mu (D,) and sigma (D,D) as an npz with keys mu and sigma (EDM, pytorch-fid, clean-fid read
+    it), written atomically."""
+    from .atomic import atomic_write
+    with atomic_write(path, "wb") as f:
+        np.savez(f, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64))
+
+
+def load_stats(path: str):
+    """(mu (D,), sigma (D,D)) in float64 from an npz with keys mu and sigma (no pickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in ("mu", "sigma") if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} is not a statistics file: it lacks {', '.join(missing)} "
+                             f"(has {', '.join(data.files) or 'nothing'})")
+        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    if mu.ndim != 1 or sigma.shape != mu.shape * 2:
+        raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit (D,), (D,D)")
+    return mu, sigma

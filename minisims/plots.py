@@ -1,4 +1,4 @@
-"""Figures for the 2D experiments (matplotlib, headless)."""
+"""Figures: the 2D experiments (matplotlib, headless) and the image FD heatmap (Figure 3)."""
 from __future__ import annotations
 
 import os
@@ -50,3 +50,54 @@ def samples_over_density(panels, mean, cov, path, title=None, max_points=1500, l
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
+
+
+def format_count(n) -> str:
+    """Images seen, short: 500 -> '500', 50000 -> '50k', 1000000 -> '1M', 2500000 -> '2.5M'."""
+    n = float(n)
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def fd_heatmap(fd, budgets, omegas, path, base_fd=None, label="FD_randconv", title=None):
+    """The paper's Figure 3: FD by auxiliary budget (rows) and guidance w (columns).
+
+    ``fd`` (B,W) holds one FD per budget (images the auxiliary model saw in fine-tuning) and w;
+    NaN marks a cell not run. Lower is better: each cell is annotated with its value and the best
+    is boxed. ``base_fd``, the base model's FD (w = 0, no auxiliary model), goes in the title.
+    """
+    plt = pyplot()
+    fd = np.asarray(fd, np.float64)  # B,W
+    budgets, omegas = list(budgets), list(omegas)
+    if fd.shape != (len(budgets), len(omegas)):
+        raise ValueError(f"fd has shape {fd.shape}, expected (budgets, omegas) = "
+                         f"({len(budgets)}, {len(omegas)})")
+    fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(omegas), 1.3 + 0.55 * len(budgets)))
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="0.9")  # low (good) yellow; NaN grey
+    im = ax.imshow(np.ma.masked_invalid(fd), cmap=cmap, aspect="auto")
+    finite = fd[np.isfinite(fd)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for i in range(len(budgets)):
+        for j in range(len(omegas)):
+            v = fd[i, j]
+            text = "-" if not np.isfinite(v) else f"{v:.3g}"
+            colour = "black" if not np.isfinite(v) or v < mid else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
+    if finite.size:
+        bi, bj = np.unravel_index(np.nanargmin(fd), fd.shape)
+        ax.add_patch(plt.Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, ec="red", lw=2.2))
+    ax.set_xticks(range(len(omegas)), [f"{w:g}" for w in omegas], fontsize=8)
+    ax.set_yticks(range(len(budgets)), [format_count(b) for b in budgets], fontsize=8)
+    ax.set_xlabel("guidance w", fontsize=9)
+    ax.set_ylabel("auxiliary budget (images seen)", fontsize=9)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    cbar.set_label(f"{label} (lower is better)", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    heading = title or f"{label} by auxiliary budget and guidance w"
+    notes = [f"base (w = 0): {base_fd:.3g}" if base_fd is not None else None,
+             "best boxed in red" if finite.size else None]
+    ax.set_title(heading + "\n" + ", ".join(n for n in notes if n), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=130)

@@ -25,7 +25,10 @@ from . import backend
 from .diffusion import DDPM, EDM, EDMPrecond, VPPrecond
 from .guidance import GuidanceInterval
 from .nn import MLPConfig, MLPDenoiser
-from .train import TrainConfig, train
+from .streams import StackedRandomGenerator, derive_seed
+from .train import TrainConfig, init_generator, train
+
+SYNTH_SEEDS_FROM = 1_000_000_000  # S drawn with integer seeds uses seeds from here (never 0-49999)
 
 
 @dataclass
@@ -95,25 +98,34 @@ class SIMSResult:
     aux_loss: np.ndarray
 
 
-def train_base(data, cfg, rng, progress=False):
+def train_base(data, cfg, rng, progress=False, checkpoint=None, resume=False, meta=None):
     """Step 1: a fresh model trained on the real data. Returns (model, loss per epoch); the model
-    is the EMA of the weights when the recipe keeps one (as EDM samples from it)."""
+    is the EMA of the weights when the recipe keeps one (as EDM samples from it). ``rng``: a
+    generator, or an integer seed (keyed streams: resumable from ``checkpoint``)."""
     r = as_recipe(cfg)
-    net = r.make_model(data, rng)
-    res = train(net, r.formulation, data, r.base, rng, progress=progress and "base")
+    net = r.make_model(data, init_generator(rng))
+    res = train(net, r.formulation, data, r.base, rng, progress=progress and "base",
+                checkpoint=checkpoint, resume=resume, meta=meta)
     return (net if res.ema is None else res.ema), res.history
 
 
 def synthesize(net, cfg, n: int, rng, aux=None, w: float = 0.0, progress=False):
     """Step 2 (and the final sampling of step 4 when ``aux`` is given): n samples, float32,
-    shaped ``net.sample_shape(n)``: (R,n,D) for a toy ensemble, (n,C,H,W) for images. With the
-    recipe's ``sample_batch`` the images are drawn batch after batch from ``rng``."""
+    shaped ``net.sample_shape(n)``: (R,n,D) for a toy ensemble, (n,C,H,W) for images.
+
+    ``rng`` is a generator, or a list of n integer seeds, one per image (EDM's convention: image
+    i depends on seeds[i] alone, not on the batch it is drawn in). With the recipe's
+    ``sample_batch`` the images are drawn batch after batch."""
     r = as_recipe(cfg)
+    seeds = None if hasattr(rng, "standard_normal") else [int(s) for s in rng]
+    if seeds is not None and len(seeds) != n:
+        raise ValueError(f"{n} samples need {n} seeds, got {len(seeds)}")
     step = n if r.sample_batch is None else r.sample_batch
     parts = []
     for start in range(0, n, step):
         shape = net.sample_shape(min(step, n - start))
-        x = r.formulation.sample(net, shape, rng, aux=aux, w=w, interval=r.interval,
+        batch_rng = rng if seeds is None else StackedRandomGenerator(seeds[start:start + step])
+        x = r.formulation.sample(net, shape, batch_rng, aux=aux, w=w, interval=r.interval,
                                  progress=progress)
         parts.append(x.astype(np.float32))
     if len(parts) == 1:
@@ -121,12 +133,13 @@ def synthesize(net, cfg, n: int, rng, aux=None, w: float = 0.0, progress=False):
     return backend.xp(parts[0]).concatenate(parts, axis=0)  # n,C,H,W
 
 
-def train_aux(base, synthetic, cfg, rng, progress=False):
+def train_aux(base, synthetic, cfg, rng, progress=False, checkpoint=None, resume=False, meta=None):
     """Step 3: fine-tune a copy of the base on the synthetic set S alone (the base is untouched),
     with the recipe's aux budget and trainable part. Returns (aux model, loss per epoch)."""
     r = as_recipe(cfg)
     aux = base.copy()
-    res = train(aux, r.formulation, synthetic, r.aux, rng, progress=progress and "aux")
+    res = train(aux, r.formulation, synthetic, r.aux, rng, progress=progress and "aux",
+                checkpoint=checkpoint, resume=resume, meta=meta)
     return (aux if res.ema is None else res.ema), res.history
 
 
@@ -140,15 +153,21 @@ def fit_sims(data, cfg, rng, progress=False, *, synth_rng=None, aux_rng=None, n_
     """Steps 1-3: the base and auxiliary models, ready for guided sampling at any w.
 
     Random streams: ``rng`` trains the base; ``synth_rng`` (default ``rng``) draws S; ``aux_rng``
-    (default ``synth_rng``) fine-tunes the aux. ``select(S, synth_rng) -> S'`` optionally picks
-    the aux training set from the n_synth samples drawn (distribution shift builds the complement
-    of its target mix this way); ``n_synth`` overrides the recipe's.
+    (default ``synth_rng``) fine-tunes the aux. With an integer seed as ``rng`` the defaults are
+    seeds too: S uses the seeds from :data:`SYNTH_SEEDS_FROM` on, the aux a seed derived from
+    ``rng``. ``select(S, synth_rng) -> S'`` optionally picks the aux training set from the
+    n_synth samples drawn (distribution shift builds the complement of its target mix this way);
+    ``n_synth`` overrides the recipe's.
     """
     r = as_recipe(cfg)
+    n_s = r.n_synth if n_synth is None else n_synth
+    if isinstance(rng, (int, np.integer)):
+        synth_rng = range(SYNTH_SEEDS_FROM, SYNTH_SEEDS_FROM + n_s) if synth_rng is None else synth_rng
+        aux_rng = derive_seed(rng, 1) if aux_rng is None else aux_rng
     synth_rng = rng if synth_rng is None else synth_rng
     aux_rng = synth_rng if aux_rng is None else aux_rng
     base, base_loss = train_base(data, r, rng, progress)
-    S = synthesize(base, r, r.n_synth if n_synth is None else n_synth, synth_rng, progress=progress)
+    S = synthesize(base, r, n_s, synth_rng, progress=progress)
     if select is not None:
         S = select(S, synth_rng)
     aux, aux_loss = train_aux(base, S, r, aux_rng, progress)

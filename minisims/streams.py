@@ -39,3 +39,56 @@ class Streams:
         if numpy:
             return np.random.default_rng(ss)
         return backend.default_rng(int(ss.generate_state(1)[0]))
+
+
+def derive_seed(seed: int, *key: int) -> int:
+    """A 32-bit seed for a sub-task of ``seed`` (e.g. the aux model's training), independent of
+    ``seed`` itself and of every other key: one word of SeedSequence(seed, spawn_key=key)."""
+    return int(np.random.SeedSequence(int(seed), spawn_key=tuple(map(int, key))).generate_state(1)[0])
+
+
+class StackedRandomGenerator:
+    """One generator per sample, as EDM's generate.py does it: a draw of shape (B, ...) stacks
+    each sample's own draw of shape (...), so sample i depends on seeds[i] alone, never on the
+    batch it is drawn in or on the batch size. Answers what the samplers ask of a generator."""
+
+    def __init__(self, seeds):
+        self.seeds = [int(s) for s in seeds]
+        self.generators = [backend.default_rng(s) for s in self.seeds]
+
+    def _stack(self, draws):
+        return backend.xp(draws[0]).stack(draws)
+
+    def _check(self, size):
+        size = tuple(size) if isinstance(size, (tuple, list)) else (int(size),)
+        if not size or size[0] != len(self.generators):
+            raise ValueError(f"a stacked draw needs the batch size {len(self.generators)} "
+                             f"first, got shape {size}")
+        return size[1:]
+
+    def standard_normal(self, size, dtype=np.float64):
+        rest = self._check(size)
+        return self._stack([g.standard_normal(rest, dtype=dtype) for g in self.generators])  # B,...
+
+    def random(self, size, dtype=np.float64):
+        rest = self._check(size)
+        return self._stack([g.random(rest, dtype=dtype) for g in self.generators])  # B,...
+
+
+def parse_seeds(text: str) -> list[int]:
+    """EDM's seed syntax: "0-49999", "1,5,9", "0-9,20-29" -> a list of distinct ints >= 0, in
+    order. Raises ValueError with a one-line message on anything else."""
+    seeds = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            raise ValueError(f"bad seeds {text!r}: empty item (use e.g. 0-49999 or 1,5,9)")
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"bad seeds {text!r}: {part!r} is not N or N-M with whole numbers >= 0")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise ValueError(f"bad seeds {text!r}: range {part!r} runs backwards")
+        seeds.extend(range(a, b + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"bad seeds {text!r}: a seed is listed twice")
+    return seeds

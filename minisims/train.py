@@ -12,14 +12,16 @@ stops at the first step boundary where that many have been seen.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import backend
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .nn.optim import EMA, Adam
+from .streams import Streams
 
 TRAINABLE = ("all", "decoder")
 
@@ -34,6 +36,7 @@ class TrainConfig:
     warmup_images: int = 0                  # the learning rate ramps up linearly over these
     ema_half_life_images: float | None = None  # EMA of the weights, half-life in images (EDM)
     trainable: str = "all"                  # all | decoder: fine-tune the decoder, encoder frozen
+    hflip: bool = False                     # mirror images left-right at random (EDM's xflip)
     checkpoint_every_images: int | None = None  # with a checkpoint path: save this often
 
     def __post_init__(self):
@@ -74,6 +77,27 @@ class TrainResult:
     images: int = 0          # samples seen per member
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the message names the step. No checkpoint is written after it,
+    so the last one on disk is the last good state."""
+
+
+# Keyed random streams for training given an integer seed: the shuffle of epoch e and every draw
+# of step k (flips, noise levels, noise) come from their own generators, keyed by (seed, e) and
+# (seed, k) alone. A run can then stop after any step and resume bit for bit on any device, with
+# no generator state to save.
+TRAIN_STREAMS = Streams(("init", "shuffle", "step"))
+
+
+def init_generator(rng):
+    """The generator that initialises a network: ``rng`` itself, or the "init" stream of a seed."""
+    return TRAIN_STREAMS.rng(int(rng), 0, "init") if _is_seed(rng) else rng
+
+
+def _is_seed(rng) -> bool:
+    return isinstance(rng, (int, np.integer))
+
+
 def trainable_part(net, trainable: str):
     """The module whose parameters the optimizer updates. 'decoder' freezes the encoder of a
     network that has one (the UNet): its backward then stops at the decoder."""
@@ -94,13 +118,37 @@ def _batch(data, perm, start: int, size: int, members: bool):
     return data[idx]  # B,*S
 
 
+def _hflip(y, rng):
+    """Mirror each image of a batch (B,C,H,W) left-right with probability 1/2."""
+    xp = backend.xp(y)
+    flip = rng.random(y.shape[0]) < 0.5  # B
+    return xp.where(flip[:, None, None, None], y[..., ::-1], y)  # B,C,H,W
+
+
+@dataclass
+class _State:
+    """Where a run is: enough to continue it exactly (saved in every checkpoint)."""
+    epoch: int = 0          # the epoch in progress
+    batch: int = 0          # batches of it already taken
+    seen: int = 0           # samples seen per member
+    steps: int = 0
+    next_save: int = 0      # samples seen at which the next checkpoint is due (0: none)
+
+
 def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str = False,
-          checkpoint: str | None = None, meta: dict | None = None) -> TrainResult:
+          checkpoint: str | None = None, resume: bool = False, meta: dict | None = None) -> TrainResult:
     """Train ``net`` in place on ``data`` ((R,n,*S) or (n,*S), see the module docstring).
 
-    ``rng`` draws the shuffles and, through the formulation, the noise. With ``checkpoint`` (a
-    path) the network, its EMA and the optimizer state are saved atomically every
-    ``cfg.checkpoint_every_images`` samples and at the end. Returns a :class:`TrainResult`.
+    ``rng`` is a generator, which draws the shuffles and (through the formulation) the noise in
+    one sequence, or an integer seed, which gives every epoch's shuffle and every step's draws
+    their own keyed stream (:data:`TRAIN_STREAMS`). With ``checkpoint`` (a path) the network, its
+    EMA, the optimizer and the position in the run are saved atomically every
+    ``cfg.checkpoint_every_images`` samples and at the end; ``resume=True`` continues from that
+    file, and with a seed the resumed run equals the uninterrupted one bit for bit. A NaN or inf
+    loss raises :class:`TrainingDiverged` naming the step, and writes no checkpoint after it.
+    ``cfg.hflip`` mirrors images (B,C,H,W) at random; a network with dropout layers (p > 0) has
+    them on during training, with masks drawn from the step's generator, and off afterwards.
+    Returns a :class:`TrainResult`.
     One toy epoch at batch 2048 over n = 1000 points is one full-batch step, as in the paper's toy.
     """
     xp = backend.xp(data)
@@ -109,54 +157,122 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
     lead = (data.shape[0],) if members else ()
     if n < 1:
         raise ValueError("cannot train on an empty data set")
+    if cfg.hflip and (members or data.ndim != 4):
+        raise ValueError("hflip mirrors images: it needs one model's data (N,C,H,W)")
+    if resume and not (checkpoint and _is_seed(rng)):
+        raise ValueError("resume needs a checkpoint path and an integer seed as rng (keyed "
+                         "streams: a generator's position cannot be restored exactly)")
+    keyed = _is_seed(rng)
     schedule = cfg.schedule(n)
     opt = Adam(trainable_part(net, cfg.trainable), lr=cfg.lr)
     ema = None if cfg.ema_half_life_images is None else \
         EMA(net, beta=0.5 ** (cfg.batch_size / cfg.ema_half_life_images))
-    history = np.zeros((len(schedule),) + lead)
+    history = [None] * len(schedule)  # each epoch's mean loss, kept on the device until needed
+    st, total = _State(next_save=cfg.checkpoint_every_images or 0), 0.0
+    if resume and os.path.exists(checkpoint):
+        st, total = _load(checkpoint, net, ema, opt, history, xp)
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=sum(map(len, schedule)), desc=progress if isinstance(progress, str) else "train",
-                   unit="step", leave=False)
-    seen, steps, next_save, t0 = 0, 0, cfg.checkpoint_every_images, time.perf_counter()
-    for epoch, batches in enumerate(schedule):
-        perm = xp.argsort(rng.random(lead + (n,)), axis=-1)  # (R,)n, an independent shuffle per member
-        total, start = 0.0, 0
-        for size in batches:
-            y = _batch(data, perm, start, size, members)  # (R,)B,*S
-            start += size
+        bar = tqdm(total=sum(map(len, schedule)), initial=st.steps, unit="step", leave=False,
+                   desc=progress if isinstance(progress, str) else "train")
+    dropout = hasattr(net, "dropouts") and any(d.p > 0 for d in net.dropouts())
+    bad = xp.full((), -1, dtype=np.int64)  # the first step whose loss was not finite, on device
+    t0, seen0 = time.perf_counter(), st.seen
+    # Host synchronisation happens only at checkpoints, in the progress bar (once an epoch), at
+    # the end, and on NumPy (where it is free) once an epoch: never inside a step.
+    for epoch in range(st.epoch, len(schedule)):
+        batches = schedule[epoch]
+        shuffle_rng = TRAIN_STREAMS.rng(int(rng), epoch, "shuffle") if keyed else rng
+        perm = xp.argsort(shuffle_rng.random(lead + (n,)), axis=-1)  # (R,)n, a shuffle per member
+        if epoch > st.epoch or st.batch == 0:
+            total = 0.0
+        for b in range(st.batch if epoch == st.epoch else 0, len(batches)):
+            size = batches[b]
+            step_rng = TRAIN_STREAMS.rng(int(rng), st.steps, "step") if keyed else rng
+            y = _batch(data, perm, sum(batches[:b]), size, members)  # (R,)B,*S
+            if cfg.hflip:
+                y = _hflip(y, step_rng)  # B,C,H,W
+            if dropout:  # masks from this step's draws, so a resumed run draws the same ones
+                net.set_dropout(step_rng)
             if cfg.warmup_images:  # linear warm-up, counted in images seen after this step
-                opt.lr = cfg.lr * min(1.0, (seen + size) / cfg.warmup_images)
+                opt.lr = cfg.lr * min(1.0, (st.seen + size) / cfg.warmup_images)
             net.zero_grad()
-            loss = formulation.loss_and_grad(net, y, rng)  # (R,)
+            loss = formulation.loss_and_grad(net, y, step_rng)  # (R,)
             opt.step()
             if ema is not None:
                 ema.update()
+            bad = xp.where((bad < 0) & ~xp.isfinite(loss).all(), st.steps, bad)  # stays on device
             total = total + loss * size
-            seen, steps = seen + size, steps + 1
-            if checkpoint and next_save and seen >= next_save:
-                _save(checkpoint, net, ema, opt, cfg, seen, steps, meta)
-                next_save += cfg.checkpoint_every_images
+            st.seen, st.steps, st.batch = st.seen + size, st.steps + 1, b + 1
+            if checkpoint and st.next_save and st.seen >= st.next_save:
+                st.next_save += cfg.checkpoint_every_images
+                _check_finite(bad, formulation)
+                _save(checkpoint, net, ema, opt, cfg, st, _host(history, lead), total, meta)
             if bar is not None:
                 bar.update(1)
-        history[epoch] = backend.to_numpy(total / max(start, 1))
+        history[epoch] = total / max(sum(batches), 1)  # (R,)
+        st.epoch, st.batch = epoch + 1, 0
+        if xp is np:
+            _check_finite(bad, formulation)
         if bar is not None:
-            bar.set_postfix(loss=f"{float(np.mean(history[epoch])):.4g}",
-                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.set_postfix(loss=f"{float(np.mean(backend.to_numpy(history[epoch]))):.4g}",
+                            img_s=f"{(st.seen - seen0) / (time.perf_counter() - t0):.0f}")
     if bar is not None:
         bar.close()
+    if dropout:
+        net.set_dropout(None)  # off for sampling
+    _check_finite(bad, formulation)
+    history = _host(history, lead)
     if checkpoint:
-        _save(checkpoint, net, ema, opt, cfg, seen, steps, meta)
-    return TrainResult(history, ema.shadow if ema is not None else None, steps, seen)
+        _save(checkpoint, net, ema, opt, cfg, st, history, 0.0, meta)
+    return TrainResult(history, ema.shadow if ema is not None else None, st.steps, st.seen)
 
 
-def _save(path, net, ema, opt, cfg, seen, steps, meta):
-    extra = {"adam_m": opt.m, "adam_v": opt.v}
+def _host(history, lead) -> np.ndarray:
+    """The epochs' mean losses as one host array (epochs,(R)); epochs not yet run are 0."""
+    out = np.zeros((len(history),) + lead)
+    for e, row in enumerate(history):
+        if row is not None:
+            out[e] = backend.to_numpy(row)
+    return out
+
+
+def _check_finite(bad, formulation):
+    step = int(backend.to_numpy(bad))
+    if step >= 0:
+        raise TrainingDiverged(f"the {formulation.name} loss became NaN or inf at step {step + 1}: "
+                               "training stopped; the last checkpoint (if any) is from before it")
+
+
+def _save(path, net, ema, opt, cfg, st: _State, history, total, meta):
+    extra = {"adam_m": opt.m, "adam_v": opt.v,
+             "run": {"history": history, "total": backend.to_numpy(total)}}
     if ema is not None:
         extra["ema"] = ema.shadow.state_dict()
-    save_checkpoint(path, net, {**(meta or {}), "train": asdict(cfg), "images_seen": seen,
-                                "steps": steps, "adam_t": opt.t}, extra=extra)
+    save_checkpoint(path, net, {**(meta or {}), "train": asdict(cfg), "state": asdict(st),
+                                "images_seen": st.seen, "steps": st.steps, "adam_t": opt.t},
+                    extra=extra)
 
 
-__all__ = ["TrainConfig", "TrainResult", "train", "trainable_part", "TRAINABLE"]
+def _load(path, net, ema, opt, history, xp):
+    """Restore a run saved by :func:`_save` into net, ema and opt; returns (state, total)."""
+    meta = load_checkpoint(path, net)
+    if ema is not None:
+        load_checkpoint(path, ema.shadow, group="ema")
+    with np.load(path, allow_pickle=False) as z:
+        for group, moments in (("adam_m", opt.m), ("adam_v", opt.v)):
+            for name, a in moments.items():
+                a[...] = xp.asarray(z[f"{group}/{name}"])
+        saved = z["run/history"]
+        if len(saved) != len(history):
+            raise ValueError(f"{path} is from a run with another schedule "
+                             f"({len(saved)} epochs, not {len(history)})")
+        history[:] = list(saved)
+        total = xp.asarray(z["run/total"])
+    opt.t = meta["adam_t"]
+    return _State(**meta["state"]), total
+
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "TRAIN_STREAMS", "train",
+           "trainable_part", "init_generator", "TRAINABLE"]

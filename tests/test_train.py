@@ -1,5 +1,7 @@
 """The one training loop and Algorithm 1's steps on both kinds of model: the toy MLP ensemble
 (R,n,D) and the UNet on images (N,C,H,W)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,101 @@ def test_ema_model_is_the_base_and_checkpoints_are_complete(tmp_path):
     load_checkpoint(path, fresh, group="ema")
     assert all(np.array_equal(v, fresh.state_dict()[k]) for k, v in res.ema.state_dict().items())
     assert [p.name for p in tmp_path.iterdir()] == ["base.npz"]  # no temporary files left behind
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _image_run(tmp_path, stop_after=None, resume=False, **cfg):
+    """A tiny UNet trained with keyed streams (seed 7), optionally interrupted after a step."""
+    data = np.random.default_rng(0).standard_normal((10, 3, 8, 8)).astype(np.float32) * 0.5
+    form = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
+    calls = []
+
+    class Counting:  # the formulation, raising after `stop_after` steps
+        name, member_ndim = form.name, form.member_ndim
+
+        def loss_and_grad(self, net, y, rng):
+            if stop_after is not None and len(calls) == stop_after:
+                raise Interrupt
+            calls.append(1)
+            return form.loss_and_grad(net, y, rng)
+
+    net = UNet(replace(TINY_UNET, dropout=0.2), np.random.default_rng(1))  # dropout on in training
+    settings = TrainConfig(**{**dict(lr=1e-3, batch_size=4, images=36, hflip=True, warmup_images=8,
+                                     ema_half_life_images=8.0, checkpoint_every_images=8), **cfg})
+    res = train(net, Counting(), data, settings, 7, checkpoint=str(tmp_path / "run.npz"), resume=resume)
+    return net, res
+
+
+def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole_net, whole = _image_run(tmp_path / "a")
+    # epochs of 4+4+2 images: 36 images take 11 steps; checkpoints every 8 images land after
+    # steps 2 (8 seen), 5 (18), 7 (24), ... Interrupting in step 7 leaves the one after step 5:
+    # mid-way through epoch 2, with its partial loss sum
+    with pytest.raises(Interrupt):
+        _image_run(tmp_path / "b", stop_after=6)
+    meta = load_checkpoint(str(tmp_path / "b" / "run.npz"),
+                           UNet(replace(TINY_UNET, dropout=0.2), np.random.default_rng(2)))
+    assert meta["steps"] == 5 and meta["state"]["epoch"] == 1 and meta["state"]["batch"] == 2
+    net, res = _image_run(tmp_path / "b", resume=True)
+    assert res.steps == whole.steps == 11 and res.images == whole.images == 38
+    assert np.array_equal(res.history, whole.history)
+    for k, v in whole_net.state_dict().items():
+        assert np.array_equal(v, net.state_dict()[k]), k
+    for k, v in whole.ema.state_dict().items():
+        assert np.array_equal(v, res.ema.state_dict()[k]), k
+
+
+def test_resume_needs_a_seed_and_a_path():
+    rng = np.random.default_rng(0)
+    net = MLPDenoiser(MLPConfig(hidden=4, depth=1), rng, ensemble=1)
+    with pytest.raises(ValueError, match="integer seed"):
+        train(net, SIMSConfig().make_formulation(), sample_gaussian(4, rng, runs=1),
+              TrainConfig(epochs=1), rng, checkpoint="x.npz", resume=True)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from minisims.train import TrainingDiverged
+    data = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    data[5] = np.nan  # the second batch of the second epoch... wherever the shuffle puts it
+    form = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
+    net = UNet(TINY_UNET, np.random.default_rng(1))
+    path = tmp_path / "run.npz"
+    with pytest.raises(TrainingDiverged, match=r"NaN or inf at step \d+") as err:
+        train(net, form, data, TrainConfig(batch_size=1, images=8, checkpoint_every_images=1), 3,
+              checkpoint=str(path))
+    step = int(str(err.value).split("at step ")[1].split(":")[0])
+    meta = load_checkpoint(str(path), UNet(TINY_UNET, np.random.default_rng(2)))
+    assert meta["steps"] == step - 1  # the last checkpoint is the one before the bad step
+    assert all(np.isfinite(np.load(path)[k]).all() for k in np.load(path).files if k != "__meta__")
+
+
+def test_an_image_depends_on_its_seed_alone_not_on_the_batch():
+    """EDM's seeds: image i is drawn with its own generator, so the batch size and the other
+    seeds in the batch change nothing (the network treats the images of a batch independently;
+    BLAS may still order a sum differently for another batch size: we found it bit-exact here,
+    and allow float32 rounding, 1e-6 of the pixel range, should a BLAS build differ)."""
+    rng = np.random.default_rng(0)
+    r = image_recipe(epochs=1)
+    net = r.make_model(None, rng)
+    seeds = [5, 17, 2, 40, 3]
+    x4 = sample_sims(net, None, replace(r, sample_batch=4), 0.0, 5, seeds)  # batches 4 + 1
+    x1 = sample_sims(net, None, replace(r, sample_batch=1), 0.0, 5, seeds)
+    x_alone = sample_sims(net, None, replace(r, sample_batch=2), 0.0, 2, [40, 2])  # other company
+    assert np.allclose(x4, x1, rtol=0, atol=2e-6) and np.allclose(x4[[3, 2]], x_alone, rtol=0, atol=2e-6)
+    other = sample_sims(net, None, r, 0.0, 5, [6, 17, 2, 40, 3])
+    assert not np.allclose(other[0], x4[0]) and np.allclose(other[1:], x4[1:], rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="5 samples need 5 seeds"):
+        sample_sims(net, None, r, 0.0, 5, [1, 2])
+    print("batch-size independence, max |diff|:", np.abs(x4 - x1).max())
+
+
+def test_parse_seeds():
+    from minisims.streams import parse_seeds
+    assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10] and parse_seeds("7") == [7]
+    for bad in ("", "a", "3-1", "1,,2", "-1", "1,1", "0-2,2"):
+        with pytest.raises(ValueError, match="bad seeds"):
+            parse_seeds(bad)

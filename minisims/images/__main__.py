@@ -1,0 +1,4 @@
+"""``python -m minisims.images``: see minisims/images/cli.py."""
+from .cli import entry
+
+entry()

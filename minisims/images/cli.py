@@ -1,0 +1,157 @@
+"""``python -m minisims.images``: SIMS on images (CIFAR-10), the whole experiment or one step.
+
+SIMS trains a base diffusion model on real images, samples a synthetic set S from it, fine-tunes a
+copy on S alone (the auxiliary model, budget B in images seen) and samples with
+(1 + w) D_base - w D_aux. The `sims` command does all of it and measures a Frechet distance (FD)
+by (B, w), like the paper's Figure 3; the other commands are its steps, for running one at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .. import backend
+from ..cli_util import (Parser, fail, float_list, int_at_least, int_list, override, prepare_run,
+                        run_command)
+from .presets import PRESETS
+
+EXAMPLES = """examples:
+  python -m minisims.images sims --data ~/data/cifar-10-python.tar.gz --preset tiny --outdir runs/img
+  python -m minisims.images sims --preset cpu --outdir runs/cifar16     # data from $MINISIMS_DATA
+  python -m minisims.images train --data PATH --preset cpu --outdir runs/cifar16   # Ctrl-C, then
+  python -m minisims.images train --data PATH --preset cpu --outdir runs/cifar16   # ... resumes
+  python -m minisims.images synth --preset cpu --outdir runs/cifar16
+  python -m minisims.images aux --preset cpu --outdir runs/cifar16 --budget 4000
+  python -m minisims.images sample --preset cpu --outdir runs/cifar16 --budget 4000 --w 1 --seeds 0-99
+  python -m minisims.images fd --data PATH --preset cpu --outdir runs/cifar16 --images runs/cifar16/samples/base
+
+data (--data, or the folder named by $MINISIMS_DATA): the official cifar-10-python.tar.gz (its MD5
+is checked), its extracted folder cifar-10-batches-py, a folder of PNGs, or an .npz whose arr_0 is
+uint8 NHWC. Nothing is downloaded.
+
+presets: tiny (seconds, for tests), cpu (16x16 images, a small UNet, about half an hour on 2
+cores), gpu (32x32, sized for ~10 min on one H100; unmeasured), cifar (EDM's full CIFAR-10
+recipe; unmeasured). Flags such as --base-images override a preset's value.
+
+The FD uses features that need no download (default randconv) and is labelled FD_<features>,
+never FID; --features inception gives real FID where torch, pytorch-fid and its cached weights
+are present.
+"""
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m minisims.images", description=__doc__.split("\n\n")[0] + "\n\n" +
+               __doc__.split("\n\n")[1], epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                           parser_class=Parser)
+    helps = {"sims": "the whole experiment: train (or reuse) the base, S, the aux at each budget, "
+                     "samples at each w, FD table, heatmap, grids, results.json",
+             "train": "step 1: train the base model (resumes an interrupted run)",
+             "synth": "step 2: sample the synthetic set S from the base",
+             "aux": "step 3: fine-tune the auxiliary model on S for one budget",
+             "sample": "step 4: sample (1 + w) D_base - w D_aux: PNGs per seed and samples.npz",
+             "fd": "FD between a sample set (folder of PNGs or .npz) and the real images"}
+    cmds = {}
+    for name, text in helps.items():
+        c = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_argument("--preset", choices=list(PRESETS), default="tiny",
+                       help="sizes of everything (default: tiny)")
+        c.add_argument("--outdir", default="runs/images", help="where every file goes (default: runs/images)")
+        c.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
+        c.add_argument("--seed", type=int_at_least(0), default=0, help="training seed (default: 0)")
+        c.add_argument("--blas-threads", type=int_at_least(0), default=0,
+                       help="BLAS threads; 0 leaves the library default, all cores (default: 0)")
+        c.add_argument("--quiet", action="store_true", help="no progress bars")
+        cmds[name] = c
+    for name in ("sims", "train", "fd"):
+        cmds[name].add_argument("--data", default=None, help="the real images (see below; default: $MINISIMS_DATA)")
+        cmds[name].add_argument("--data-md5", default="official", metavar="HEX|none",
+                                help="expected MD5 of a .tar.gz archive: official (CIFAR-10's), a hex "
+                                     "digest, or none to skip the check (default: official)")
+    for name in ("sims", "train"):
+        cmds[name].add_argument("--base-images", type=int_at_least(1), help="the base's budget in images seen")
+        cmds[name].add_argument("--n-train", type=int_at_least(1), help="real images to train on")
+    for name in ("sims", "synth"):
+        cmds[name].add_argument("--n-synth", type=int_at_least(1), help="n_s = |S|")
+    cmds["sims"].add_argument("--aux-budgets", type=int_list, help="aux budgets B, images seen, e.g. 4000,12000")
+    cmds["sims"].add_argument("--omegas", type=float_list, help="guidance weights w, e.g. -1,0,0.5,1,2")
+    cmds["sims"].add_argument("--n-eval", type=int_at_least(2), help="images per (B, w) for the FD")
+    cmds["sims"].add_argument("--pngs", action="store_true", help="also write one PNG per sample (samples.npz always)")
+    for name in ("sims", "fd"):
+        cmds[name].add_argument("--features", default=None,
+                                help="FD features: randconv (default, no download), pixels, or inception")
+    for name in ("sims", "sample"):
+        cmds[name].add_argument("--num-steps", type=int_at_least(2), help="Heun steps N (NFE 2N - 1)")
+    cmds["aux"].add_argument("--budget", type=int_at_least(1), required=True, help="aux budget B, images seen")
+    cmds["sample"].add_argument("--budget", type=int_at_least(1), help="which aux model (omit for the base)")
+    cmds["sample"].add_argument("--w", type=float_list, default=[0.0], metavar="W[,W...]",
+                                help="guidance weight(s); 0 is the base, -1 the aux (default: 0)")
+    cmds["sample"].add_argument("--seeds", default=None, help="EDM's seed syntax, e.g. 0-999 or 1,5,9 (default: 0 to n_eval-1)")
+    cmds["fd"].add_argument("--images", required=True, help="the samples: a folder of PNGs or an .npz (arr_0)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = f"python -m minisims.images {args.command}"
+    outdir = prepare_run(prog, args)
+    preset = override(PRESETS[args.preset], args)
+    with backend.blas_threads(args.blas_threads or None):
+        return _dispatch(args, preset, outdir, prog)
+
+
+def _md5(args):
+    value = getattr(args, "data_md5", "official")
+    if value == "official":
+        from ..data import OFFICIAL_MD5
+        return OFFICIAL_MD5
+    return None if value.lower() == "none" else value.lower()
+
+
+def _dispatch(args, p, outdir, prog) -> int:
+    from ..data import DataError
+    from ..features import FeaturesUnavailable
+    from ..streams import parse_seeds
+    from ..train import TrainingDiverged
+    from . import pipeline
+    progress = not args.quiet
+    try:
+        if args.command == "sims":
+            pipeline.run_sims(p, args.data, outdir, args.seed, args.features, _md5(args), args.pngs, progress)
+        elif args.command == "train":
+            pipeline.step_train(p, args.data, outdir, args.seed, _md5(args), True, progress)
+        elif args.command == "synth":
+            pipeline.step_synth(p, outdir, progress)
+        elif args.command == "aux":
+            pipeline.step_aux(p, outdir, args.budget, args.seed, True, progress)
+        elif args.command == "sample":
+            seeds = parse_seeds(args.seeds) if args.seeds else list(range(p.n_eval))
+            if args.budget is None and any(w != 0 for w in args.w):
+                fail(prog, "w != 0 needs an auxiliary model: give --budget B (run the aux step first)", 2)
+            base = pipeline.load_model(os.path.join(outdir, "base.npz"), p, group="ema")
+            aux = None
+            if args.budget is not None:
+                aux = pipeline.load_model(pipeline.aux_path(outdir, args.budget), p)
+                aux.train_encoder = p.aux_trainable != "decoder"
+            for w in args.w:
+                images = pipeline.sample_images(p, base, aux, w, seeds, progress)
+                folder = os.path.join(outdir, "samples", pipeline.sample_name(args.budget, w))
+                pipeline.write_samples(images, seeds, folder)
+                print(f"{len(seeds)} images at w = {w:g} -> {folder}")
+        elif args.command == "fd":
+            from ..data import load_images
+            from ..features import DEFAULT_FEATURES, fd_label, image_stats
+            from ..metrics import fd_from_stats
+            features = args.features or DEFAULT_FEATURES
+            ref = pipeline.reference_stats(p, args.data, outdir, features, _md5(args))
+            images = load_images(args.images, md5=None).images
+            print(f"{fd_label(features)} = {fd_from_stats(*image_stats(images, features), *ref):.4f} "
+                  f"({len(images)} images of {args.images} against the real images)")
+    except (DataError, pipeline.PipelineError, FeaturesUnavailable, TrainingDiverged, ValueError) as e:
+        fail(prog, str(e).splitlines()[0] if str(e) else type(e).__name__, 1)
+    return 0
+
+
+def entry(argv=None):
+    run_command(main, argv)

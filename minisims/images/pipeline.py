@@ -1,0 +1,343 @@
+"""SIMS on images, step by step (paper Section 4.1, Figure 3), with everything on disk.
+
+# N images, C channels (3), H W resolution, B aux budgets, W guidance values
+Each step is Algorithm 1's step from :mod:`minisims.sims`, given the preset's recipe; this module
+adds the files between them, so a step can run alone, be interrupted and resumed, or be reused:
+
+    outdir/base.npz           step 1: the base model (raw weights, "ema" group, training state)
+    outdir/synthetic.npz      step 2: S, n_s images (arr_0, uint8 NHWC) from the base's EMA
+    outdir/aux_<B>.npz        step 3: the auxiliary model fine-tuned on S with budget B images
+    outdir/samples/<name>/    step 4: one PNG per seed and samples.npz (arr_0, uint8 NHWC)
+    outdir/ref_stats.npz      the real images' feature statistics (mu, sigma) for the FD
+    outdir/results.json, fd_table.md, fd_heatmap.png, grid_<name>.png   the experiment's summary
+
+Random numbers: the base trains on the keyed streams of ``seed`` (resumable bit for bit), the aux
+of budget B on those of a seed derived from (seed, B), S uses the seeds from
+:data:`minisims.sims.SYNTH_SEEDS_FROM` on, and evaluation images use EDM's per-image seeds
+(``--seeds 0-999``: image i depends on its seed alone). Every w of one budget is sampled with the
+same seeds, so the columns differ by the guidance only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from .. import backend
+from ..atomic import atomic_write, write_json
+from ..checkpoint import load_checkpoint
+from ..data import load_images, to_model, to_uint8
+from ..diffusion import EDM, EDMPrecond, VPPrecond
+from ..nn import UNet
+from ..shared_encoder import SharedEncoderPair
+from ..sims import SIMSRecipe, SYNTH_SEEDS_FROM, synthesize, train_aux, train_base
+from ..streams import StackedRandomGenerator, derive_seed
+from ..train import TrainConfig
+from .presets import ImagePreset
+
+
+class PipelineError(ValueError):
+    """A step cannot run as asked (a missing or mismatched file); the message says what to do."""
+
+
+# ---------------------------------------------------------------- the recipe and the data
+
+def make_recipe(p: ImagePreset, aux_images: int | None = None) -> SIMSRecipe:
+    """Algorithm 1's recipe for preset ``p``, the aux fine-tuned for ``aux_images`` images."""
+    precond = {"edm": EDMPrecond(p.sigma_data), "vp": VPPrecond()}[p.formulation]
+    form = EDM(precond=precond, num_steps=p.num_steps, member_ndim=0, data_ndim=3)
+    cfg = p.unet_config()
+    return SIMSRecipe(
+        make_model=lambda data, rng: UNet(cfg, rng), formulation=form,
+        base=TrainConfig(lr=p.lr, batch_size=p.batch, images=p.base_images,
+                         warmup_images=p.warmup_images, ema_half_life_images=p.ema_half_life_images,
+                         hflip=p.hflip, checkpoint_every_images=p.checkpoint_every_images),
+        aux=TrainConfig(lr=p.aux_lr, batch_size=p.batch, images=aux_images or p.aux_budgets[0],
+                        trainable=p.aux_trainable, hflip=p.hflip,
+                        checkpoint_every_images=p.checkpoint_every_images),
+        n_synth=p.n_synth, sample_batch=p.sample_batch)
+
+
+def downsample(images, resolution: int):
+    """Average k x k blocks of uint8 NHWC images down to ``resolution`` (k = H / resolution)."""
+    N, H, W, C = images.shape
+    if H == resolution and W == resolution:
+        return images
+    if H != W or H % resolution:
+        raise PipelineError(f"images of {H}x{W} cannot be averaged down to {resolution}x{resolution}")
+    k = H // resolution
+    blocks = images.reshape(N, resolution, k, resolution, k, C).astype(np.float64)
+    return np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)  # N,res,res,C
+
+
+def real_images(p: ImagePreset, data, md5):
+    """The preset's real training images, uint8 NHWC at its resolution, and where they came from."""
+    s = load_images(data, split="train", md5=md5, limit=p.n_train)
+    return downsample(s.images, p.resolution), s.source
+
+
+# ---------------------------------------------------------------- checkpoints of the networks
+
+def _meta(p: ImagePreset, **more) -> dict:
+    return {"preset": p.name, "resolution": p.resolution, "unet": asdict(p.unet_config()), **more}
+
+
+def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
+    """A network saved by a step, checked to be the preset's size first (one-line error if not)."""
+    if not os.path.exists(path):
+        raise PipelineError(f"{path} does not exist: run the step that writes it first")
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    want = asdict(p.unet_config())
+    if meta.get("unet") != json.loads(json.dumps(want)):
+        raise PipelineError(f"{path} holds another network (preset {meta.get('preset')!r}, "
+                            f"resolution {meta.get('resolution')}) than preset {p.name!r}: use the "
+                            "preset it was trained with, or another --outdir")
+    net = UNet(p.unet_config(), np.random.default_rng(0))  # on the current device
+    load_checkpoint(path, net, group=group if group and _has_group(path, group) else None)
+    return net
+
+
+def _has_group(path, group):
+    with np.load(path, allow_pickle=False) as z:
+        return any(k.startswith(group + "/") for k in z.files)
+
+
+def _finished(path: str) -> bool:
+    """Whether the training checkpoint at ``path`` is of a completed run."""
+    if not os.path.exists(path):
+        return False
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+    return bool(meta.get("finished"))
+
+
+# ---------------------------------------------------------------- the four steps
+
+def step_train(p: ImagePreset, data, outdir: str, seed: int = 0, md5=None, resume: bool = True,
+               progress: bool = True, log=print) -> UNet:
+    """Step 1: the base model, trained (or resumed, or reused when finished) into base.npz.
+    Returns the base's EMA weights (or its weights, without an EMA)."""
+    path = os.path.join(outdir, "base.npz")
+    if not _finished(path):
+        images, source = real_images(p, data, md5)
+        log(f"base: {len(images)} real images ({source}) at {p.resolution}x{p.resolution}, "
+            f"{p.base_images:,} images seen, batch {p.batch}")
+        x = backend.asarray(to_model(images))  # N,C,H,W
+        t0 = time.perf_counter()
+        train_base(x, make_recipe(p), seed, progress=progress, checkpoint=path, resume=resume,
+                   meta=_meta(p, step="base", seed=seed))
+        _mark_finished(path)
+        log(f"base trained in {time.perf_counter() - t0:.0f} s -> {path}")
+    else:
+        log(f"base: reusing {path}")
+    return load_model(path, p, group="ema")
+
+
+def _mark_finished(path):
+    """Flag a completed training checkpoint (rewritten atomically with the flag in its metadata)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    arrays["__meta__"] = np.array(json.dumps({**meta, "finished": True}))
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+
+
+def step_synth(p: ImagePreset, outdir: str, progress: bool = True, log=print):
+    """Step 2: n_s images from the base (EMA) model into synthetic.npz (uint8 NHWC)."""
+    from ..exports import write_npz
+    path = os.path.join(outdir, "synthetic.npz")
+    if os.path.exists(path):
+        S = _read_npz(path)
+        if S.shape[1:3] != (p.resolution, p.resolution):
+            raise PipelineError(f"{path} holds {S.shape[1]}x{S.shape[2]} images, preset {p.name!r} "
+                                f"makes {p.resolution}x{p.resolution}: use its preset or another --outdir")
+        log(f"S: reusing {path}")
+        return S
+    base = load_model(os.path.join(outdir, "base.npz"), p, group="ema")
+    t0 = time.perf_counter()
+    seeds = range(SYNTH_SEEDS_FROM, SYNTH_SEEDS_FROM + p.n_synth)
+    S = to_uint8(backend.to_numpy(synthesize(base, make_recipe(p), p.n_synth, seeds, progress=progress)))
+    write_npz(S, path)
+    log(f"S: {p.n_synth} images in {time.perf_counter() - t0:.0f} s -> {path}")
+    return S
+
+
+def _read_npz(path):
+    with np.load(path, allow_pickle=False) as z:
+        return z["arr_0"]
+
+
+def aux_path(outdir: str, budget: int) -> str:
+    return os.path.join(outdir, f"aux_{budget}.npz")
+
+
+def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bool = True,
+             progress: bool = True, log=print) -> UNet:
+    """Step 3: a copy of the base fine-tuned on S alone for ``budget`` images into aux_<B>.npz."""
+    path = aux_path(outdir, budget)
+    if not _finished(path):
+        base = load_model(os.path.join(outdir, "base.npz"), p, group="ema")
+        s_path = os.path.join(outdir, "synthetic.npz")
+        if not os.path.exists(s_path):
+            raise PipelineError(f"{s_path} does not exist: run the synth step first")
+        S = backend.asarray(to_model(_read_npz(s_path)))  # n_s,C,H,W
+        t0 = time.perf_counter()
+        train_aux(base, S, make_recipe(p, budget), derive_seed(seed, 2, budget), progress=progress,
+                  checkpoint=path, resume=resume, meta=_meta(p, step="aux", budget=budget, seed=seed))
+        _mark_finished(path)
+        log(f"aux B={budget:,}: fine-tuned ({p.aux_trainable}) in {time.perf_counter() - t0:.0f} s -> {path}")
+    model = load_model(path, p)
+    if p.aux_trainable == "decoder":
+        model.train_encoder = False
+    return model
+
+
+def sample_images(p: ImagePreset, base, aux, w: float, seeds, progress: bool = False):
+    """Step 4: one image per seed from (1 + w) D_base - w D_aux, uint8 NHWC. A decoder-only aux
+    shares the base's encoder pass (1.5x NFE instead of 2x, same images)."""
+    r = make_recipe(p)
+    seeds = list(seeds)
+    if aux is None or w == 0:
+        return to_uint8(backend.to_numpy(synthesize(base, r, len(seeds), seeds, progress=progress)))
+    if w == -1:  # the aux model alone, evaluated alone
+        return to_uint8(backend.to_numpy(synthesize(aux, r, len(seeds), seeds, progress=progress)))
+    if p.aux_trainable != "decoder":
+        x = synthesize(base, r, len(seeds), seeds, aux=aux, w=w, progress=progress)
+        return to_uint8(backend.to_numpy(x))
+    pair = SharedEncoderPair(r.formulation, base, aux)
+    parts = []
+    for start in range(0, len(seeds), p.sample_batch):
+        batch = seeds[start:start + p.sample_batch]
+        x = pair.sample(base.sample_shape(len(batch)), StackedRandomGenerator(batch), w,
+                        progress=progress)  # B,C,H,W
+        parts.append(to_uint8(backend.to_numpy(x)))
+    return np.concatenate(parts)
+
+
+def write_samples(images, seeds, folder: str, pngs: bool = True):
+    """One PNG per seed (if ``pngs``) and samples.npz (arr_0) in ``folder``."""
+    from ..exports import write_npz, write_pngs
+    os.makedirs(folder, exist_ok=True)
+    if pngs:
+        write_pngs(images, list(seeds), folder)
+    write_npz(images, os.path.join(folder, "samples.npz"))
+
+
+def sample_name(budget, w) -> str:
+    """The folder name of a sample set: base, aux_B<B> or sims_B<B>_w<w>."""
+    if w == 0 or budget is None:
+        return "base"
+    return f"aux_B{budget}" if w == -1 else f"sims_B{budget}_w{w:g}"
+
+
+def w_label(w: float) -> str:
+    return {0.0: "0 (base)", -1.0: "-1 (aux)"}.get(float(w), f"{w:g}")
+
+
+# ---------------------------------------------------------------- the whole experiment
+
+def reference_stats(p: ImagePreset, data, outdir: str, features: str, md5=None, log=print):
+    """The real images' feature statistics, computed once into ref_stats_<features>.npz."""
+    from ..features import image_stats
+    from ..metrics import load_stats, save_stats
+    path = os.path.join(outdir, f"ref_stats_{features}.npz")
+    if os.path.exists(path):
+        return load_stats(path)
+    images, source = real_images(p, data, md5)
+    mu, sigma = image_stats(images, features)
+    save_stats(path, mu, sigma)
+    log(f"reference statistics of {len(images)} real images ({source}) -> {path}")
+    return mu, sigma
+
+
+def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | None = None,
+             md5=None, pngs: bool = False, progress: bool = True, log=print) -> dict:
+    """Algorithm 1 and Figure 3 for preset ``p``: FD by (aux budget, w), with the base's FD at a
+    second set of sampling seeds beside it. Writes results.json, fd_table.md, fd_heatmap.png and
+    image grids; returns the results dict."""
+    from ..exports import image_grid
+    from ..features import DEFAULT_FEATURES, fd_label, image_stats
+    from ..metrics import fd_from_stats
+    from ..plots import fd_heatmap
+    features = features or DEFAULT_FEATURES
+    label = fd_label(features)
+    t_start, seconds = time.perf_counter(), {}
+
+    def timed(name, fn, *a, **k):
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+        return out
+
+    ref = timed("reference statistics", reference_stats, p, data, outdir, features, md5, log)
+    base = timed("train base", step_train, p, data, outdir, seed, md5, True, progress, log)
+    timed("synthesize S", step_synth, p, outdir, progress, log)
+    seeds, seeds2 = range(p.n_eval), range(p.n_eval, 2 * p.n_eval)
+
+    def fd_of(images):
+        return float(fd_from_stats(*image_stats(images, features), *ref))
+
+    def sample(name, aux, w, s):
+        images = timed("sampling", sample_images, p, base, aux, w, s, progress)
+        write_samples(images, s, os.path.join(outdir, "samples", name), pngs)
+        return images
+
+    base_images = sample("base", None, 0.0, seeds)
+    base_fd = fd_of(base_images)
+    base_fd2 = fd_of(sample("base_seed2", None, 0.0, seeds2))
+    image_grid(base_images[:64], os.path.join(outdir, "grid_base.png"))
+    log(f"base: {label} {base_fd:.3f} (seeds {seeds[0]}-{seeds[-1]}), {base_fd2:.3f} "
+        f"(seeds {seeds2[0]}-{seeds2[-1]})")
+    fd = {}
+    for budget in p.aux_budgets:
+        aux = timed("fine-tune aux", step_aux, p, outdir, budget, seed, True, progress, log)
+        fd[budget] = {}
+        for w in p.omegas:
+            if w == 0:
+                fd[budget][w] = base_fd
+                continue
+            images = sample(sample_name(budget, w), aux, w, seeds)
+            fd[budget][w] = fd_of(images)
+            image_grid(images[:64], os.path.join(outdir, f"grid_{sample_name(budget, w)}.png"))
+            log(f"  B={budget:,} w={w:g}: {label} {fd[budget][w]:.3f}")
+    seconds["total"] = time.perf_counter() - t_start
+    results = {"preset": asdict(p), "features": features, "label": label, "device": backend.current_device(),
+               "seed": seed, "base_fd": base_fd, "base_fd_seed2": base_fd2,
+               "noise": abs(base_fd - base_fd2),
+               "fd": {str(b): {str(w): v for w, v in row.items()} for b, row in fd.items()},
+               "seeds": [seeds[0], seeds[-1]], "seeds2": [seeds2[0], seeds2[-1]], "seconds": seconds}
+    write_json(os.path.join(outdir, "results.json"), results)
+    table = fd_table(p, fd, base_fd, base_fd2, label)
+    with atomic_write(os.path.join(outdir, "fd_table.md"), "w") as f:
+        f.write(table + "\n")
+    fd_heatmap(np.array([[fd[b][w] for w in p.omegas] for b in p.aux_budgets]), list(p.aux_budgets),
+               list(p.omegas), os.path.join(outdir, "fd_heatmap.png"), base_fd=base_fd, label=label,
+               title=f"SIMS on {p.resolution}x{p.resolution} images, preset {p.name}")
+    log(table)
+    return results
+
+
+def fd_table(p: ImagePreset, fd: dict, base_fd: float, base_fd2: float, label: str) -> str:
+    """FD by budget (rows) and w (columns), the base's two FDs, and a verdict against the noise."""
+    head = "| aux budget B (images) | " + " | ".join(f"w = {w_label(w)}" for w in p.omegas) + " |"
+    lines = [head, "|" + "---:|" * (len(p.omegas) + 1)]
+    for b in p.aux_budgets:
+        lines.append(f"| {b:,} | " + " | ".join(f"{fd[b][w]:.3f}" for w in p.omegas) + " |")
+    noise = abs(base_fd - base_fd2)
+    best_b, best_w = min(((b, w) for b in p.aux_budgets for w in p.omegas if w not in (0, -1)),
+                         key=lambda bw: fd[bw[0]][bw[1]], default=(None, None))
+    lines += ["", f"{label} of the base (w = 0): {base_fd:.3f}; with a second set of sampling seeds: "
+              f"{base_fd2:.3f}. Their difference, {noise:.3f}, is the sampling noise: a gain smaller "
+              "than that is no gain."]
+    if best_b is not None:
+        gain = base_fd - fd[best_b][best_w]
+        verdict = ("SIMS beats the base by more than the noise" if gain > noise else
+                   "SIMS does not beat the base by more than the noise here")
+        lines.append(f"Best SIMS cell: B = {best_b:,}, w = {best_w:g}, {label} {fd[best_b][best_w]:.3f} "
+                     f"({'-' if gain >= 0 else '+'}{abs(gain):.3f} against the base): {verdict}.")
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""SIMS on images end to end: `python -m minisims.images` on an archive of CIFAR-10's exact layout
+(made from real photographs by tests/cifar_like.py), its steps one at a time, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cifar_like import make_cifar_like
+
+from minisims.images import PRESETS
+from minisims.images import cli
+from minisims.images.pipeline import downsample, load_model, run_sims, sample_images
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    return make_cifar_like(str(tmp_path_factory.mktemp("data")), per_batch=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(cifar, tmp_path_factory):
+    """The whole tiny experiment once; the tests below read what it wrote."""
+    out = str(tmp_path_factory.mktemp("run"))
+    res = run_sims(PRESETS["tiny"], cifar.archive, out, md5=None, progress=False, log=lambda *a: None)
+    return out, res
+
+
+def run(*argv, env=None):
+    return subprocess.run([sys.executable, "-m", "minisims.images", *argv], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def test_sims_writes_the_table_heatmap_grids_and_every_number(tiny_run):
+    out, res = tiny_run
+    p = PRESETS["tiny"]
+    for name in ("base.npz", "synthetic.npz", "results.json", "fd_table.md", "fd_heatmap.png",
+                 "grid_base.png", *[f"aux_{b}.npz" for b in p.aux_budgets]):
+        assert os.path.exists(os.path.join(out, name)), name
+    saved = json.load(open(os.path.join(out, "results.json")))
+    assert saved["label"] == "FD_randconv" and set(saved["fd"]) == {str(b) for b in p.aux_budgets}
+    for b in p.aux_budgets:
+        row = saved["fd"][str(b)]
+        assert set(row) == {str(w) for w in p.omegas} and row["0.0"] == saved["base_fd"]
+        assert all(np.isfinite(v) for v in row.values())
+    assert saved["noise"] == abs(saved["base_fd"] - saved["base_fd_seed2"])
+    table = open(os.path.join(out, "fd_table.md")).read()
+    assert "sampling noise" in table and "FID" not in table
+    with np.load(os.path.join(out, "samples", "base", "samples.npz"), allow_pickle=False) as z:
+        x = z["arr_0"]
+    assert x.dtype == np.uint8 and x.shape == (p.n_eval, p.resolution, p.resolution, 3)
+
+
+def test_guidance_endpoints_on_images(tiny_run):
+    """w = 0 samples the base and w = -1 the aux, bit for bit, through the shared encoder path."""
+    out, _ = tiny_run
+    p = PRESETS["tiny"]
+    base = load_model(os.path.join(out, "base.npz"), p, group="ema")
+    aux = load_model(os.path.join(out, f"aux_{p.aux_budgets[0]}.npz"), p)
+    aux.train_encoder = False
+    seeds = [3, 9, 4]
+    assert np.array_equal(sample_images(p, base, aux, 0.0, seeds), sample_images(p, base, None, 0.0, seeds))
+    assert np.array_equal(sample_images(p, base, aux, -1.0, seeds), sample_images(p, aux, None, 0.0, seeds))
+    shared = sample_images(p, base, aux, 1.0, seeds)  # shared encoder pass
+    p_full = __import__("dataclasses").replace(p, aux_trainable="all")
+    assert np.array_equal(shared, sample_images(p_full, base, aux, 1.0, seeds))  # two full passes
+
+
+def test_decoder_only_aux_kept_the_base_encoder(tiny_run):
+    out, _ = tiny_run
+    p = PRESETS["tiny"]
+    base = load_model(os.path.join(out, "base.npz"), p, group="ema").state_dict()
+    aux = load_model(os.path.join(out, f"aux_{p.aux_budgets[-1]}.npz"), p).state_dict()
+    assert all(np.array_equal(base[k], aux[k]) for k in base if k.startswith("encoder."))
+    assert any(not np.array_equal(base[k], aux[k]) for k in base if k.startswith("decoder."))
+
+
+def test_the_steps_one_at_a_time(cifar, tmp_path):
+    out = str(tmp_path / "steps")
+    common = ["--preset", "tiny", "--outdir", out, "--quiet"]
+    r = run("train", "--data", cifar.folder, *common)
+    assert r.returncode == 0, r.stderr
+    r = run("train", "--data", cifar.folder, *common)  # finished: reused, not retrained
+    assert r.returncode == 0 and "reusing" in r.stdout
+    assert run("synth", *common).returncode == 0
+    assert run("aux", "--budget", "32", *common).returncode == 0
+    r = run("sample", "--budget", "32", "--w", "0,1", "--seeds", "0-3,7", *common)
+    assert r.returncode == 0, r.stderr
+    pngs = sorted(os.listdir(os.path.join(out, "samples", "sims_B32_w1")))
+    assert pngs == [f"{s:06d}.png" for s in (0, 1, 2, 3, 7)] + ["samples.npz"]
+    r = run("fd", "--data", cifar.folder, "--images", os.path.join(out, "samples", "base"), *common)
+    assert r.returncode == 0 and "\nFD_randconv = " in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--seeds", "5-1"], "runs backwards"),
+    (["sample", "--seeds", "a"], "bad seeds"),
+    (["sample", "--w", "1"], "needs an auxiliary model"),
+    (["synth"], "base.npz does not exist"),
+    (["train", "--data", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["sims", "--n-eval", "1"], "below the minimum"),
+    (["fd", "--images", "x.npz", "--features", "inception", "--data", "/nonexistent"], "")])
+def test_bad_input_is_one_line_and_nonzero(argv, message, tmp_path):
+    r = run(*argv, "--preset", "tiny", "--outdir", str(tmp_path / "o"), "--quiet")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+
+
+def test_unwritable_outdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = run("synth", "--outdir", str(blocker / "sub"))
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wrong_md5_names_the_file_and_both_digests(cifar, tmp_path):
+    r = run("train", "--data", cifar.archive, "--preset", "tiny", "--outdir", str(tmp_path), "--quiet")
+    assert r.returncode != 0 and "c58f30108f718f92721af3b95e74349a" in r.stderr
+    assert cifar.archive in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_of_another_network_size_is_refused(tiny_run, tmp_path):
+    out, _ = tiny_run
+    r = run("aux", "--budget", "32", "--preset", "cpu", "--outdir", out, "--quiet")
+    assert r.returncode != 0 and "another network" in r.stderr and "Traceback" not in r.stderr
+    r = run("synth", "--preset", "cpu", "--outdir", out, "--quiet")
+    assert r.returncode != 0 and "8x8 images" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_teaches():
+    text = cli.build_parser().format_help()
+    for word in ("sims", "train", "synth", "aux", "sample", "fd", "MINISIMS_DATA", "FD_"):
+        assert word in text
+    r = run("sims", "--help")
+    assert r.returncode == 0 and "--aux-budgets" in r.stdout and "examples" in r.stdout
+
+
+def test_downsample_averages_blocks():
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    y = downsample(x, 2)
+    assert y.shape == (2, 2, 2, 3) and y[0, 0, 0, 0] == np.rint(x[0, :2, :2, 0].mean())
