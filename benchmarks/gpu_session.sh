@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Everything this project checks on a GPU, in one run of under ten minutes on one H100:
-# the toy command line on CuPy, the GPU tests and timings (benchmarks/gpu_check.sh), and the toy
-# experiments' GPU check (toy/gpu_check.py: bit-exact loops on CuPy, the tiny figure presets, and
-# timings that project the Figure 4 gpu and paper presets). Results go to $OUT (or
-# ./gpu_session_logs), packed into one archive.
-#     bash benchmarks/gpu_session.sh [TOY_CHECK_SECONDS]
+# Everything this project checks on a GPU, in one run: the toy command line on CuPy, the GPU tests
+# and timings (benchmarks/gpu_check.sh, which runs tests/gpu including the image pipeline's), the
+# toy experiments' GPU check (toy/gpu_check.py: bit-exact loops on CuPy, the tiny figure presets,
+# and timings that project the Figure 4 gpu and paper presets), and the image experiment's `gpu`
+# preset (python -m minisims.images sims --preset gpu) on an archive of CIFAR-10's layout made
+# from scikit-image's photographs (no CIFAR-10 can be fetched on the GPU machine; with a real copy,
+# point --data at it). Results go to $OUT (or ./gpu_session_logs), packed into one archive.
+#     bash benchmarks/gpu_session.sh [TOY_CHECK_SECONDS] [IMAGES_SECONDS]
 # numba-cuda 0.x fails to compile any kernel with NumPy 2.5 (np.row_stack is gone): run it with
 # NumPy <= 2.4 (on the H100 image: carry a numpy 2.4 wheel and put it first on PYTHONPATH).
 set -u
@@ -14,6 +16,7 @@ WORK=$(mktemp -d)
 mkdir -p "$DEST"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 TOY_CHECK_SECONDS=${1:-200}
+IMAGES_SECONDS=${2:-420}
 
 echo "=== toy on the GPU ==="
 t0=$SECONDS
@@ -28,6 +31,16 @@ t0=$SECONDS
 timeout "$TOY_CHECK_SECONDS" python3 toy/gpu_check.py --outdir "$WORK/toy_gpu_check" 2>&1 \
     | tail -n 60 | tee "$WORK/toy_gpu_check.log"
 echo "=== toy gpu check: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s ==="
+
+echo "=== images: the gpu preset (limit ${IMAGES_SECONDS} s) ==="
+t0=$SECONDS
+python3 -c "import sys; sys.path.insert(0, 'tests'); from cifar_like import make_cifar_like; \
+make_cifar_like('$WORK/cifar_like', per_batch=10000)" && \
+timeout "$IMAGES_SECONDS" python3 -m minisims.images sims --device gpu --preset gpu --quiet \
+    --data "$WORK/cifar_like/cifar-10-python.tar.gz" --data-md5 none --outdir "$WORK/images_gpu" \
+    2>&1 | tail -n 40 | tee "$WORK/images_gpu.log"
+echo "=== images gpu preset: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s ==="
+rm -f "$WORK"/images_gpu/*.npz "$WORK"/cifar_like/cifar-10-python.tar.gz  # keep the archive small
 
 tar czf "$DEST/gpu_session.tgz" -C "$WORK" .
 echo "packed into $DEST/gpu_session.tgz"

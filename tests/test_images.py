@@ -142,3 +142,48 @@ def test_downsample_averages_blocks():
     x = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
     y = downsample(x, 2)
     assert y.shape == (2, 2, 2, 3) and y[0, 0, 0, 0] == np.rint(x[0, :2, :2, 0].mean())
+
+
+def test_an_interrupted_train_command_resumes_to_the_same_weights(cifar, tmp_path, monkeypatch):
+    """Ctrl-C in step 6 of 8 leaves the checkpoint of step 4 (64 images); without --resume the
+    command refuses to overwrite it, with --resume it ends where the uninterrupted run ends.
+    (All three run on one BLAS thread, as this test session does: OpenBLAS's rounding depends on
+    the thread count, so bit-for-bit equality holds for one machine and one thread count.)"""
+    from minisims import train as train_module
+    from minisims.images.pipeline import step_train
+    p = PRESETS["tiny"]
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    one = ("--preset", "tiny", "--quiet", "--blas-threads", "1")
+    assert run("train", "--data", cifar.folder, "--outdir", whole, *one).returncode == 0
+    real_step, calls = train_module.Adam.step, []
+
+    def step(self):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        real_step(self)
+    monkeypatch.setattr(train_module.Adam, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        step_train(p, cifar.folder, cut, md5=None, progress=False, log=lambda *a: None)
+    monkeypatch.undo()
+    r = run("train", "--data", cifar.folder, "--outdir", cut, *one)
+    assert r.returncode != 0 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run("train", "--data", cifar.folder, "--outdir", cut, *one, "--resume")
+    assert r.returncode == 0, r.stderr
+    with np.load(os.path.join(whole, "base.npz")) as a, np.load(os.path.join(cut, "base.npz")) as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__meta__")
+
+
+def test_interval_and_formulation_flags(cifar, tmp_path):
+    out = str(tmp_path / "vp")
+    common = ["--preset", "tiny", "--outdir", out, "--quiet", "--formulation", "vp"]
+    assert run("train", "--data", cifar.folder, "--base-images", "32", *common).returncode == 0
+    r = run("synth", "--preset", "tiny", "--outdir", out, "--quiet")  # the preset's edm
+    assert r.returncode != 0 and "--formulation vp" in r.stderr
+    assert run("synth", "--n-synth", "8", *common).returncode == 0
+    assert run("aux", "--budget", "16", *common).returncode == 0
+    r = run("sample", "--budget", "16", "--w", "2", "--seeds", "0-1", "--interval", "0.5,5", *common)
+    assert r.returncode == 0, r.stderr
+    r = run("sample", "--budget", "16", "--w", "2", "--interval", "0.5", *common)
+    assert r.returncode == 2 and "LO,HI" in r.stderr

@@ -19,7 +19,7 @@ EXAMPLES = """examples:
   python -m minisims.images sims --data ~/data/cifar-10-python.tar.gz --preset tiny --outdir runs/img
   python -m minisims.images sims --preset cpu --outdir runs/cifar16     # data from $MINISIMS_DATA
   python -m minisims.images train --data PATH --preset cpu --outdir runs/cifar16   # Ctrl-C, then
-  python -m minisims.images train --data PATH --preset cpu --outdir runs/cifar16   # ... resumes
+  python -m minisims.images train --data PATH --preset cpu --outdir runs/cifar16 --resume
   python -m minisims.images synth --preset cpu --outdir runs/cifar16
   python -m minisims.images aux --preset cpu --outdir runs/cifar16 --budget 4000
   python -m minisims.images sample --preset cpu --outdir runs/cifar16 --budget 4000 --w 1 --seeds 0-99
@@ -69,6 +69,16 @@ def build_parser() -> Parser:
         cmds[name].add_argument("--data-md5", default="official", metavar="HEX|none",
                                 help="expected MD5 of a .tar.gz archive: official (CIFAR-10's), a hex "
                                      "digest, or none to skip the check (default: official)")
+    for name in ("sims", "train", "aux"):
+        cmds[name].add_argument("--resume", action="store_true",
+                                help="continue an interrupted training run from its checkpoint "
+                                     "(bit for bit the run it would have been)")
+    for name in helps:
+        cmds[name].add_argument("--formulation", choices=["edm", "vp"],
+                                help="EDM preconditioning, or VP (the paper's CIFAR-10 base) (default: the preset's)")
+    for name in ("sims", "sample"):
+        cmds[name].add_argument("--interval", type=float_list, metavar="LO,HI",
+                                help="guide only where sigma_lo <= sigma <= sigma_hi (default: everywhere)")
     for name in ("sims", "train"):
         cmds[name].add_argument("--base-images", type=int_at_least(1), help="the base's budget in images seen")
         cmds[name].add_argument("--n-train", type=int_at_least(1), help="real images to train on")
@@ -96,6 +106,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     prog = f"python -m minisims.images {args.command}"
     outdir = prepare_run(prog, args)
+    if getattr(args, "interval", None) is not None and len(args.interval) != 2:
+        fail(prog, "--interval takes two noise levels, LO,HI", 2)
     preset = override(PRESETS[args.preset], args)
     with backend.blas_threads(args.blas_threads or None):
         return _dispatch(args, preset, outdir, prog)
@@ -118,13 +130,14 @@ def _dispatch(args, p, outdir, prog) -> int:
     progress = not args.quiet
     try:
         if args.command == "sims":
-            pipeline.run_sims(p, args.data, outdir, args.seed, args.features, _md5(args), args.pngs, progress)
+            pipeline.run_sims(p, args.data, outdir, args.seed, args.features, _md5(args), args.pngs,
+                              progress, resume=args.resume)
         elif args.command == "train":
-            pipeline.step_train(p, args.data, outdir, args.seed, _md5(args), True, progress)
+            pipeline.step_train(p, args.data, outdir, args.seed, _md5(args), args.resume, progress)
         elif args.command == "synth":
             pipeline.step_synth(p, outdir, progress)
         elif args.command == "aux":
-            pipeline.step_aux(p, outdir, args.budget, args.seed, True, progress)
+            pipeline.step_aux(p, outdir, args.budget, args.seed, args.resume, progress)
         elif args.command == "sample":
             seeds = parse_seeds(args.seeds) if args.seeds else list(range(p.n_eval))
             if args.budget is None and any(w != 0 for w in args.w):

@@ -31,6 +31,7 @@ from ..atomic import atomic_write, write_json
 from ..checkpoint import load_checkpoint
 from ..data import load_images, to_model, to_uint8
 from ..diffusion import EDM, EDMPrecond, VPPrecond
+from ..guidance import GuidanceInterval
 from ..nn import UNet
 from ..shared_encoder import SharedEncoderPair
 from ..sims import SIMSRecipe, SYNTH_SEEDS_FROM, synthesize, train_aux, train_base
@@ -48,8 +49,11 @@ class PipelineError(ValueError):
 def make_recipe(p: ImagePreset, aux_images: int | None = None) -> SIMSRecipe:
     """Algorithm 1's recipe for preset ``p``, the aux fine-tuned for ``aux_images`` images."""
     precond = {"edm": EDMPrecond(p.sigma_data), "vp": VPPrecond()}[p.formulation]
-    form = EDM(precond=precond, num_steps=p.num_steps, member_ndim=0, data_ndim=3)
+    # the fused Heun step (kernels/heun.py): the same images as the plain step, one pass per stage
+    form = EDM(precond=precond, num_steps=p.num_steps, member_ndim=0, data_ndim=3, step="fused")
     cfg = p.unet_config()
+    interval = None if p.interval is None else GuidanceInterval(sigma_lo=p.interval[0],
+                                                                sigma_hi=p.interval[1])
     return SIMSRecipe(
         make_model=lambda data, rng: UNet(cfg, rng), formulation=form,
         base=TrainConfig(lr=p.lr, batch_size=p.batch, images=p.base_images,
@@ -58,7 +62,7 @@ def make_recipe(p: ImagePreset, aux_images: int | None = None) -> SIMSRecipe:
         aux=TrainConfig(lr=p.aux_lr, batch_size=p.batch, images=aux_images or p.aux_budgets[0],
                         trainable=p.aux_trainable, hflip=p.hflip,
                         checkpoint_every_images=p.checkpoint_every_images),
-        n_synth=p.n_synth, sample_batch=p.sample_batch)
+        n_synth=p.n_synth, interval=interval, sample_batch=p.sample_batch)
 
 
 def downsample(images, resolution: int):
@@ -82,7 +86,8 @@ def real_images(p: ImagePreset, data, md5):
 # ---------------------------------------------------------------- checkpoints of the networks
 
 def _meta(p: ImagePreset, **more) -> dict:
-    return {"preset": p.name, "resolution": p.resolution, "unet": asdict(p.unet_config()), **more}
+    return {"preset": p.name, "resolution": p.resolution, "unet": asdict(p.unet_config()),
+            "formulation": p.formulation, **more}
 
 
 def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
@@ -96,6 +101,9 @@ def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
         raise PipelineError(f"{path} holds another network (preset {meta.get('preset')!r}, "
                             f"resolution {meta.get('resolution')}) than preset {p.name!r}: use the "
                             "preset it was trained with, or another --outdir")
+    if meta.get("formulation", p.formulation) != p.formulation:
+        raise PipelineError(f"{path} was trained with the {meta['formulation']} formulation, not "
+                            f"{p.formulation}: pass --formulation {meta['formulation']}")
     net = UNet(p.unet_config(), np.random.default_rng(0))  # on the current device
     load_checkpoint(path, net, group=group if group and _has_group(path, group) else None)
     return net
@@ -117,12 +125,21 @@ def _finished(path: str) -> bool:
 
 # ---------------------------------------------------------------- the four steps
 
-def step_train(p: ImagePreset, data, outdir: str, seed: int = 0, md5=None, resume: bool = True,
+def _check_unfinished(path: str, resume: bool):
+    """An unfinished run's checkpoint is continued with resume, and never silently overwritten."""
+    if os.path.exists(path) and not _finished(path) and not resume:
+        raise PipelineError(f"{path} is an interrupted run: pass --resume to continue it, or "
+                            "remove the file to start over")
+
+
+def step_train(p: ImagePreset, data, outdir: str, seed: int = 0, md5=None, resume: bool = False,
                progress: bool = True, log=print) -> UNet:
     """Step 1: the base model, trained (or resumed, or reused when finished) into base.npz.
     Returns the base's EMA weights (or its weights, without an EMA)."""
+    os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, "base.npz")
     if not _finished(path):
+        _check_unfinished(path, resume)
         images, source = real_images(p, data, md5)
         log(f"base: {len(images)} real images ({source}) at {p.resolution}x{p.resolution}, "
             f"{p.base_images:,} images seen, batch {p.batch}")
@@ -176,11 +193,12 @@ def aux_path(outdir: str, budget: int) -> str:
     return os.path.join(outdir, f"aux_{budget}.npz")
 
 
-def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bool = True,
+def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bool = False,
              progress: bool = True, log=print) -> UNet:
     """Step 3: a copy of the base fine-tuned on S alone for ``budget`` images into aux_<B>.npz."""
     path = aux_path(outdir, budget)
     if not _finished(path):
+        _check_unfinished(path, resume)
         base = load_model(os.path.join(outdir, "base.npz"), p, group="ema")
         s_path = os.path.join(outdir, "synthetic.npz")
         if not os.path.exists(s_path):
@@ -245,6 +263,7 @@ def reference_stats(p: ImagePreset, data, outdir: str, features: str, md5=None, 
     """The real images' feature statistics, computed once into ref_stats_<features>.npz."""
     from ..features import image_stats
     from ..metrics import load_stats, save_stats
+    os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, f"ref_stats_{features}.npz")
     if os.path.exists(path):
         return load_stats(path)
@@ -256,7 +275,8 @@ def reference_stats(p: ImagePreset, data, outdir: str, features: str, md5=None, 
 
 
 def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | None = None,
-             md5=None, pngs: bool = False, progress: bool = True, log=print) -> dict:
+             md5=None, pngs: bool = False, progress: bool = True, log=print,
+             resume: bool = False) -> dict:
     """Algorithm 1 and Figure 3 for preset ``p``: FD by (aux budget, w), with the base's FD at a
     second set of sampling seeds beside it. Writes results.json, fd_table.md, fd_heatmap.png and
     image grids; returns the results dict."""
@@ -275,7 +295,8 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
         return out
 
     ref = timed("reference statistics", reference_stats, p, data, outdir, features, md5, log)
-    base = timed("train base", step_train, p, data, outdir, seed, md5, True, progress, log)
+    log(f"preset {p.name}: {p.measured}")
+    base = timed("train base", step_train, p, data, outdir, seed, md5, resume, progress, log)
     timed("synthesize S", step_synth, p, outdir, progress, log)
     seeds, seeds2 = range(p.n_eval), range(p.n_eval, 2 * p.n_eval)
 
@@ -295,7 +316,7 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
         f"(seeds {seeds2[0]}-{seeds2[-1]})")
     fd = {}
     for budget in p.aux_budgets:
-        aux = timed("fine-tune aux", step_aux, p, outdir, budget, seed, True, progress, log)
+        aux = timed("fine-tune aux", step_aux, p, outdir, budget, seed, resume, progress, log)
         fd[budget] = {}
         for w in p.omegas:
             if w == 0:

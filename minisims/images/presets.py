@@ -36,6 +36,7 @@ class ImagePreset:
     aux_trainable: str = "decoder"  # decoder: encoder frozen, shared encoder pass when sampling
     omegas: tuple = (-1.0, 0.0, 0.5, 1.0, 2.0)   # Figure 3's columns; w = 0 base, w = -1 aux
     num_steps: int = 18             # Heun steps N (NFE 2N - 1)
+    interval: tuple | None = None   # guide only for sigma_lo <= sigma <= sigma_hi (None: everywhere)
     n_eval: int = 1000              # images per (budget, w) for the FD
     sample_batch: int = 128
     checkpoint_every_images: int = 10_000
