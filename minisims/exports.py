@@ -20,16 +20,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import backend
 from .atomic import atomic_write
-
-
-def _check_images(images) -> np.ndarray:
-    images = backend.to_numpy(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"exports take uint8 images (N,H,W,3), got {images.dtype} "
-                         f"{images.shape}")
-    return images
+from .data.images import host_uint8_images
 
 
 def _write_png(image, path: str) -> None:
@@ -39,7 +31,7 @@ def _write_png(image, path: str) -> None:
 
 def write_pngs(images, seeds, folder: str) -> list[str]:
     """One PNG per image, ``folder/{seed:06d}.png``; returns the paths in order. (N,H,W,3)."""
-    images = _check_images(images)
+    images = host_uint8_images(images, "exports")
     seeds = [int(s) for s in seeds]
     if len(seeds) != len(images):
         raise ValueError(f"{len(images)} images but {len(seeds)} seeds")
@@ -54,7 +46,7 @@ def write_pngs(images, seeds, folder: str) -> list[str]:
 
 def write_npz(images, path: str) -> None:
     """All images in one npz under ``arr_0`` (N,H,W,3) uint8, atomically."""
-    images = _check_images(images)
+    images = host_uint8_images(images, "exports")
     with atomic_write(path, "wb") as f:
         np.savez(f, arr_0=images)
 
@@ -63,7 +55,7 @@ def image_grid(images, path: str, cols: int | None = None, labels=None, scale: i
                pad: int = 2) -> None:
     """The images tiled row by row into one PNG (each scaled up ``scale`` times, nearest), with
     ``labels[i]`` (a string, or None) written under image i; for looking, not for metrics."""
-    images = _check_images(images)
+    images = host_uint8_images(images, "exports")
     N, H, W, _ = images.shape
     if N == 0:
         raise ValueError("image_grid needs at least one image")

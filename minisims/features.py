@@ -57,6 +57,7 @@ import os
 import numpy as np
 
 from . import backend, metrics
+from .data.images import host_uint8_images
 from .nn import AvgPool2x, Conv2d, ReLU
 
 DEFAULT_FEATURES = "randconv"
@@ -76,15 +77,6 @@ def fd_label(name: str) -> str:
     return f"FD_{name}"
 
 
-def check_images(images) -> np.ndarray:
-    """uint8 images (N,H,W,3) as a NumPy array (CuPy arrays are copied to the host)."""
-    images = backend.to_numpy(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"features take uint8 images (N,H,W,3), got {images.dtype} "
-                         f"{images.shape}")
-    return images
-
-
 def _batches(images, batch: int):
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -102,7 +94,7 @@ class PixelFeatures:
         self.dim = side * side * 3
 
     def __call__(self, images, batch: int = 500) -> np.ndarray:
-        images = check_images(images)
+        images = host_uint8_images(images, "features")
         N, H, W, C = images.shape
         s = self.side
         if H % s or W % s:
@@ -149,7 +141,7 @@ class RandConvFeatures:
         return np.concatenate(feats, axis=1)  # n,D
 
     def __call__(self, images, batch: int = 100) -> np.ndarray:  # 100 beat 250 and 500 here
-        images = check_images(images)
+        images = host_uint8_images(images, "features")
         if images.shape[1] % 4 or images.shape[2] % 4:
             raise ValueError(f"randconv features need a size divisible by 4, got "
                              f"{images.shape[1]}x{images.shape[2]}")
@@ -217,7 +209,7 @@ class InceptionFeatures:
 
     def __call__(self, images, batch: int = 100) -> np.ndarray:
         torch = self.torch
-        images = check_images(images)
+        images = host_uint8_images(images, "features")
         out = np.empty((len(images), self.dim), np.float64)  # N,D
         with torch.no_grad():
             for i, x in zip(range(0, len(images), batch), _batches(images, batch)):

@@ -161,3 +161,12 @@ def read_npz(path: str, *, limit: int | None = None) -> ImageSet:
         raise DataError(f"{path}: arr_0 holds no images")
     images = images[:limit] if limit is not None else images
     return ImageSet(np.ascontiguousarray(images), None, f"{path} (npz, {len(images)} images)")
+
+
+def host_uint8_images(images, what: str = "this function") -> np.ndarray:
+    """uint8 images (N,H,W,3) as a NumPy array (CuPy arrays are copied to the host); anything else
+    is a ValueError saying that ``what`` takes such images."""
+    images = backend.to_numpy(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{what} take uint8 images (N,H,W,3), got {images.dtype} {images.shape}")
+    return images

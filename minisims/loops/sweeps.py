@@ -15,7 +15,7 @@ from concurrent.futures import Executor, Future
 import numpy as np
 
 from .. import backend
-from .loop import LoopConfig, LoopResult, run_loop_chunk
+from .loop import Cell, LoopConfig, LoopResult, run_loop_chunk
 
 
 class _Deferred(Future):
