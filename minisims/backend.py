@@ -30,7 +30,8 @@ def _import_cupy():
         cupy.cuda.runtime.getDeviceCount()
         cupy.zeros(1).sum()
     except Exception as e:  # CuPy imports without a GPU but any array op raises
-        raise BackendError(f"CuPy is installed but no GPU is usable ({type(e).__name__})") from e
+        why = type(e).__name__ + (": " + str(e).strip().splitlines()[0] if str(e).strip() else "")
+        raise BackendError(f"CuPy is installed but no GPU is usable ({why})") from e
     _cupy = cupy
     return cupy
 

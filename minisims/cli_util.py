@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 import sys
+import threading
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,8 +51,14 @@ def float_list(text: str) -> list[float]:
 
 
 def int_list(text: str) -> list[int]:
-    """'125' or '125,250' -> [ints] (values are truncated toward zero, as int() does)."""
-    return [int(v) for v in float_list(text)]
+    """'125' or '125,250' -> [ints]; a value that is not a whole number (2.7) is refused, never
+    truncated."""
+    out = []
+    for p, v in zip([p for p in text.replace(" ", ",").split(",") if p], float_list(text)):
+        if not v.is_integer():
+            raise argparse.ArgumentTypeError(f"{p!r} is not an integer")
+        out.append(int(v))
+    return out
 
 
 def int_at_least(lo: int):
@@ -114,12 +121,13 @@ def blas_limit(args) -> int | None:
 
 
 def prepare_run(prog: str, args) -> str:
-    """Check --outdir is writable and switch to --device before any work starts; on failure exit
-    with status 2 and one line. Returns the output folder."""
+    """Switch to --device, then check --outdir is writable (the device first, so that a missing
+    GPU leaves no empty folder behind), before any work starts; on failure exit with status 2 and
+    one line. Returns the output folder."""
     from . import backend
     try:
-        outdir = writable_dir(args.outdir)
         backend.use_device(args.device)
+        outdir = writable_dir(args.outdir)
     except (argparse.ArgumentTypeError, backend.BackendError) as e:
         fail(prog, str(e), 2)
     return outdir
@@ -156,13 +164,41 @@ def fail(prog: str, message: str, code: int = 1):
     sys.exit(code)
 
 
-def run_command(main, argv=None):
-    """``sys.exit(main(argv))``, with Ctrl-C and a closed pipe (e.g. into head) ending quietly."""
+def run_command(main, argv=None, prog: str | None = None):
+    """``sys.exit(main(argv))``, with the ways a run can end early each ending in one line:
+
+    Ctrl-C            "interrupted", status 130 (a command with a worker pool cancels its pending
+                      tasks before the KeyboardInterrupt reaches here; threads still running are
+                      not waited for, what finished is already on disk)
+    a closed pipe     (e.g. ``| head -1``) silence, status 1; results are written before printing
+    an OSError        (a full disk, an unreadable file) "<prog>: error: <reason>: <file>", status 1
+    """
+    prog = prog or os.path.basename(sys.argv[0])
     try:
-        sys.exit(main(argv))
+        code = main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_now("interrupted", 130)
     except BrokenPipeError:
-        sys.stderr.close()
+        # point stdout at /dev/null so the interpreter's final flush cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        _exit_now(f"{prog}: error: {e.strerror or e}{where}", 1)
+    sys.exit(code)
+
+
+def _exit_now(message: str, code: int):
+    """Print ``message`` on stderr and exit with ``code``. Worker threads that are still running
+    (a thread pool interrupted mid-task) would make a normal exit wait for them, so then the
+    process ends at once with os._exit."""
+    print(message, file=sys.stderr)
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        try:
+            sys.stdout.flush()
+        except OSError:
+            pass
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -97,6 +97,24 @@ class SIMSResult:
     base_loss: np.ndarray   # epochs,R (ensemble) or epochs
     aux_loss: np.ndarray
 
+    @property
+    def base_diverged(self) -> np.ndarray:
+        """(R,) the epoch (1-based) at which each run's base loss first became NaN or inf, 0 if
+        never. With the toy's full-batch epochs, the step."""
+        return diverged_epoch(self.base_loss)
+
+    @property
+    def aux_diverged(self) -> np.ndarray:
+        """(R,) as base_diverged, for the auxiliary model's fine-tuning."""
+        return diverged_epoch(self.aux_loss)
+
+
+def diverged_epoch(history) -> np.ndarray:
+    """The first epoch (1-based) with a non-finite mean loss, per run ((epochs,R) -> (R,)); 0 where
+    every epoch is finite."""
+    bad = ~np.isfinite(np.asarray(history))  # epochs,(R)
+    return np.where(bad.any(axis=0), bad.argmax(axis=0) + 1, 0)
+
 
 def train_base(data, cfg, rng, progress=False, checkpoint=None, resume=False, meta=None):
     """Step 1: a fresh model trained on the real data. Returns (model, loss per epoch); the model
@@ -181,5 +199,5 @@ def run_sims(data, cfg, w: float, n: int, rng, progress=False):
     return fit, sample_sims(fit.base, fit.aux, cfg, w, n, rng, progress)
 
 
-__all__ = ["SIMSRecipe", "SIMSConfig", "SIMSResult", "as_recipe", "train_base", "synthesize",
+__all__ = ["SIMSRecipe", "SIMSConfig", "SIMSResult", "diverged_epoch", "as_recipe", "train_base", "synthesize",
            "train_aux", "sample_sims", "fit_sims", "run_sims"]

@@ -3,10 +3,16 @@
 Trains R independent base models at once (one per run, each on its own 1000 real points), samples
 a synthetic set from each, fine-tunes a copy of each on it (the auxiliary model), then samples
 with (1 + w) s_base - w s_aux for every requested w and prints the distance to p_r.
+
+A run whose base or aux loss becomes NaN or inf is reported in one line and left out of the means;
+so is, for one w, a run whose samples diverge (non-finite, or any |x| > SAMPLE_BOUND). The results
+are still written, with those runs marked, and the command then exits with status 1.
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -16,11 +22,15 @@ from .atomic import write_json
 from .cli_util import (Parser, add_formulation, add_run_options, blas_limit, command_parser,
                        float_list, int_at_least, positive_float, prepare_run, run_command)
 from .data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
-from .figures.common import ToySizes, sims_config
+from .figures.common import ToySizes, json_safe, sims_config
 from .metrics import gaussian_w2
 from .sims import fit_sims, sample_sims
 
 DEFAULTS = ToySizes(runs=16)  # the paper's toy sizes, 16 runs
+
+# Samples of p_r lie within about 10 of the origin; a run with any |x| beyond this bound at some w
+# has diverged there (the guided sampler blew up) and its "distance" would be meaningless.
+SAMPLE_BOUND = 1e6
 
 EXAMPLES = """examples:
   python -m minisims.toy --omega 3                  # base vs SIMS at w = 3, 16 runs, DDPM toy
@@ -61,7 +71,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     outdir = prepare_run(parser.prog, args)
-    with backend.blas_threads(blas_limit(args)):
+    # a diverging run overflows on the way: it is detected and reported per run and per w below,
+    # so NumPy's overflow/invalid warnings would only bury those lines
+    with backend.blas_threads(blas_limit(args)), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _run(args, outdir)
 
 
@@ -77,15 +89,28 @@ def _run(args, outdir: str) -> int:
     data = backend.asarray(sample_gaussian(args.n_real, np.random.default_rng(args.seed), args.runs))  # R,n,2
     fit = fit_sims(data, cfg, rng, progress=progress)
     t_fit = time.perf_counter() - t0
+    failed = _diverged_training(fit, args)  # R bool
+    for line in failed.pop("lines"):
+        print(line, file=sys.stderr)
 
     omegas = sorted(set([0.0] + args.omega))
-    dists, first_run = {}, {}
+    dists, first_run, blown = {}, {}, {}
     for w in omegas:
         eval_rng = backend.default_rng(args.seed + 1)  # same draws for every w
         x = backend.to_numpy(sample_sims(fit.base, fit.aux, cfg, w, args.n_eval, eval_rng, progress=progress))
-        dists[w] = gaussian_w2(x, GAUSSIAN_MEAN, GAUSSIAN_COV, squared=squared)  # R
+        bad = ~np.isfinite(x).all(axis=(1, 2)) | (np.abs(np.nan_to_num(x)).max(axis=(1, 2)) > SAMPLE_BOUND)  # R
+        blown[w] = bad & ~failed["any"]  # diverged here although training did not
+        ok = ~(bad | failed["any"])  # R
+        dists[w] = np.full(args.runs, np.nan)  # R; NaN: left out
+        if ok.any():
+            dists[w][ok] = gaussian_w2(x[ok], GAUSSIAN_MEAN, GAUSSIAN_COV, squared=squared)
         first_run[w] = x[0]
     elapsed = time.perf_counter() - t0
+    trained = int((~failed["any"]).sum())
+    for w in omegas:
+        if blown[w].any():
+            print(f"w = {w:g}: {int(blown[w].sum())}/{trained} runs' samples diverged (non-finite or "
+                  f"|x| > {SAMPLE_BOUND:g}); left out of its row", file=sys.stderr)
 
     base = dists[0.0]
     unit = "W2^2" if squared else "W2"
@@ -95,36 +120,76 @@ def _run(args, outdir: str) -> int:
     for w in omegas:
         d = dists[w]
         label = "0 (base)" if w == 0 else f"{w:g}"
-        better = "" if w == 0 else f"{int((d < base).sum())}/{len(d)}"
-        lines.append(f"{label:>6}  {d.mean():9.4f} +- {d.std(ddof=1) if len(d) > 1 else 0:.4f}  "
-                     f"{d.mean() / base.mean():13.3f}  {better:>11}")
+        kept = d[np.isfinite(d)]
+        if len(kept) == 0:
+            lines.append(f"{label:>6}  {'diverged':>18}")
+            continue
+        both = np.isfinite(d) & np.isfinite(base)
+        better = "" if w == 0 else f"{int((d[both] < base[both]).sum())}/{int(both.sum())}"
+        ratio = f"{kept.mean() / np.nanmean(base):13.3f}" if np.isfinite(base).any() else f"{'-':>13}"
+        note = f"  ({len(kept)} of {args.runs} runs)" if len(kept) < args.runs else ""
+        lines.append(f"{label:>6}  {kept.mean():9.4f} +- {_std(kept):.4f}  {ratio}  {better:>11}{note}")
     floor = gaussian_w2(backend.to_numpy(data), GAUSSIAN_MEAN, GAUSSIAN_COV, squared=squared)  # R
-    lines.append(f"{'D_r':>6}  {floor.mean():9.4f} +- {floor.std(ddof=1) if len(floor) > 1 else 0:.4f}"
+    lines.append(f"{'D_r':>6}  {floor.mean():9.4f} +- {_std(floor):.4f}"
                  f"  (reference: the Gaussian fit of the real points themselves)")
+    if failed["any"].any():
+        lines.append(f"runs {', '.join(str(r + 1) for r in np.flatnonzero(failed['any']))} diverged "
+                     f"in training and are left out of every row")
     lines.append(f"({elapsed:.1f} s: fit {t_fit:.1f} s, sampling {elapsed - t_fit:.1f} s; "
                  f"+- is the std over runs)")
-    print("\n".join(lines))
 
     results = {"args": vars(args), "omega": omegas, "metric": args.metric,
-               "distance_per_run": {str(w): dists[w].tolist() for w in omegas},
+               "distance_per_run": {str(w): dists[w].tolist() for w in omegas},  # null: left out
+               "diverged": {"base_step": failed["base"].tolist(), "aux_step": failed["aux"].tolist(),
+                            "samples_at_w": {str(w): np.flatnonzero(blown[w]).tolist() for w in omegas},
+                            "sample_bound": SAMPLE_BOUND},
                "real_data_distance_per_run": floor.tolist(),
                "seconds": elapsed}
     path = os.path.join(outdir, "toy_results.json")
-    write_json(path, results)
+    write_json(path, json_safe(results))
+    wrote = path
     if not args.no_plot:
         from .plots import samples_over_density
-        panels = [("base (w = 0)" if w == 0 else f"SIMS w = {w:g}", first_run[w]) for w in omegas]
-        panels = [(f"{lbl}\nmean {unit} {dists[w].mean():.3f}", pts) for (lbl, pts), w in zip(panels, omegas)]
+        # run 1's points, clipped so that a diverged w still draws (its panel says so)
+        panels = [("base (w = 0)" if w == 0 else f"SIMS w = {w:g}",
+                   np.clip(np.nan_to_num(first_run[w]), -SAMPLE_BOUND, SAMPLE_BOUND)) for w in omegas]
+        panels = [(f"{lbl}\n" + (f"mean {unit} {np.nanmean(dists[w]):.3f}" if np.isfinite(dists[w]).any()
+                                 else "diverged"), pts) for (lbl, pts), w in zip(panels, omegas)]
         samples_over_density(panels, GAUSSIAN_MEAN, GAUSSIAN_COV, os.path.join(outdir, "toy_sims.png"),
                              title=f"run 1 of {args.runs}: samples over p_r's 1-2-3 sigma contours ({args.formulation})")
-        print(f"wrote {os.path.join(outdir, 'toy_sims.png')} and {path}")
-    else:
-        print(f"wrote {path}")
-    return 0
+        wrote = f"{os.path.join(outdir, 'toy_sims.png')} and {path}"
+    # files first, then the terminal: output piped into head cannot cost a file
+    print("\n".join(lines))
+    print(f"wrote {wrote}")
+    return 1 if failed["any"].any() or any(b.any() for b in blown.values()) else 0
+
+
+def _std(d) -> float:
+    return float(d.std(ddof=1)) if len(d) > 1 else 0.0
+
+
+def _diverged_training(fit, args) -> dict:
+    """Which runs' base or aux training diverged: {"base": (R,) step or 0, "aux": (R,), "any": (R,)
+    bool, "lines": one message per diverged run}. Steps are 1-based; with more than one batch per
+    epoch the library reports the epoch instead."""
+    R = args.runs
+    base = np.asarray(getattr(fit, "base_diverged", None) if getattr(fit, "base_diverged", None) is not None
+                      else np.zeros(R), int).reshape(R)
+    aux = np.asarray(getattr(fit, "aux_diverged", None) if getattr(fit, "aux_diverged", None) is not None
+                     else np.zeros(R), int).reshape(R)
+    unit = "step" if math.ceil(args.n_real / args.batch_size) == 1 else "epoch"
+    lines = []
+    for r in range(R):
+        for model, at in (("base", base[r]), ("aux", aux[r])):
+            if at:
+                lines.append(f"run {r + 1}: the {model} model's loss became NaN/inf at {unit} {at}"
+                             f" — learning rate too high? (--lr {args.lr:g}); left out of the means")
+                break  # the aux is a copy of a diverged base: one line per run
+    return {"base": base, "aux": aux, "any": (base > 0) | (aux > 0), "lines": lines}
 
 
 def entry(argv=None):
-    run_command(main, argv)
+    run_command(main, argv, "python -m minisims.toy")
 
 
 if __name__ == "__main__":

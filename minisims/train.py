@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import backend
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .nn.optim import EMA, Adam
 from .streams import Streams
 
@@ -75,6 +75,8 @@ class TrainResult:
     ema: object = None       # the EMA model (a copy of the network) when one was kept
     steps: int = 0
     images: int = 0          # samples seen per member
+    diverged: np.ndarray | None = None  # R: the step (1-based) each member's loss first became
+                                        # NaN or inf, 0 if never (ensembles only)
 
 
 class TrainingDiverged(RuntimeError):
@@ -177,7 +179,7 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
         bar = tqdm(total=sum(map(len, schedule)), initial=st.steps, unit="step", leave=False,
                    desc=progress if isinstance(progress, str) else "train")
     dropout = hasattr(net, "dropouts") and any(d.p > 0 for d in net.dropouts())
-    bad = xp.full((), -1, dtype=np.int64)  # the first step whose loss was not finite, on device
+    bad = xp.full(lead, -1, dtype=np.int64)  # (R,) first step whose loss was not finite, on device
     t0, seen0 = time.perf_counter(), st.seen
     # Host synchronisation happens only at checkpoints, in the progress bar (once an epoch), at
     # the end, and on NumPy (where it is free) once an epoch: never inside a step.
@@ -202,19 +204,19 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
             opt.step()
             if ema is not None:
                 ema.update()
-            bad = xp.where((bad < 0) & ~xp.isfinite(loss).all(), st.steps, bad)  # stays on device
+            bad = xp.where((bad < 0) & ~xp.isfinite(loss), st.steps, bad)  # (R,), stays on device
             total = total + loss * size
             st.seen, st.steps, st.batch = st.seen + size, st.steps + 1, b + 1
             if checkpoint and st.next_save and st.seen >= st.next_save:
                 st.next_save += cfg.checkpoint_every_images
-                _check_finite(bad, formulation)
+                _check_finite(bad, formulation, members)
                 _save(checkpoint, net, ema, opt, cfg, st, _host(history, lead), total, meta)
             if bar is not None:
                 bar.update(1)
         history[epoch] = total / max(sum(batches), 1)  # (R,)
         st.epoch, st.batch = epoch + 1, 0
         if xp is np:
-            _check_finite(bad, formulation)
+            _check_finite(bad, formulation, members)
         if bar is not None:
             bar.set_postfix(loss=f"{float(np.mean(backend.to_numpy(history[epoch]))):.4g}",
                             img_s=f"{(st.seen - seen0) / (time.perf_counter() - t0):.0f}")
@@ -222,11 +224,12 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
         bar.close()
     if dropout:
         net.set_dropout(None)  # off for sampling
-    _check_finite(bad, formulation)
+    _check_finite(bad, formulation, members)
     history = _host(history, lead)
     if checkpoint:
         _save(checkpoint, net, ema, opt, cfg, st, history, 0.0, meta)
-    return TrainResult(history, ema.shadow if ema is not None else None, st.steps, st.seen)
+    return TrainResult(history, ema.shadow if ema is not None else None, st.steps, st.seen,
+                       backend.to_numpy(bad) + 1 if members else None)
 
 
 def _host(history, lead) -> np.ndarray:
@@ -238,7 +241,10 @@ def _host(history, lead) -> np.ndarray:
     return out
 
 
-def _check_finite(bad, formulation):
+def _check_finite(bad, formulation, members: bool = False):
+    """Raise for one model whose loss went non-finite (an ensemble's members are reported)."""
+    if members:
+        return
     step = int(backend.to_numpy(bad))
     if step >= 0:
         raise TrainingDiverged(f"the {formulation.name} loss became NaN or inf at step {step + 1}: "
@@ -256,22 +262,31 @@ def _save(path, net, ema, opt, cfg, st: _State, history, total, meta):
 
 
 def _load(path, net, ema, opt, history, xp):
-    """Restore a run saved by :func:`_save` into net, ema and opt; returns (state, total)."""
-    meta = load_checkpoint(path, net)
+    """Restore a run saved by :func:`_save` into net, ema and opt; returns (state, total).
+    Everything is read and checked before anything changes, so a damaged or foreign file leaves
+    the run as it was (a ValueError naming the file)."""
+    _, meta = read_checkpoint(path)
+    run, _ = read_checkpoint(path, "run")
+    moments = {g: read_checkpoint(path, g)[0] for g in ("adam_m", "adam_v")}
+    for g, mine in (("adam_m", opt.m), ("adam_v", opt.v)):
+        if set(moments[g]) != set(mine) or any(moments[g][k].shape != tuple(a.shape) for k, a in mine.items()):
+            raise ValueError(f"{path}: its optimizer state does not fit this model (another "
+                             "network, or another trainable part)")
+    if len(run["history"]) != len(history):
+        raise ValueError(f"{path} is from a run with another schedule "
+                         f"({len(run['history'])} epochs, not {len(history)})")
+    if "state" not in meta or "adam_t" not in meta:
+        raise ValueError(f"{path} is not a training checkpoint (no run state): cannot resume from it")
+    ema_state = read_checkpoint(path, "ema")[0] if ema is not None else None
+    load_checkpoint(path, net)  # all-or-nothing for the network itself
     if ema is not None:
-        load_checkpoint(path, ema.shadow, group="ema")
-    with np.load(path, allow_pickle=False) as z:
-        for group, moments in (("adam_m", opt.m), ("adam_v", opt.v)):
-            for name, a in moments.items():
-                a[...] = xp.asarray(z[f"{group}/{name}"])
-        saved = z["run/history"]
-        if len(saved) != len(history):
-            raise ValueError(f"{path} is from a run with another schedule "
-                             f"({len(saved)} epochs, not {len(history)})")
-        history[:] = list(saved)
-        total = xp.asarray(z["run/total"])
+        ema.shadow.load_state_dict(ema_state)
+    for g, mine in (("adam_m", opt.m), ("adam_v", opt.v)):
+        for name, a in mine.items():
+            a[...] = xp.asarray(moments[g][name])
+    history[:] = list(run["history"])
     opt.t = meta["adam_t"]
-    return _State(**meta["state"]), total
+    return _State(**meta["state"]), xp.asarray(run["total"])
 
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "TRAIN_STREAMS", "train",

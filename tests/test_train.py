@@ -203,3 +203,18 @@ def test_parse_seeds():
     for bad in ("", "a", "3-1", "1,,2", "-1", "1,1", "0-2,2"):
         with pytest.raises(ValueError, match="bad seeds"):
             parse_seeds(bad)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the diverged run's NaNs
+def test_a_diverged_run_of_an_ensemble_is_reported_and_the_others_train_on():
+    from minisims.sims import diverged_epoch
+    rng = np.random.default_rng(0)
+    data = sample_gaussian(40, rng, runs=3)  # R,n,D
+    data[1, 7] = np.inf  # run 1 sees an inf from its first epoch on
+    net = MLPDenoiser(MLPConfig(hidden=8, depth=1), rng, ensemble=3)
+    res = train(net, SIMSConfig().make_formulation(), data, TrainConfig(batch_size=64, epochs=4), rng)
+    assert res.diverged.tolist() == [0, 1, 0]
+    assert np.isfinite(res.history[:, [0, 2]]).all() and not np.isfinite(res.history[:, 1]).any()
+    assert diverged_epoch(res.history).tolist() == [0, 1, 0]
+    W = net.net.layers[0].params["W"]  # R,Din,Dout
+    assert np.isfinite(W[[0, 2]]).all() and not np.isfinite(W[1]).all()

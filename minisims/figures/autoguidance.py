@@ -98,7 +98,6 @@ def main(argv=None) -> int:
             cells.append(f"{d.mean():.3f} +- {se:.3f}")
         lines.append(f"| {w:g} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
-    print(text)
     write_text(os.path.join(outdir, "autoguidance.md"), text)
 
     plt = pyplot()
@@ -112,12 +111,13 @@ def main(argv=None) -> int:
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, os.path.join(outdir, "autoguidance.png"))
+    print(text)  # after the files: output piped into head cannot cost a file
     print(f"wrote {outdir}/autoguidance.png, autoguidance.npz, autoguidance.md")
     return 0
 
 
 def entry(argv=None):
-    run_command(main, argv)
+    run_command(main, argv, "python toy/autoguidance.py")
 
 
 if __name__ == "__main__":

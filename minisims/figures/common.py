@@ -1,11 +1,14 @@
 """What the toy figures share: the sizes every preset has, the one function that turns sizes and a
-formulation into SIMSConfig / LoopConfig, atomic writers for their tables and arrays, and
-generation 1 over chunks of runs.
+formulation into SIMSConfig / LoopConfig, atomic writers for their tables and arrays, a reader
+for --replot that names the file when it is corrupt, and generation 1 over chunks of runs.
 
 # R runs, W guidance values, D data dimension (2)
 """
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,3 +65,32 @@ def write_npz(path: str, **arrays) -> None:
     """np.savez_compressed at ``path``, atomically (readable with numpy alone)."""
     with atomic_write(path, "wb") as f:
         np.savez_compressed(f, **arrays)
+
+
+def read_npz(path: str, required=()) -> dict:
+    """All arrays of the npz at ``path`` (read now, not lazily). A file that is empty, truncated,
+    not an npz, corrupt or lacks a ``required`` array raises ValueError naming the file; a file
+    that cannot be opened raises its OSError (which names it)."""
+    if not zipfile.is_zipfile(path):  # also opens it: a missing or unreadable file raises OSError
+        raise ValueError(f"{path} is not an npz file (empty, truncated or not written by this command)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, KeyError, zlib.error, ValueError) as e:
+        raise ValueError(f"{path} is corrupt ({type(e).__name__}: {e})") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: not written by this command's version")
+    return arrays
+
+
+def json_safe(obj):
+    """``obj`` with every NaN or infinite float replaced by None, so that the JSON written is valid
+    (json writes a bare NaN otherwise, which strict readers refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -14,8 +14,10 @@ Each ratio divides by the same loop's own generation 1.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,11 +28,12 @@ from .. import backend
 from ..atomic import write_json
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, fail, float_list, from_dict, int_at_least, int_list,
-                        override, prepare_run, run_command)
+                        override, prepare_run, run_command, writable_dir)
 from ..loops import Cell, LoopConfig, converged_ratio, load_results, ratio_curve, save_results, sweep
 from ..metrics import gaussian_w2_from_moments
 from ..plots import pyplot, save_figure
-from .common import ToySizes, generation_one_runs, loop_config, write_npz, write_text
+from .common import (ToySizes, generation_one_runs, json_safe, loop_config, read_npz, write_npz,
+                     write_text)
 
 PAPER_SIMS = {125: 0.996, 250: 1.013, 500: 1.078, 1000: 1.204}      # min over w, Sec. 4.2.1
 PAPER_STANDARD = {125: 1.71, 250: 2.46, 500: 3.99, 1000: 6.69}
@@ -104,13 +107,20 @@ def build_parser() -> Parser:
 
 
 def settings(args) -> Figure4Preset:
-    """The preset named by --preset with the flags given beside it; ValueError if inconsistent."""
+    """The preset named by --preset with the flags given beside it; ValueError if inconsistent.
+    Everything the table and the figure at the end need is checked here, before any work."""
     s = override(PRESETS[args.preset], args)
     if s.inf_from > s.generations:
         raise ValueError(f"--inf-from {s.inf_from} is beyond --generations {s.generations}")
     if any(n < 1 for n in s.n_synth):
         raise ValueError("every |D_s| must be >= 1")
-    return s
+    omega = tuple(sorted({float(w) for w in s.omega} - {0.0}))
+    if not omega:
+        raise ValueError("--omega needs a SIMS w other than 0 (w = 0 is standard training, "
+                         "which every |D_s| runs anyway)")
+    # a value given twice would be one cell run twice
+    return dataclasses.replace(s, omega=omega, n_synth=tuple(sorted(set(s.n_synth))),
+                               gen1_omega=tuple(dict.fromkeys(map(float, s.gen1_omega))))
 
 
 def augmentation_loop(s: Figure4Preset, formulation: str) -> LoopConfig:
@@ -145,7 +155,13 @@ def summary_table(cfg, results, n_synth, inf_from, squared: bool) -> tuple[list[
         cells = {c: r for c, r in results.items() if c.n_synth == n}
         sims = {c.w: converged_ratio(r, cfg.mean, cfg.cov, squared, inf_from)
                 for c, r in cells.items() if c.method == "sims"}
-        std_res = [r for c, r in cells.items() if c.method == "standard"][0]
+        std_res = [r for c, r in cells.items() if c.method == "standard"]
+        if not sims or not std_res:  # e.g. --replot of a file from a run without SIMS cells
+            data[n] = None
+            rows.append(f"| {n} | {'no SIMS cell' if not sims else '-'} | - | - "
+                        f"| {'no standard cell' if not std_res else '-'} | - | - |")
+            continue
+        std_res = std_res[0]
         std = converged_ratio(std_res, cfg.mean, cfg.cov, squared, inf_from)
         w_best = min(sims, key=sims.get)
         best = [r for c, r in cells.items() if c.method == "sims" and c.w == w_best][0]
@@ -219,7 +235,13 @@ def main(argv=None) -> int:
     if args.replot:
         if not os.path.exists(os.path.join(args.replot, "figure4_loops.npz")):
             fail(prog, f"no figure4_loops.npz in {args.replot!r}", 2)
-        return replot(args.replot, args.metric)
+        try:
+            writable_dir(args.replot)  # the table and figure are written back there
+            return replot(args.replot, args.metric)
+        except argparse.ArgumentTypeError as e:
+            fail(prog, str(e), 2)
+        except ValueError as e:  # a corrupt or foreign file; read_npz/load_results name it
+            fail(prog, str(e), 1)
     try:
         s = settings(args)
     except ValueError as e:
@@ -229,35 +251,50 @@ def main(argv=None) -> int:
     cells = [Cell(n, 0.0, "standard") for n in s.n_synth] + \
             [Cell(n, float(w), "sims") for n in s.n_synth for w in s.omega if w != 0]
     executor = None
-    if args.processes:
-        executor = ProcessPoolExecutor(args.processes)
+    if args.processes:  # workers leave Ctrl-C to the main process, which terminates them
+        executor = ProcessPoolExecutor(args.processes, initializer=signal.signal,
+                                       initargs=(signal.SIGINT, signal.SIG_IGN))
     elif s.workers > 1:
         executor = ThreadPoolExecutor(s.workers)
     t0 = time.perf_counter()
+    partial = os.path.join(outdir, "figure4_loops.partial.npz")  # survives an interrupted run
     try:
         with backend.blas_threads(blas_limit(args)):
             gen1 = generation_one_runs(cfg, [0.0] + [w for w in s.gen1_omega if w != 0], s.runs,
                                        s.chunk_size, args.seed)
         t_gen1 = time.perf_counter() - t0
-        partial = os.path.join(outdir, "figure4_loops.partial.npz")  # survives an interrupted run
+        ws = sorted(gen1)  # panel 1 is kept even if the sweep is interrupted
+        write_npz(os.path.join(outdir, "figure4_gen1.npz"), w=np.array(ws),
+                  mu=np.stack([gen1[w][0] for w in ws]), cov=np.stack([gen1[w][1] for w in ws]))
         results = sweep(cfg, cells, s.runs, seed=args.seed, chunk_size=s.chunk_size,
                         executor=executor, blas_threads=blas_limit(args), progress=not args.quiet,
                         on_cell=lambda done: save_results(partial, cfg, done, {"partial": True}))
-    finally:
-        if executor is not None:
-            executor.shutdown()
+    except BaseException:  # Ctrl-C or a failed task: stop now, do not wait for running tasks
+        _stop(executor)
+        raise
+    if executor is not None:
+        executor.shutdown()
     elapsed = time.perf_counter() - t0
 
     meta = {"preset": args.preset, "formulation": args.formulation, "settings": dataclasses.asdict(s),
             "seed": args.seed, "metric": args.metric or "w2sq", "device": args.device,
             "seconds": elapsed, "seconds_panel1": t_gen1}
     save_results(os.path.join(outdir, "figure4_loops.npz"), cfg, results, meta)
-    os.remove(partial)
-    ws = sorted(gen1)
-    write_npz(os.path.join(outdir, "figure4_gen1.npz"), w=np.array(ws),
-              mu=np.stack([gen1[w][0] for w in ws]), cov=np.stack([gen1[w][1] for w in ws]))
+    if os.path.exists(partial):
+        os.remove(partial)
     report(outdir, cfg, results, gen1, meta)
     return 0
+
+
+def _stop(executor) -> None:
+    """Cancel the tasks not yet started and return without waiting for the running ones; a
+    process pool's workers are terminated (a thread cannot be: run_command then exits at once)."""
+    if executor is None:
+        return
+    if isinstance(executor, ProcessPoolExecutor):
+        for proc in list((getattr(executor, "_processes", None) or {}).values()):
+            proc.terminate()
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 def report(outdir, cfg, results, gen1, meta):
@@ -278,14 +315,15 @@ def report(outdir, cfg, results, gen1, meta):
     lines.append("generation 1, E[W2(G^1, p_r)] by w: " + ", ".join(f"{w:g}: {d1[w]:.3f}" for w in ws))
     lines.append("generation 1, E[W2^2(G^1, p_r)] by w: " + ", ".join(f"{w:g}: {d1sq[w]:.3f}" for w in ws))
     text = "\n".join(lines)
-    print(text)
+    # files first, then the terminal: output piped into head cannot cost a file
     write_text(os.path.join(outdir, "figure4_table.md"), text)
-    write_json(os.path.join(outdir, "figure4.json"),
-               {**meta, "tables": {k: {str(n): v | {"sims": {str(w): r for w, r in v["sims"].items()}}
+    write_json(os.path.join(outdir, "figure4.json"), json_safe(
+               {**meta, "tables": {k: {str(n): v and v | {"sims": {str(w): r for w, r in v["sims"].items()}}
                                        for n, v in t.items()} for k, t in tables.items()},
-                "gen1_w2": {str(w): d1[w] for w in ws}})
+                "gen1_w2": {str(w): d1[w] for w in ws}}))
     plot(os.path.join(outdir, "figure4.png"), cfg, results, gen1, s, formulation,
          squared=meta.get("metric", "w2sq") == "w2sq")
+    print(text)
     print(f"wrote {outdir}/figure4.png, figure4_loops.npz, figure4_gen1.npz, figure4_table.md, figure4.json")
 
 
@@ -293,14 +331,21 @@ def replot(indir: str, metric: str | None = None) -> int:
     """Rebuild the table and the figure from a finished run's figure4_loops.npz and figure4_gen1.npz."""
     cfg, results, meta = load_results(os.path.join(indir, "figure4_loops.npz"))
     meta["metric"] = metric or meta.get("metric", "w2sq")
-    with np.load(os.path.join(indir, "figure4_gen1.npz")) as z:
+    z = read_npz(os.path.join(indir, "figure4_gen1.npz"), required=("w", "mu", "cov"))
+    try:
         gen1 = {float(w): (z["mu"][i], z["cov"][i]) for i, w in enumerate(z["w"])}
+        s = from_dict(Figure4Preset, meta["settings"])
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{indir}: figure4_gen1.npz or the settings in figure4_loops.npz do not "
+                         f"fit ({type(e).__name__}: {e})") from None
+    if s.inf_from > min((r.mu.shape[1] for r in results.values()), default=0):
+        raise ValueError(f"{indir}/figure4_loops.npz holds fewer generations than its settings say")
     report(indir, cfg, results, gen1, meta)
     return 0
 
 
 def entry(argv=None):
-    run_command(main, argv)
+    run_command(main, argv, "python toy/figure4.py")
 
 
 if __name__ == "__main__":

@@ -8,19 +8,24 @@ run, per w) and figure5.md.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .. import backend
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, fail, float_list, int_at_least, int_list, override,
-                        prepare_run, run_command)
+                        prepare_run, run_command, writable_dir)
 from ..plots import pyplot, save_figure
 from ..polluted import polluted_experiment
-from .common import ToySizes, loop_config, write_npz, write_text
+from .common import ToySizes, loop_config, read_npz, write_npz, write_text
+
+# what report() reads from figure5.npz
+FIELDS = ("pollution", "omega", "P", "I", "ST-I", "SIMS-I", "w_SIMS-I", "ST-P", "SIMS-P", "w_SIMS-P",
+          "seconds")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,10 +71,20 @@ def main(argv=None) -> int:
     if args.replot:
         if not os.path.exists(os.path.join(args.replot, "figure5.npz")):
             fail(parser.prog, f"no figure5.npz in {args.replot!r}", 2)
-        return report(args.replot)
+        try:
+            writable_dir(args.replot)  # the table and figure are written back there
+            return report(args.replot)
+        except argparse.ArgumentTypeError as e:
+            fail(parser.prog, str(e), 2)
+        except ValueError as e:  # a corrupt or foreign file; read_npz names it
+            fail(parser.prog, str(e), 1)
     s = override(PRESETS[args.preset], args)
+    # checked before any work: the table needs a SIMS w, and a |D_p| given twice is one run twice
     if min(s.pollution) < 1:
         fail(parser.prog, "every |D_p| must be >= 1", 2)
+    if not any(w != 0 for w in s.omega):
+        fail(parser.prog, "--omega needs a SIMS w other than 0 (w = 0 is ST, which always runs)", 2)
+    s = replace(s, pollution=tuple(dict.fromkeys(s.pollution)))
     outdir = prepare_run(parser.prog, args)
     cfg = loop_config(s, args.formulation)
     t0 = time.perf_counter()
@@ -83,8 +98,21 @@ def main(argv=None) -> int:
 
 def report(outdir: str) -> int:
     """Table and figure from figure5.npz (so --replot can redo them without rerunning)."""
-    with np.load(os.path.join(outdir, "figure5.npz")) as z:
-        r = {k: z[k] for k in z.files}
+    path = os.path.join(outdir, "figure5.npz")
+    r = read_npz(path, required=FIELDS)
+    try:
+        text = _table(r)
+    except (IndexError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} does not hold a figure 5 result ({type(e).__name__}: {e})") from None
+    # files first, then the terminal: output piped into head cannot cost a file
+    write_text(os.path.join(outdir, "figure5.md"), text)
+    _plot(r, os.path.join(outdir, "figure5.png"))
+    print(text)
+    print(f"wrote {outdir}/figure5.png, figure5.npz, figure5.md")
+    return 0
+
+
+def _table(r: dict) -> str:
     formulation = str(r.get("formulation", "ddpm"))
     R = r["I"].shape[1]
     se = lambda a: a.std(-1, ddof=1) / np.sqrt(a.shape[-1]) if a.shape[-1] > 1 else 0 * a.mean(-1)
@@ -98,10 +126,11 @@ def report(outdir: str) -> int:
     for j, n_p in enumerate(r["pollution"]):
         lines.append(f"| {n_p} | {r['ST-P'][j]:.3f} +- {se(r['P'][j, i0]):.3f} | {r['SIMS-P'][j]:.3f} "
                      f"| {r['w_SIMS-P'][j]:g} |")
-    text = "\n".join(lines)
-    print(text)
-    write_text(os.path.join(outdir, "figure5.md"), text)
+    return "\n".join(lines)
 
+
+def _plot(r: dict, path: str) -> None:
+    formulation, R = str(r.get("formulation", "ddpm")), r["I"].shape[1]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     x = r["pollution"]
@@ -117,13 +146,11 @@ def report(outdir: str) -> int:
     ax.set_title(f"polluted training on the 2D Gaussian ({formulation}, {R} runs)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, os.path.join(outdir, "figure5.png"))
-    print(f"wrote {outdir}/figure5.png, figure5.npz, figure5.md")
-    return 0
+    save_figure(fig, path)
 
 
 def entry(argv=None):
-    run_command(main, argv)
+    run_command(main, argv, "python toy/figure5.py")
 
 
 if __name__ == "__main__":

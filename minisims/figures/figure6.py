@@ -93,7 +93,6 @@ def main(argv=None) -> int:
     for i, w in enumerate(r["omega"]):
         lines.append(f"| {w:g} | {f[i]:.3f} +- {fse[i]:.3f} | {d[i, 0]:.3f} | {d[i, 1]:.3f} |")
     text = "\n".join(lines)
-    print(text)
     write_text(os.path.join(outdir, "figure6.md"), text)
 
     plt = pyplot()
@@ -114,12 +113,13 @@ def main(argv=None) -> int:
     b.set_title("per-group quality vs w", fontsize=10)
     fig.tight_layout()
     save_figure(fig, os.path.join(outdir, "figure6.png"))
+    print(text)  # after the files: output piped into head cannot cost a file
     print(f"wrote {outdir}/figure6.png, figure6.npz, figure6.md")
     return 0
 
 
 def entry(argv=None):
-    run_command(main, argv)
+    run_command(main, argv, "python toy/figure6.py")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import backend
 from ..atomic import atomic_write, write_json
-from ..checkpoint import load_checkpoint
+from ..checkpoint import checkpoint_groups, load_checkpoint
 from ..data import load_images, to_model, to_uint8
 from ..diffusion import EDM, EDMPrecond, VPPrecond
 from ..guidance import GuidanceInterval
@@ -94,8 +94,7 @@ def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
     """A network saved by a step, checked to be the preset's size first (one-line error if not)."""
     if not os.path.exists(path):
         raise PipelineError(f"{path} does not exist: run the step that writes it first")
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    groups, meta = checkpoint_groups(path)
     want = asdict(p.unet_config())
     if meta.get("unet") != json.loads(json.dumps(want)):
         raise PipelineError(f"{path} holds another network (preset {meta.get('preset')!r}, "
@@ -105,22 +104,15 @@ def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
         raise PipelineError(f"{path} was trained with the {meta['formulation']} formulation, not "
                             f"{p.formulation}: pass --formulation {meta['formulation']}")
     net = UNet(p.unet_config(), np.random.default_rng(0))  # on the current device
-    load_checkpoint(path, net, group=group if group and _has_group(path, group) else None)
+    load_checkpoint(path, net, group=group if group in groups else None)
     return net
-
-
-def _has_group(path, group):
-    with np.load(path, allow_pickle=False) as z:
-        return any(k.startswith(group + "/") for k in z.files)
 
 
 def _finished(path: str) -> bool:
     """Whether the training checkpoint at ``path`` is of a completed run."""
     if not os.path.exists(path):
         return False
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["__meta__"]))
-    return bool(meta.get("finished"))
+    return bool(checkpoint_groups(path)[1].get("finished"))
 
 
 # ---------------------------------------------------------------- the four steps
@@ -185,8 +177,8 @@ def step_synth(p: ImagePreset, outdir: str, progress: bool = True, log=print):
 
 
 def _read_npz(path):
-    with np.load(path, allow_pickle=False) as z:
-        return z["arr_0"]
+    """uint8 NHWC images of an .npz the pipeline wrote (a damaged file is a one-line DataError)."""
+    return load_images(path, md5=None).images
 
 
 def aux_path(outdir: str, budget: int) -> str:

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import asdict
 
 import numpy as np
@@ -55,18 +57,29 @@ def save_results(path: str, cfg: LoopConfig, results: dict, meta: dict | None = 
 
 
 def load_results(path: str):
-    """Read a file written by :func:`save_results`. Returns (LoopConfig, {cell: LoopResult}, meta)."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["config"]))
-        lc = meta.pop("loop")
-        sims = lc.pop("sims")
-        mlp = MLPConfig(**sims.pop("mlp"))
-        if sims.get("interval") is not None:
-            sims["interval"] = GuidanceInterval(**sims["interval"])
-        cfg = LoopConfig(**{**lc, "mean": tuple(lc["mean"]), "cov": tuple(map(tuple, lc["cov"])),
-                            "sims": SIMSConfig(mlp=mlp, **sims)})
-        results = {}
-        for i in range(len(z["w"])):
-            cell = Cell(int(z["n_synth"][i]), float(z["w"][i]), str(z["method"][i]))
-            results[cell] = LoopResult(cell, z["mu"][i], z["cov"][i], float(z["seconds"][i]))
+    """Read a file written by :func:`save_results`. Returns (LoopConfig, {cell: LoopResult}, meta).
+
+    A file that is empty, truncated, corrupt or not written by save_results raises ValueError
+    naming it; one that cannot be opened raises its OSError."""
+    if not zipfile.is_zipfile(path):  # also opens it: a missing or unreadable file raises OSError
+        raise ValueError(f"{path} is not an npz file (empty, truncated or not written by save_results)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["config"]))
+            lc = meta.pop("loop")
+            sims = lc.pop("sims")
+            mlp = MLPConfig(**sims.pop("mlp"))
+            if sims.get("interval") is not None:
+                sims["interval"] = GuidanceInterval(**sims["interval"])
+            cfg = LoopConfig(**{**lc, "mean": tuple(lc["mean"]), "cov": tuple(map(tuple, lc["cov"])),
+                                "sims": SIMSConfig(mlp=mlp, **sims)})
+            results = {}
+            for i in range(len(z["w"])):
+                cell = Cell(int(z["n_synth"][i]), float(z["w"][i]), str(z["method"][i]))
+                results[cell] = LoopResult(cell, z["mu"][i], z["cov"][i], float(z["seconds"][i]))
+    except (zipfile.BadZipFile, EOFError, zlib.error, KeyError, IndexError, TypeError, ValueError) as e:
+        # ValueError covers bad JSON and numpy's format errors; KeyError/TypeError a missing or
+        # unexpected field
+        raise ValueError(f"{path} is corrupt or not written by save_results "
+                         f"({type(e).__name__}: {e})") from None
     return cfg, results, meta

@@ -76,16 +76,36 @@ class Module:
         return {name: mod.params[k] for name, mod, k in self.named_parameters()}
 
     def load_state_dict(self, state: dict):
-        """Copy arrays into the parameters in place; names and shapes must match exactly."""
+        """Copy arrays into the parameters in place: all of them, or, on any mismatch, none.
+
+        Every array is checked (names match exactly, shapes equal, dtype castable to the
+        parameter's within its kind, e.g. float64 -> float32 but not complex -> float) and
+        converted onto the parameter's device before the first parameter changes, so a failed load
+        (a ValueError naming every problem) leaves the model exactly as it was.
+        """
+        import numpy as np
+
         own = {name: (mod, k) for name, mod, k in self.named_parameters()}
         missing, extra = own.keys() - state.keys(), state.keys() - own.keys()
         if missing or extra:
-            raise ValueError(f"state dict mismatch: missing {sorted(missing)}, unexpected {sorted(extra)}")
+            raise ValueError(f"state dict mismatch: missing [{_first(sorted(missing))}], "
+                             f"unexpected [{_first(sorted(extra))}]")
+        problems = []
         for name, (mod, k) in own.items():
-            p = mod.params[k]
-            if tuple(state[name].shape) != tuple(p.shape):
-                raise ValueError(f"{name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
-            p[...] = backend.xp(p).asarray(state[name], dtype=p.dtype)
+            p, a = mod.params[k], state[name]
+            if not hasattr(a, "dtype"):  # a list or scalar (a NumPy or CuPy array stays put)
+                a = np.asarray(a)
+            if tuple(a.shape) != tuple(p.shape):
+                problems.append(f"{name}: shape {tuple(a.shape)} != {tuple(p.shape)}")
+            elif not np.can_cast(a.dtype, p.dtype, casting="same_kind"):
+                problems.append(f"{name}: dtype {a.dtype} cannot become {p.dtype}")
+        if problems:
+            raise ValueError(f"state dict does not fit: {_first(problems, '; ')}")
+        # stage every converted array first: a failed transfer (out of GPU memory) changes nothing
+        staged = [(mod.params[k], backend.xp(mod.params[k]).asarray(state[name], dtype=mod.params[k].dtype))
+                  for name, (mod, k) in own.items()]
+        for p, a in staged:
+            p[...] = a
 
     def num_parameters(self) -> int:
         return sum(int(mod.params[k].size) for _, mod, k in self.named_parameters())
@@ -96,3 +116,9 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+
+def _first(items: list[str], sep: str = ", ", n: int = 5) -> str:
+    """The first ``n`` items joined, and how many more: a whole UNet's names are not one line."""
+    more = f"{sep}... {len(items) - n} more" if len(items) > n else ""
+    return sep.join(items[:n]) + more
