@@ -82,13 +82,13 @@ def positive_float(text: str) -> float:
 
 
 def writable_dir(path: str) -> str:
-    """Create ``path`` if needed and check a file can be written there, before any work starts."""
+    """Create ``path`` if needed and check a file can be written there, before any work starts.
+    The probe file has a unique name, so several commands starting into one folder do not race."""
+    import tempfile
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".minisims-write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".minisims-write-test-"):
+            pass  # created and removed
     except OSError as e:
         raise argparse.ArgumentTypeError(f"cannot write to {path!r}: {e.strerror or e}") from None
     return path

@@ -19,11 +19,12 @@ import numpy as np
 
 from . import backend
 from .atomic import write_json
-from .cli_util import (Parser, add_formulation, add_run_options, blas_limit, command_parser,
+from .cli_util import (Parser, add_formulation, add_run_options, blas_limit, command_parser, fail,
                        float_list, int_at_least, positive_float, prepare_run, run_command)
 from .data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from .figures.common import ToySizes, json_safe, sims_config
 from .metrics import gaussian_w2
+from .nn import MLPConfig
 from .sims import fit_sims, sample_sims
 
 DEFAULTS = ToySizes(runs=16)  # the paper's toy sizes, 16 runs
@@ -67,9 +68,30 @@ def build_parser() -> Parser:
     return p
 
 
+def run_bytes(args) -> int:
+    """A rough upper bound of one run's working memory: float32 activations of every MLP layer
+    for the largest set it trains on or samples (kept for backward), as the loops size their
+    chunks (minisims.loops.bytes_per_run)."""
+    n = max(args.n_real, args.n_synth, args.n_eval)
+    return 4 * n * args.hidden * (3 * MLPConfig().depth + 6)
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, where the OS says (else None)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    need, have = args.runs * run_bytes(args), physical_memory()
+    if have is not None and need > 0.8 * have:  # all runs train at once: say so before any work
+        fail(parser.prog, f"--runs {args.runs} needs about {need / 2**30:,.1f} GiB ({run_bytes(args) / 2**20:.1f} "
+                          f"MiB per run), more than this machine's {have / 2**30:.0f} GiB: use at most "
+                          f"about {int(0.8 * have // run_bytes(args)):,} runs", 2)
     outdir = prepare_run(parser.prog, args)
     # a diverging run overflows on the way: it is detected and reported per run and per w below,
     # so NumPy's overflow/invalid warnings would only bury those lines

@@ -257,3 +257,20 @@ def test_gpu_without_a_gpu_is_exit_2_and_leaves_no_folder(module, argv, tmp_path
     assert e.value.code == 2 and "GPU" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
     backend.use_device("cpu")
+
+
+def test_many_commands_can_probe_one_output_folder_at_once(tmp_path):
+    """The write probe has a unique name: eight threads checking one folder never collide."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from minisims.cli_util import writable_dir
+    folder = str(tmp_path / "shared")
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(lambda _: writable_dir(folder), range(64)))
+    assert results == [folder] * 64 and os.listdir(folder) == []
+
+
+def test_a_size_that_cannot_fit_is_refused_before_any_work(tmp_path):   # item 5
+    out = tmp_path / "never"
+    r = run(["-m", "minisims.toy", "--runs", "1000000000", "--outdir", str(out)], timeout=60)
+    assert r.returncode == 2 and "use at most about" in one_line(r.stderr) and not out.exists()
