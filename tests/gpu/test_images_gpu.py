@@ -3,7 +3,6 @@ trip, and the tiny preset end to end. Skipped where CuPy or a GPU is missing.
 
 Run: python -m pytest -q tests/gpu/test_images_gpu.py
 """
-import contextlib
 import json
 
 import numpy as np
@@ -22,25 +21,10 @@ CFG = UNetConfig(img_resolution=8, channels=8, channel_mult=(1, 2), blocks_per_l
                  attn_resolutions=(4,), dropout=0.1, num_freqs=4, emb_mult=2)
 
 
-@pytest.fixture
-def gpu():
-    backend.use_device("gpu")
-    import cupy
-    try:
-        yield cupy
-    finally:
-        backend.use_device("cpu")
-
-
-def no_sync():
-    import cupyx
-    return cupyx.allow_synchronize(False) if hasattr(cupyx, "allow_synchronize") else contextlib.nullcontext()
-
-
-def test_training_steps_stay_on_the_device(gpu, monkeypatch):
+def test_training_steps_stay_on_the_device(gpu, monkeypatch, no_sync):
     """A whole run (flips, dropout, EMA, warm-up, keyed streams) with the loop's only host syncs
     (the NaN check and the loss history, at the end) stubbed out: no step synchronises."""
-    monkeypatch.setattr(train_module, "_check_finite", lambda bad, form: None)
+    monkeypatch.setattr(train_module, "_check_finite", lambda *args: None)
     monkeypatch.setattr(train_module, "_host", lambda history, lead: np.zeros((len(history),) + lead))
     net = UNet(CFG, np.random.default_rng(0))
     data = gpu.asarray(np.random.default_rng(1).uniform(-1, 1, (12, 3, 8, 8)).astype(np.float32))
@@ -52,7 +36,7 @@ def test_training_steps_stay_on_the_device(gpu, monkeypatch):
     assert all(bool(gpu.isfinite(v).all()) for v in net.state_dict().values())
 
 
-def test_seeded_sampling_stays_on_the_device_and_depends_on_the_seed_alone(gpu):
+def test_seeded_sampling_stays_on_the_device_and_depends_on_the_seed_alone(gpu, no_sync):
     net = UNet(CFG, np.random.default_rng(0))
     form = EDM(precond=EDMPrecond(0.5), num_steps=4, member_ndim=0, data_ndim=3)
     recipe = SIMSRecipe(make_model=None, formulation=form, base=TrainConfig(epochs=1),

@@ -11,7 +11,6 @@ Tolerances:
   through the depth of the network; we allow 2e-3 of the array's largest magnitude (a wrong term
   is off by its own size, i.e. 10%+).
 """
-import contextlib
 
 import numpy as np
 import pytest
@@ -27,22 +26,6 @@ pytestmark = pytest.mark.skipif(not backend.gpu_available(), reason="needs CuPy 
 
 CFG = dict(img_resolution=16, channels=8, channel_mult=(1, 2), blocks_per_level=1,
            attn_resolutions=(8,), num_freqs=4, emb_mult=2, dropout=0.0)
-
-
-@pytest.fixture
-def gpu():
-    backend.use_device("gpu")
-    import cupy
-    try:
-        yield cupy
-    finally:
-        backend.use_device("cpu")
-
-
-def no_sync():
-    """Raise if CuPy synchronises with the host inside the block (a device -> host round trip)."""
-    import cupyx
-    return cupyx.allow_synchronize(False) if hasattr(cupyx, "allow_synchronize") else contextlib.nullcontext()
 
 
 def make_pair(dtype, cupy):
@@ -99,7 +82,7 @@ class HostNoise:
         return self.xp.asarray(self.g.standard_normal(shape), dtype=dtype)
 
 
-def test_training_steps_match_numpy_and_stay_on_the_device(gpu):
+def test_training_steps_match_numpy_and_stay_on_the_device(gpu, no_sync):
     """EDM loss + backward + Adam: three steps with the same noise give the same parameters as
     NumPy (float64); then five steps with CuPy's generator run without one host synchronisation."""
     ref, net = make_pair(np.float64, gpu)
@@ -137,7 +120,7 @@ class FixedNoise:
         return self.z
 
 
-def test_edm_sampler_on_cupy_matches_numpy(gpu):
+def test_edm_sampler_on_cupy_matches_numpy(gpu, no_sync):
     """Guided Heun sampling (eq. 5 through minisims.guidance), separate and shared-encoder, on
     CuPy with no host synchronisation; equal to NumPy's from the same x_0 (float64)."""
     ref, net = make_pair(np.float64, gpu)
@@ -160,7 +143,7 @@ def test_edm_sampler_on_cupy_matches_numpy(gpu):
     close("shared-encoder sample", x_shared, x_ref, np.float64)
 
 
-def test_float32_training_runs_with_dropout(gpu):
+def test_float32_training_runs_with_dropout(gpu, no_sync):
     """The float32 path as training uses it: dropout masks from CuPy's generator, a few steps."""
     backend.use_device("gpu")
     net = UNet(UNetConfig(**{**CFG, "dropout": 0.1}), np.random.default_rng(8))
