@@ -191,19 +191,16 @@ def _std(d) -> float:
 
 
 def _diverged_training(fit, args) -> dict:
-    """Which runs' base or aux training diverged: {"base": (R,) step or 0, "aux": (R,), "any": (R,)
-    bool, "lines": one message per diverged run}. Steps are 1-based; with more than one batch per
-    epoch the library reports the epoch instead."""
-    R = args.runs
-    base = np.asarray(getattr(fit, "base_diverged", None) if getattr(fit, "base_diverged", None) is not None
-                      else np.zeros(R), int).reshape(R)
-    aux = np.asarray(getattr(fit, "aux_diverged", None) if getattr(fit, "aux_diverged", None) is not None
-                     else np.zeros(R), int).reshape(R)
-    unit = "step" if math.ceil(args.n_real / args.batch_size) == 1 else "epoch"
+    """Which runs' base or aux training diverged: {"base": (R,) epoch or 0, "aux": (R,), "any": (R,)
+    bool, "lines": one message per diverged run}. The library reports the first epoch (1-based)
+    with a non-finite loss; with one batch per epoch (the default) that is the step."""
+    base, aux = np.asarray(fit.base_diverged, int), np.asarray(fit.aux_diverged, int)  # R, R
+    n_data = {"base": args.n_real, "aux": args.n_synth}
     lines = []
-    for r in range(R):
+    for r in range(args.runs):
         for model, at in (("base", base[r]), ("aux", aux[r])):
             if at:
+                unit = "step" if math.ceil(n_data[model] / args.batch_size) == 1 else "epoch"
                 lines.append(f"run {r + 1}: the {model} model's loss became NaN/inf at {unit} {at}"
                              f" — learning rate too high? (--lr {args.lr:g}); left out of the means")
                 break  # the aux is a copy of a diverged base: one line per run
