@@ -25,6 +25,7 @@ from . import backend
 from .diffusion import DDPM, EDM, EDMPrecond, VPPrecond
 from .guidance import GuidanceInterval
 from .nn import MLPConfig, MLPDenoiser
+from .shared_encoder import SharedEncoderPair
 from .streams import StackedRandomGenerator, derive_seed
 from .train import TrainConfig, init_generator, train
 
@@ -133,19 +134,28 @@ def synthesize(net, cfg, n: int, rng, aux=None, w: float = 0.0, progress=False):
 
     ``rng`` is a generator, or a list of n integer seeds, one per image (EDM's convention: image
     i depends on seeds[i] alone, not on the batch it is drawn in). With the recipe's
-    ``sample_batch`` the images are drawn batch after batch."""
+    ``sample_batch`` the images are drawn batch after batch. When the recipe fine-tunes the aux's
+    decoder only, guided sampling shares the base's encoder pass (SharedEncoderPair)."""
     r = as_recipe(cfg)
     seeds = None if hasattr(rng, "standard_normal") else [int(s) for s in rng]
     if seeds is not None and len(seeds) != n:
         raise ValueError(f"{n} samples need {n} seeds, got {len(seeds)}")
     step = n if r.sample_batch is None else r.sample_batch
+    if aux is not None and w != 0 and r.aux.trainable == "decoder":
+        # a decoder-only aux shares the base's encoder pass (paper App. A): 1.5x NFE, same samples
+        pair = SharedEncoderPair(r.formulation, net, aux)
+
+        def sample(shape, g):
+            return pair.sample(shape, g, w, r.interval, progress=progress)
+    else:
+        def sample(shape, g):
+            return r.formulation.sample(net, shape, g, aux=aux, w=w, interval=r.interval,
+                                        progress=progress)
     parts = []
     for start in range(0, n, step):
         shape = net.sample_shape(min(step, n - start))
         batch_rng = rng if seeds is None else StackedRandomGenerator(seeds[start:start + step])
-        x = r.formulation.sample(net, shape, batch_rng, aux=aux, w=w, interval=r.interval,
-                                 progress=progress)
-        parts.append(x.astype(np.float32))
+        parts.append(sample(shape, batch_rng).astype(np.float32))
     if len(parts) == 1:
         return parts[0]
     return backend.xp(parts[0]).concatenate(parts, axis=0)  # n,C,H,W

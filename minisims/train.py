@@ -226,8 +226,8 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
         net.set_dropout(None)  # off for sampling
     _check_finite(bad, formulation, members)
     history = _host(history, lead)
-    if checkpoint:
-        _save(checkpoint, net, ema, opt, cfg, st, history, 0.0, meta)
+    if checkpoint:  # the final save says the run is complete
+        _save(checkpoint, net, ema, opt, cfg, st, history, 0.0, {**(meta or {}), "finished": True})
     return TrainResult(history, ema.shadow if ema is not None else None, st.steps, st.seen,
                        backend.to_numpy(bad) + 1 if members else None)
 

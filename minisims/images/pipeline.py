@@ -33,9 +33,8 @@ from ..data import load_images, to_model, to_uint8
 from ..diffusion import EDM, EDMPrecond, VPPrecond
 from ..guidance import GuidanceInterval
 from ..nn import UNet
-from ..shared_encoder import SharedEncoderPair
 from ..sims import SIMSRecipe, SYNTH_SEEDS_FROM, synthesize, train_aux, train_base
-from ..streams import StackedRandomGenerator, derive_seed
+from ..streams import derive_seed
 from ..train import TrainConfig
 from .presets import ImagePreset
 
@@ -112,7 +111,7 @@ def _finished(path: str) -> bool:
     """Whether the training checkpoint at ``path`` is of a completed run."""
     if not os.path.exists(path):
         return False
-    return bool(checkpoint_groups(path)[1].get("finished"))
+    return bool(checkpoint_groups(path)[1].get("finished"))  # set by the loop's final save
 
 
 # ---------------------------------------------------------------- the four steps
@@ -139,21 +138,10 @@ def step_train(p: ImagePreset, data, outdir: str, seed: int = 0, md5=None, resum
         t0 = time.perf_counter()
         train_base(x, make_recipe(p), seed, progress=progress, checkpoint=path, resume=resume,
                    meta=_meta(p, step="base", seed=seed))
-        _mark_finished(path)
         log(f"base trained in {time.perf_counter() - t0:.0f} s -> {path}")
     else:
         log(f"base: reusing {path}")
     return load_model(path, p, group="ema")
-
-
-def _mark_finished(path):
-    """Flag a completed training checkpoint (rewritten atomically with the flag in its metadata)."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(str(arrays["__meta__"]))
-    arrays["__meta__"] = np.array(json.dumps({**meta, "finished": True}))
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
 
 
 def step_synth(p: ImagePreset, outdir: str, progress: bool = True, log=print):
@@ -199,7 +187,6 @@ def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bo
         t0 = time.perf_counter()
         train_aux(base, S, make_recipe(p, budget), derive_seed(seed, 2, budget), progress=progress,
                   checkpoint=path, resume=resume, meta=_meta(p, step="aux", budget=budget, seed=seed))
-        _mark_finished(path)
         log(f"aux B={budget:,}: fine-tuned ({p.aux_trainable}) in {time.perf_counter() - t0:.0f} s -> {path}")
     model = load_model(path, p)
     if p.aux_trainable == "decoder":
@@ -208,25 +195,11 @@ def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bo
 
 
 def sample_images(p: ImagePreset, base, aux, w: float, seeds, progress: bool = False):
-    """Step 4: one image per seed from (1 + w) D_base - w D_aux, uint8 NHWC. A decoder-only aux
-    shares the base's encoder pass (1.5x NFE instead of 2x, same images)."""
-    r = make_recipe(p)
+    """Step 4: one image per seed from (1 + w) D_base - w D_aux, uint8 NHWC (Algorithm 1's
+    sampling step; a decoder-only aux shares the base's encoder pass there)."""
     seeds = list(seeds)
-    if aux is None or w == 0:
-        return to_uint8(backend.to_numpy(synthesize(base, r, len(seeds), seeds, progress=progress)))
-    if w == -1:  # the aux model alone, evaluated alone
-        return to_uint8(backend.to_numpy(synthesize(aux, r, len(seeds), seeds, progress=progress)))
-    if p.aux_trainable != "decoder":
-        x = synthesize(base, r, len(seeds), seeds, aux=aux, w=w, progress=progress)
-        return to_uint8(backend.to_numpy(x))
-    pair = SharedEncoderPair(r.formulation, base, aux)
-    parts = []
-    for start in range(0, len(seeds), p.sample_batch):
-        batch = seeds[start:start + p.sample_batch]
-        x = pair.sample(base.sample_shape(len(batch)), StackedRandomGenerator(batch), w,
-                        progress=progress)  # B,C,H,W
-        parts.append(to_uint8(backend.to_numpy(x)))
-    return np.concatenate(parts)
+    x = synthesize(base, make_recipe(p), len(seeds), seeds, aux=aux, w=w, progress=progress)
+    return to_uint8(backend.to_numpy(x))
 
 
 def write_samples(images, seeds, folder: str, pngs: bool = True):
