@@ -93,6 +93,14 @@ def default_rng(seed=None):
     return np.random.default_rng(seed)
 
 
+def blas_thread_count() -> int | None:
+    """How many threads NumPy's BLAS uses now (the largest over its BLAS libraries), or None
+    where threadpoolctl finds none: what a results file records as the count actually used."""
+    from threadpoolctl import threadpool_info
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
 def blas_threads(n: int | None):
     """Context manager: limit NumPy's BLAS to n threads (None: leave it alone).
 

@@ -10,6 +10,8 @@ import os
 import sys
 import threading
 
+from . import sigint
+
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports bad input in one line (no usage dump) and exits with status 2."""
@@ -174,6 +176,8 @@ def run_command(main, argv=None, prog: str | None = None):
     an OSError        (a full disk, an unreadable file) "<prog>: error: <reason>: <file>", status 1
     """
     prog = prog or os.path.basename(sys.argv[0])
+    if threading.current_thread() is threading.main_thread():
+        sigint.restore()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
     try:
         code = main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -192,7 +196,11 @@ def run_command(main, argv=None, prog: str | None = None):
 def _exit_now(message: str, code: int):
     """Print ``message`` on stderr and exit with ``code``. Worker threads that are still running
     (a thread pool interrupted mid-task) would make a normal exit wait for them, so then the
-    process ends at once with os._exit."""
+    process ends at once with os._exit. Progress bars still on the screen are closed first, so
+    the message starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
     print(message, file=sys.stderr)
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .loops import LoopConfig, generation_model, real_data, rng_for
+from .loops import LoopConfig, generation_model, real_data, rng_for, run_chunks
 from .metrics import gaussian_w2
 from .sims import synthesize
 
@@ -28,29 +28,30 @@ def _dist(x, cfg: LoopConfig, squared: bool):
     return gaussian_w2(backend.to_numpy(x), cfg.mean, cfg.cov, squared)  # R
 
 
-def polluted_chunk(cfg: LoopConfig, pollution, omegas, runs: int, seed: int = 0, chunk: int = 0,
+def polluted_chunk(cfg: LoopConfig, pollution, omegas, runs: int, seed: int = 0, first_run: int = 0,
                    squared: bool = False) -> dict:
-    """One chunk of runs. Returns {"I": (W,R), "P": (P,W,R)} distances; w = 0 is standard training
+    """One chunk of runs (first_run .. first_run + runs - 1). Returns {"I": (W,R), "P": (P,W,R)}
+    distances; w = 0 is standard training
     (ST-I, ST-P), w > 0 is SIMS. Generation-1 streams for the I models, generation 2 for P."""
     omegas = [float(w) for w in omegas]
-    D_r = real_data(cfg, runs, seed, chunk, 1)  # R,n_real,D
-    base, aux = generation_model(D_r, cfg.sims, "sims", seed, chunk, 1)  # ST-I and its aux
-    dist_I = np.stack([_dist(synthesize(base, cfg.sims, cfg.n_eval, rng_for(seed, chunk, 1, "sample"),
+    D_r = real_data(cfg, runs, seed, first_run, 1)  # R,n_real,D
+    base, aux = generation_model(D_r, cfg.sims, "sims", seed, first_run, 1)  # ST-I and its aux
+    dist_I = np.stack([_dist(synthesize(base, cfg.sims, cfg.n_eval, rng_for(seed, 1, "sample", runs, first_run),
                                         aux=aux, w=w), cfg, squared) for w in omegas])  # W,R
-    pool = synthesize(base, cfg.sims, max(pollution), rng_for(seed, chunk, 2, "data"))  # R,maxP,D: D_p
+    pool = synthesize(base, cfg.sims, max(pollution), rng_for(seed, 2, "data", runs, first_run))  # R,maxP,D: D_p
     xp = backend.xp(pool)
     dist_P = []
     for n_p in pollution:
         data = xp.concatenate([D_r, pool[:, :n_p].astype(D_r.dtype)], axis=1)  # R,n_real+n_p,D
-        base_p, aux_p = generation_model(data, cfg.sims, "sims", seed, chunk, 2)  # ST-P and its aux
+        base_p, aux_p = generation_model(data, cfg.sims, "sims", seed, first_run, 2)  # ST-P and its aux
         dist_P.append(np.stack([_dist(synthesize(base_p, cfg.sims, cfg.n_eval,
-                                                 rng_for(seed, chunk, 2, "sample"), aux=aux_p, w=w),
+                                                 rng_for(seed, 2, "sample", runs, first_run), aux=aux_p, w=w),
                                       cfg, squared) for w in omegas]))  # W,R
     return {"I": dist_I, "P": np.stack(dist_P)}
 
 
 def polluted_experiment(cfg: LoopConfig, pollution, omegas, runs: int, seed: int = 0,
-                        chunk_size: int = 32, squared: bool = False) -> dict:
+                        chunk_size: int = 32, squared: bool = False, progress: bool = False) -> dict:
     """All runs, in chunks. Returns per-run distances and the four curves of Figure 5:
 
     {"pollution": (P,), "omega": (W,), "I": (W,R), "P": (P,W,R),
@@ -60,8 +61,8 @@ def polluted_experiment(cfg: LoopConfig, pollution, omegas, runs: int, seed: int
     pollution = sorted(int(p) for p in pollution)
     if pollution[0] < 1:
         raise ValueError("|D_p| values must be >= 1 (|D_p| = 0 is ST-I itself)")
-    parts = [polluted_chunk(cfg, pollution, omegas, min(chunk_size, runs - s), seed, c, squared)
-             for c, s in enumerate(range(0, runs, chunk_size))]
+    parts = [polluted_chunk(cfg, pollution, omegas, size, seed, start, squared)
+             for start, size in run_chunks(runs, chunk_size, progress)]
     I = np.concatenate([p["I"] for p in parts], axis=1)  # W,R
     P = np.concatenate([p["P"] for p in parts], axis=2)  # P,W,R
     mI, mP = I.mean(axis=1), P.mean(axis=2)  # W ; P,W

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import backend
 from .data.mixture import MIX_COV, MIX_MEANS, classify, sample_mixture, select_mix
+from .loops import run_chunks
 from .metrics import gaussian_w2_from_moments, moments
 from .nn import MLPConfig
 from .sims import SIMSConfig, fit_sims, synthesize
@@ -54,14 +55,17 @@ class ShiftConfig:
         return 1.0 - self.target_frac
 
 
-rng_for = STREAMS.rng  # rng_for(seed, chunk, stream, numpy=False): one stream
+def rng_for(seed: int, stream: str, runs: int, first_run: int = 0, numpy: bool = False):
+    """The per-run generator of one stream for runs first_run .. first_run + runs - 1 (each run
+    its own numbers, whatever chunk it is in)."""
+    return STREAMS.rng(seed, stream, runs=range(first_run, first_run + runs), numpy=numpy)
 
 
-def fit_shift(cfg: ShiftConfig, runs: int, seed: int = 0, chunk: int = 0):
+def fit_shift(cfg: ShiftConfig, runs: int, seed: int = 0, first_run: int = 0):
     """Algorithm 1 with a selection step: train the base on the base mix, draw a pool of
     pool_factor * n_s samples, label them and keep n_s with the complement of the target mix as
     the aux set, fine-tune the aux on it. Returns (base, aux, aux set group-0 fraction (R,))."""
-    x, _ = sample_mixture(cfg.n_real, rng_for(seed, chunk, "data", numpy=True), runs,
+    x, _ = sample_mixture(cfg.n_real, rng_for(seed, "data", runs, first_run, numpy=True), runs,
                           cfg.base_frac, cfg.means, cfg.cov)  # R,n,2
     aux_set_frac = []
 
@@ -71,8 +75,9 @@ def fit_shift(cfg: ShiftConfig, runs: int, seed: int = 0, chunk: int = 0):
         aux_set_frac.append(backend.to_numpy((classify(S, cfg.means, cfg.cov) == 0).mean(axis=1)))  # R
         return S
 
-    fit = fit_sims(backend.asarray(x), cfg.sims, rng_for(seed, chunk, "base"),
-                   synth_rng=rng_for(seed, chunk, "synth"), aux_rng=rng_for(seed, chunk, "aux"),
+    fit = fit_sims(backend.asarray(x), cfg.sims, rng_for(seed, "base", runs, first_run),
+                   synth_rng=rng_for(seed, "synth", runs, first_run),
+                   aux_rng=rng_for(seed, "aux", runs, first_run),
                    n_synth=int(cfg.pool_factor * cfg.sims.n_synth), select=complement_of_target)
     return fit.base, fit.aux, aux_set_frac[0]
 
@@ -95,13 +100,15 @@ def group_stats(x, cfg: ShiftConfig, squared: bool = False):
     return frac0, dist
 
 
-def measure_shift(base, aux, cfg: ShiftConfig, omegas, seed: int = 0, chunk: int = 0,
+def measure_shift(base, aux, cfg: ShiftConfig, omegas, seed: int = 0, first_run: int = 0,
                   squared: bool = False):
     """Sample the fitted models at every w with the same random numbers. Returns the group-0
     fraction (W,R) and each group's distance to its component (W,R,2)."""
     fr, di = [], []
+    runs = base.sample_shape(1)[0]
     for w in omegas:
-        x = synthesize(base, cfg.sims, cfg.n_eval, rng_for(seed, chunk, "sample"), aux=aux, w=float(w))
+        x = synthesize(base, cfg.sims, cfg.n_eval, rng_for(seed, "sample", runs, first_run), aux=aux,
+                       w=float(w))
         f, d = group_stats(x, cfg, squared)
         fr.append(f)
         di.append(d)
@@ -109,15 +116,15 @@ def measure_shift(base, aux, cfg: ShiftConfig, omegas, seed: int = 0, chunk: int
 
 
 def shift_sweep(cfg: ShiftConfig, omegas, runs: int, seed: int = 0, chunk_size: int = 64,
-                squared: bool = False) -> dict:
+                squared: bool = False, progress: bool = False) -> dict:
     """Fit base and aux for every run (in chunks), sample at every w with the same random numbers.
 
     Returns {"omega": (W,), "frac0": (W,R), "dist": (W,R,2), "aux_set_frac": (R,)}."""
     omegas = [float(w) for w in omegas]
     fr, di, aux_fracs = [], [], []
-    for c, start in enumerate(range(0, runs, chunk_size)):
-        base, aux, aux_frac = fit_shift(cfg, min(chunk_size, runs - start), seed, c)
-        f, d = measure_shift(base, aux, cfg, omegas, seed, c, squared)
+    for start, size in run_chunks(runs, chunk_size, progress):
+        base, aux, aux_frac = fit_shift(cfg, size, seed, start)
+        f, d = measure_shift(base, aux, cfg, omegas, seed, start, squared)
         fr.append(f)
         di.append(d)
         aux_fracs.append(aux_frac)

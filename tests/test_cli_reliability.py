@@ -223,9 +223,61 @@ def test_one_ctrl_c_stops_figure4_with_its_pool_at_once(tmp_path, pool):
 @pytest.mark.parametrize("script", ["figure5", "figure6", "autoguidance"])
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, script):
     out = tmp_path / "out"
-    rc, err, seconds = _interrupt_when([f"toy/{script}.py", "--preset", "cpu", "--outdir", str(out)],
-                                       out.exists, tmp_path)
+    rc, err, seconds = _interrupt_when([f"toy/{script}.py", "--preset", "cpu", "--outdir", str(out),
+                                        "--quiet"], out.exists, tmp_path)
     assert rc == 130 and one_line(err) == "interrupted" and seconds < 5
+
+
+def test_ctrl_c_with_a_progress_bar_ends_the_bar_then_says_interrupted(tmp_path):
+    out = tmp_path / "out"
+    rc, err, _ = _interrupt_when(["toy/figure6.py", "--preset", "cpu", "--outdir", str(out)],
+                                 out.exists, tmp_path)
+    assert rc == 130 and "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+
+
+ENTRY_FILES = ["minisims/toy.py", "minisims/figures/figure4.py", "minisims/figures/figure5.py",
+               "minisims/figures/figure6.py", "minisims/figures/autoguidance.py",
+               "minisims/images/__main__.py", "toy/figure4.py", "toy/figure5.py", "toy/figure6.py",
+               "toy/autoguidance.py"]
+
+
+@pytest.mark.parametrize("path", ENTRY_FILES)
+def test_every_command_catches_ctrl_c_before_its_imports(path):
+    """The first thing a command does (after `from __future__`) is minisims.sigint.during_startup,
+    so a Ctrl-C while NumPy and the rest load is one line too; importing the module as a library
+    changes no signal handler (it sits under `if __name__ == "__main__"` there)."""
+    lines = [ln.strip() for ln in (ROOT / path).read_text().splitlines()]
+    at = lines.index("sigint.during_startup()") if "sigint.during_startup()" in lines else \
+        next(i for i, ln in enumerate(lines) if ln.startswith("sigint.during_startup()"))
+    before = [ln for ln in lines[:at] if ln.startswith(("import ", "from "))]
+    assert before in (["from minisims import sigint"],
+                      ["from __future__ import annotations", "from minisims import sigint"]), before
+
+
+def test_ctrl_c_while_a_command_is_still_importing_is_one_line(tmp_path):
+    code = ("from minisims import sigint; sigint.during_startup(); import sys; print('ready', flush=True); "
+            "import time; time.sleep(30)")  # stands for the imports: Ctrl-C lands in the handler
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130 and one_line(err) == "interrupted"
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_an_early_ctrl_c_in_the_toy_is_one_line(delay):
+    p = subprocess.Popen([sys.executable, "-m", "minisims.toy", *TINY_TOY, "--outdir", "/nonexistent-never"],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)  # inside the imports or early in main, depending on the machine
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+    assert p.returncode in (130, 2)  # 2: it got as far as refusing the output folder first
 
 
 @pytest.mark.parametrize("reader", ["head -1", "true"])

@@ -109,9 +109,14 @@ def test_sweep_chunks_and_executors_agree(tmp_path):
         r = inline[c]
         assert r.mu.shape == (3, 2, 2) and r.cov.shape == (3, 2, 2, 2)
         assert np.array_equal(r.mu, threads[c].mu) and np.array_equal(r.mu, procs[c].mu)
-        # a chunk is run_loop_chunk on that chunk's key: runs 0-1 are chunk 0, run 2 is chunk 1
-        assert np.array_equal(r.mu[:2], run_loop_chunk(cfg, c, 2, 2, chunk=0).mu)
-        assert np.array_equal(r.mu[2:], run_loop_chunk(cfg, c, 1, 2, chunk=1).mu)
+        # a chunk is run_loop_chunk on its runs: runs 0-1, then run 2
+        assert np.array_equal(r.mu[:2], run_loop_chunk(cfg, c, 2, 2, first_run=0).mu)
+        assert np.array_equal(r.mu[2:], run_loop_chunk(cfg, c, 1, 2, first_run=2).mu)
+    # every run has its own streams: other chunk sizes give the same runs bit for bit
+    for size in (1, 3):
+        other = sweep(cfg, cells, runs=3, seed=2, chunk_size=size)
+        assert all(np.array_equal(inline[c].mu, other[c].mu) and
+                   np.array_equal(inline[c].cov, other[c].cov) for c in cells)
     # every cell saw the same real data and generation-1 base: standard == SIMS at w=0 per run
     path = str(tmp_path / "sweep.npz")
     save_results(path, cfg, inline, {"note": "test"})

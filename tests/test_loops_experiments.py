@@ -18,13 +18,15 @@ def micro():
 def test_polluted_experiment_shapes_best_w_and_its_standard_row():
     cfg = micro()
     r = polluted_experiment(cfg, [20, 10], [2.0, 1.0], runs=3, seed=4, chunk_size=2)
+    one = polluted_experiment(cfg, [20, 10], [2.0, 1.0], runs=3, seed=4, chunk_size=3)
+    assert np.array_equal(r["I"], one["I"]) and np.array_equal(r["P"], one["P"])  # chunks don't matter
     assert list(r["pollution"]) == [10, 20] and list(r["omega"]) == [0.0, 1.0, 2.0]
     assert r["I"].shape == (3, 3) and r["P"].shape == (2, 3, 3)
     mI, mP = r["I"].mean(1), r["P"].mean(2)
     assert r["ST-I"] == mI[0] and r["SIMS-I"] == mI[1:].min()  # best over the SIMS w only
     assert np.array_equal(r["ST-P"], mP[:, 0]) and np.array_equal(r["SIMS-P"], mP[:, 1:].min(1))
     # ST-I is generation 1 of the standard loop: same data, base and sampling noise
-    loop = run_loop_chunk(cfg, Cell(10, 0.0, "standard"), runs=2, seed=4, chunk=0)
+    loop = run_loop_chunk(cfg, Cell(10, 0.0, "standard"), runs=2, seed=4, first_run=0)
     d = gaussian_w2_from_moments(loop.mu[:, 0], loop.cov[:, 0], np.asarray(cfg.mean), np.asarray(cfg.cov))
     assert np.allclose(r["I"][0, :2], d, rtol=1e-12)
 

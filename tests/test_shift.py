@@ -48,7 +48,7 @@ def test_w_minus_one_is_the_aux_model_and_w_zero_the_base():
     cfg = replace(small_cfg(), n_eval=200)
     cfg = replace(cfg, sims=replace(cfg.sims, base_epochs=5, aux_epochs=5))
     base, aux, _ = fit_shift(cfg, runs=2, seed=0)
-    draw = lambda net, neg, w: synthesize(net, cfg.sims, 200, rng_for(0, 0, "sample"), aux=neg, w=w)
+    draw = lambda net, neg, w: synthesize(net, cfg.sims, 200, rng_for(0, "sample", 2), aux=neg, w=w)
     assert np.array_equal(draw(base, aux, -1.0), draw(aux, None, 0.0))  # eq. 5 at w = -1: exactly aux
     assert np.array_equal(draw(base, aux, 0.0), draw(base, None, 0.0))  # and at w = 0: exactly base
 
@@ -66,6 +66,9 @@ def test_the_mix_moves_from_the_aux_mix_through_the_base_mix_toward_the_target()
     assert abs(m[1] - cfg.base_frac) < 4 * se[1], (m, se)
     assert m[0] < m[1] < m[2]
     assert r["dist"].shape == (3, R, 2) and np.isfinite(r["dist"]).all()
+    # every run has its own streams: runs 4-5 alone, as a chunk of their own, are the same runs
+    tail = shift_sweep(cfg, [-1.0, 0.0, 1.0], runs=R, seed=0, chunk_size=4)
+    assert np.array_equal(tail["frac0"], r["frac0"]) and np.array_equal(tail["dist"], r["dist"], equal_nan=True)
 
 
 def test_group_stats_on_true_samples_is_near_zero(rng):

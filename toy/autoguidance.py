@@ -3,7 +3,9 @@
 The command only: presets, experiment, table and plot are in minisims/figures/autoguidance.py.
     python toy/autoguidance.py --help
 """
-from minisims.figures.autoguidance import entry
-
 if __name__ == "__main__":
+    from minisims import sigint
+    sigint.during_startup()  # Ctrl-C while the imports below load: one line, exit 130
+
+    from minisims.figures.autoguidance import entry
     entry()

@@ -3,7 +3,9 @@
 The command only: presets, experiment, table and plot are in minisims/figures/figure4.py.
     python toy/figure4.py --help
 """
-from minisims.figures.figure4 import entry
-
 if __name__ == "__main__":
+    from minisims import sigint
+    sigint.during_startup()  # Ctrl-C while the imports below load: one line, exit 130
+
+    from minisims.figures.figure4 import entry
     entry()

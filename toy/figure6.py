@@ -3,7 +3,9 @@
 The command only: presets, experiment, table and plot are in minisims/figures/figure6.py.
     python toy/figure6.py --help
 """
-from minisims.figures.figure6 import entry
-
 if __name__ == "__main__":
+    from minisims import sigint
+    sigint.during_startup()  # Ctrl-C while the imports below load: one line, exit 130
+
+    from minisims.figures.figure6 import entry
     entry()

@@ -80,7 +80,7 @@ print("aux training sets, fraction of group 0 per run:", aux_set_frac)
 # 0 * s_base + s_aux, so guided sampling at w = -1 *is* the auxiliary model, bit for bit.
 
 # %%
-draw = lambda net, neg, w: synthesize(net, cfg.sims, 300, rng_for(0, 0, "sample"), aux=neg, w=w)
+draw = lambda net, neg, w: synthesize(net, cfg.sims, 300, rng_for(0, "sample", RUNS), aux=neg, w=w)
 print("w = -1 equals sampling the aux model alone:", np.array_equal(draw(base, aux, -1.0), draw(aux, None, 0.0)))
 
 omegas = [-1.0, 0.0, 1.0] if FAST else [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
@@ -115,7 +115,7 @@ for y, lbl, c in ((cfg.aux_frac, "aux mix", "C0"), (0.5, "base mix", "C2"), (cfg
 a.set_xlabel("w")
 a.set_ylabel("% group 0")
 a.legend(fontsize=8)
-xs = synthesize(base, cfg.sims, 1000, rng_for(0, 0, "sample"), aux=aux, w=omegas[-1])
+xs = synthesize(base, cfg.sims, 1000, rng_for(0, "sample", RUNS), aux=aux, w=omegas[-1])
 b.scatter(xs[0, :, 0], xs[0, :, 1], s=3, alpha=0.4, color="C3")
 for m in MIX_MEANS:
     gaussian_contours(b, m, MIX_COV)

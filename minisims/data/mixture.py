@@ -28,7 +28,8 @@ def sample_mixture(n: int, rng: np.random.Generator, runs: int = 1, frac0: float
     n0 = int(round(frac0 * n))
     labels = np.zeros((runs, n), dtype=np.int64)
     labels[:, n0:] = 1
-    labels = rng.permuted(labels, axis=1)  # R,n
+    order = np.argsort(backend.to_numpy(rng.random((runs, n))), axis=1)  # R,n: a random order per run
+    labels = np.take_along_axis(labels, order, axis=1)  # R,n
     L = np.linalg.cholesky(np.asarray(cov, np.float64))  # 2,2
     z = rng.standard_normal((runs, n, means.shape[1]))  # R,n,2
     return (means[labels] + z @ L.T).astype(dtype), labels

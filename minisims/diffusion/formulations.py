@@ -11,6 +11,13 @@ hold: ``loss_and_grad(net, y, rng)``, ``model(net)`` (the callable a sampler eva
 rng, w=0, interval=None)``, the same sampler given the two model callables themselves (what
 :class:`~minisims.shared_encoder.SharedEncoderPair` hands it). ``sample`` is ``sample_with`` of
 ``model(net)`` and ``model(aux)``, so a formulation's sampler settings are passed in one place.
+``sample`` and ``sample_with`` pass ``on_step`` to the sampler (see diffusion/samplers.py).
+
+For looking inside a sampler (minisims/animate.py) both also give, at a sampler ``level`` (EDM:
+sigma; DDPM: the integer step t), ``scaling(level) -> (s, sigma)``, the state's scale and noise
+level in EDM's notation x = s (x_0 + sigma n) (Karras et al. 2022, Table 1), and
+``score(net, x, level, aux=None, w=0)``, grad_x log p at the state x as the model sees it,
+guided by eq. 5 when aux is given.
 """
 from __future__ import annotations
 
@@ -19,11 +26,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..guidance import Guidance, GuidanceInterval
+from ..guidance import Guidance, GuidanceInterval, sims_combine
 from .loss import ddpm_loss_and_grad, edm_loss_and_grad
 from .precond import EDMPrecond, VPPrecond
 from .samplers import STEPS, ddpm_sampler, edm_sampler
 from .schedules import cosine_alpha_bar
+
+
+def _combined(model, net, aux, w, x, level):
+    """The model output at (x, level), of eq. 5 when aux is given (the aux is not called at w = 0)."""
+    out = model(net)(x, level)  # S
+    if aux is None or float(w) == 0.0:
+        return out
+    return sims_combine(out, model(aux)(x, level), w)  # S, eq. 5
 
 
 def _guidance(aux_model, w, interval):
@@ -59,16 +74,33 @@ class DDPM:
         return lambda x, t: net.forward(x, float(t)).astype(x.dtype, copy=False)
 
     def sample(self, net, shape, rng, aux=None, w: float = 0.0,
-               interval: GuidanceInterval | None = None, progress: bool = False):
+               interval: GuidanceInterval | None = None, progress: bool = False, on_step=None):
         """Samples of shape S from net, guided by aux with weight w (eq. 5). float64."""
         return self.sample_with(self.model(net), None if aux is None else self.model(aux),
-                                shape, rng, w=w, interval=interval, progress=progress)
+                                shape, rng, w=w, interval=interval, progress=progress,
+                                on_step=on_step)
 
     def sample_with(self, base_model, aux_model, shape, rng, w: float = 0.0,
-                    interval: GuidanceInterval | None = None, progress: bool = False):
+                    interval: GuidanceInterval | None = None, progress: bool = False,
+                    on_step=None):
         """The ancestral sampler with two eps(x, t) callables (aux_model may be None)."""
         return ddpm_sampler(base_model, shape, rng, alpha_bar=self.alpha_bar,
-                            guidance=_guidance(aux_model, w, interval), progress=progress)
+                            guidance=_guidance(aux_model, w, interval), progress=progress,
+                            on_step=on_step)
+
+    def scaling(self, t: int):
+        """(s, sigma) of the state x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) n: s = sqrt(ab_t),
+        sigma = sqrt((1 - ab_t) / ab_t)."""
+        ab = float(self.alpha_bar[t])
+        return math.sqrt(ab), math.sqrt((1 - ab) / ab)
+
+    def score(self, net, x, t: int, aux=None, w: float = 0.0):
+        """grad log p_t at the state x_t (shape S), from the epsilon prediction (eq. 5's
+        combination with aux's when aux is given): -eps / sqrt(1 - ab_t). Shape S, x's dtype."""
+        if not 0 < t < self.T:
+            raise ValueError(f"the score needs a step 0 < t < {self.T} (t = 0 has no noise), got {t}")
+        eps = _combined(self.model, net, aux, w, x, t)  # S
+        return -eps / math.sqrt(1 - self.alpha_bar[t])  # S
 
     def nfe(self) -> int:
         return self.T - 1
@@ -112,13 +144,15 @@ class EDM:
         return denoise
 
     def sample(self, net, shape, rng, aux=None, w: float = 0.0,
-               interval: GuidanceInterval | None = None, progress: bool = False):
+               interval: GuidanceInterval | None = None, progress: bool = False, on_step=None):
         """Samples of shape S from net, guided by aux with weight w (eq. 5). float64."""
         return self.sample_with(self.model(net), None if aux is None else self.model(aux),
-                                shape, rng, w=w, interval=interval, progress=progress)
+                                shape, rng, w=w, interval=interval, progress=progress,
+                                on_step=on_step)
 
     def sample_with(self, base_denoiser, aux_denoiser, shape, rng, w: float = 0.0,
-                    interval: GuidanceInterval | None = None, progress: bool = False):
+                    interval: GuidanceInterval | None = None, progress: bool = False,
+                    on_step=None):
         """EDM Algorithm 2 with this formulation's settings and step, for two D(x; sigma)
         callables (aux_denoiser may be None)."""
         return edm_sampler(base_denoiser, shape, rng, num_steps=self.num_steps,
@@ -126,7 +160,19 @@ class EDM:
                            solver=self.solver, S_churn=self.S_churn, S_min=self.S_min,
                            S_max=self.S_max, S_noise=self.S_noise,
                            guidance=_guidance(aux_denoiser, w, interval), progress=progress,
-                           step=self.step, impl=self.impl)
+                           step=self.step, impl=self.impl, on_step=on_step)
+
+    def scaling(self, sigma: float):
+        """(s, sigma): the sampler's state is x = x_0 + sigma n (s = 1), VP preconditioning too."""
+        return 1.0, float(sigma)
+
+    def score(self, net, x, sigma: float, aux=None, w: float = 0.0):
+        """grad_x log p(x; sigma) from the denoiser (eq. 5's combination with aux's when aux is
+        given): (D(x; sigma) - x) / sigma^2, EDM eq. 3. Shape S, float64 for a float64 x."""
+        if not sigma > 0:
+            raise ValueError(f"the score needs a noise level sigma > 0, got {sigma}")
+        D = _combined(self.model, net, aux, w, x, sigma)  # S
+        return (D - x) / sigma ** 2  # S
 
     def nfe(self) -> int:
         return 2 * self.num_steps - 1 if self.solver == "heun" else self.num_steps

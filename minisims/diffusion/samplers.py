@@ -18,6 +18,11 @@ where base and aux are the two models' denoiser outputs at the point (aux None: 
 guided). :class:`PlainStep` is eq. 5 and Algorithm 2's lines as array code; :class:`FusedStep`
 hands the same operations to kernels/heun.py, one pass over the arrays per stage, bit for bit
 the same result (tests/test_kernels_fused_sampler.py).
+
+Both samplers take an optional ``on_step(i, x, level)``: it is called with the state after i
+steps (i = 0: the initial noise) and the level the models are called with there (EDM: sigma;
+DDPM: the integer step t), e.g. to record a trajectory (minisims/animate.py). It must not modify
+x; without it the sampler does nothing more, and with it the samples are the same bit for bit.
 """
 from __future__ import annotations
 
@@ -84,12 +89,13 @@ def edm_sampler(denoise, shape, rng, *, num_steps: int = 18, sigma_min: float = 
                 sigma_max: float = 80.0, rho: float = 7.0, solver: str = "heun",
                 S_churn: float = 0.0, S_min: float = 0.0, S_max: float = math.inf,
                 S_noise: float = 1.0, guidance: Guidance | None = None, progress: bool = False,
-                step: str | PlainStep | FusedStep = "plain", impl: str = "auto"):
+                step: str | PlainStep | FusedStep = "plain", impl: str = "auto", on_step=None):
     """EDM Algorithm 2 (Karras et al. 2022): Heun's 2nd order method, optional churn.
 
     denoise(x, sigma) -> D(x; sigma) with x of shape S. ``step`` is "plain", "fused" (with
     kernel version ``impl``) or a step object (see the module docstring). NFE = 2N - 1 for
-    Heun, N for Euler (doubled where guidance is active). Returns x_0 of shape S, float64.
+    Heun, N for Euler (doubled where guidance is active). ``on_step``: see the module
+    docstring. Returns x_0 of shape S, float64.
     """
     if solver not in ("heun", "euler"):
         raise ValueError(f"unknown solver {solver!r}: use 'heun' or 'euler'")
@@ -97,6 +103,8 @@ def edm_sampler(denoise, shape, rng, *, num_steps: int = 18, sigma_min: float = 
         step = make_step(step, impl)
     t_steps = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho)  # N+1, t_N = 0
     x_next = rng.standard_normal(shape, dtype=np.float64) * t_steps[0]  # S, x_0 ~ N(0, t_0^2 I)
+    if on_step is not None:
+        on_step(0, x_next, t_steps[0])
     steps = _progress(enumerate(zip(t_steps[:-1], t_steps[1:])), num_steps, "heun", progress)
     for i, (t_cur, t_next) in steps:
         x_cur = x_next
@@ -117,22 +125,27 @@ def edm_sampler(denoise, shape, rng, *, num_steps: int = 18, sigma_min: float = 
         if solver == "heun" and i < num_steps - 1:
             base, aux = outputs(denoise, guidance, x_next, t_next, guided)  # S, S or None
             x_next = step.correct(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next)  # S
+        if on_step is not None:
+            on_step(i + 1, x_next, t_next)
     return x_next
 
 
 def ddpm_sampler(eps_model, shape, rng, *, alpha_bar, guidance: Guidance | None = None,
-                 progress: bool = False):
+                 progress: bool = False, on_step=None):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) with variance beta_t.
 
     eps_model(x, t) -> epsilon prediction, t the integer step index. With T = len(alpha_bar) it
     runs t = T-1 .. 1 (T-1 network calls) and adds no noise on the last step. The guidance step
     index i counts from 0 at t = T-1; its noise level is sigma_t = sqrt((1 - ab_t) / ab_t). The
-    aux model is called only on guided steps (w != 0, inside the interval).
+    aux model is called only on guided steps (w != 0, inside the interval). ``on_step``: see the
+    module docstring.
     """
     T = len(alpha_bar)
     betas = ddpm_betas(alpha_bar)  # T
     alphas = 1 - betas
     x = rng.standard_normal(shape, dtype=np.float64)  # S, x_{T-1} ~ N(0, I)
+    if on_step is not None:
+        on_step(0, x, T - 1)
     steps = _progress(enumerate(range(T - 1, 0, -1)), T - 1, "ddpm", progress)
     for i, t in steps:
         sigma_t = math.sqrt((1 - alpha_bar[t]) / alpha_bar[t])
@@ -143,4 +156,6 @@ def ddpm_sampler(eps_model, shape, rng, *, alpha_bar, guidance: Guidance | None 
             x = mean + math.sqrt(betas[t]) * rng.standard_normal(shape, dtype=np.float64)
         else:
             x = mean
+        if on_step is not None:
+            on_step(i + 1, x, t - 1)
     return x

@@ -13,6 +13,10 @@ and autoguidance.md.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
+    from minisims import sigint
+    sigint.during_startup()
+
 import os
 import time
 from dataclasses import dataclass
@@ -58,7 +62,7 @@ def build_parser() -> Parser:
     p.add_argument("--omega", type=float_list, metavar="W[,W...]", help="w values (0 is always added)")
     p.add_argument("--small-hidden", type=int_at_least(1), help="width of the small bad model (default: half the base's)")
     p.add_argument("--short-epochs", type=int_at_least(1), help="budget of the short bad model (default: half the base's)")
-    add_run_options(p, outdir="runs/autoguidance")
+    add_run_options(p, outdir="runs/autoguidance", quiet=True)
     return p
 
 
@@ -79,7 +83,8 @@ def main(argv=None) -> int:
     dist = {}
     for name, factory in methods.items():
         with backend.blas_threads(blas_limit(args)):
-            gen1 = generation_one_runs(cfg, omegas, s.runs, s.chunk_size, args.seed, factory)
+            gen1 = generation_one_runs(cfg, omegas, s.runs, s.chunk_size, args.seed, factory,
+                                       progress=not args.quiet)
         dist[name] = np.stack([gaussian_w2_from_moments(*gen1[w], np.asarray(cfg.mean), np.asarray(cfg.cov))
                                for w in omegas])  # W,R
     elapsed = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..atomic import atomic_write
-from ..loops import LoopConfig, generation_one
+from ..loops import LoopConfig, generation_one, run_chunks
 from ..nn import MLPConfig
 from ..sims import SIMSConfig
 
@@ -45,11 +45,11 @@ def loop_config(sizes: ToySizes, formulation: str, **loop) -> LoopConfig:
 
 
 def generation_one_runs(cfg: LoopConfig, omegas, runs: int, chunk_size: int, seed: int,
-                        aux_factory=None) -> dict:
-    """minisims.loops.generation_one over ``runs`` runs in chunks of ``chunk_size`` (chunk c uses
-    chunk c's random streams). Returns {w: (mu (R,D), cov (R,D,D))}."""
-    parts = [generation_one(cfg, omegas, min(chunk_size, runs - start), seed, c, aux_factory)
-             for c, start in enumerate(range(0, runs, chunk_size))]
+                        aux_factory=None, progress: bool = False) -> dict:
+    """minisims.loops.generation_one over ``runs`` runs in chunks of ``chunk_size`` (the chunk size
+    changes memory and speed, not the results). Returns {w: (mu (R,D), cov (R,D,D))}."""
+    parts = [generation_one(cfg, omegas, size, seed, start, aux_factory)
+             for start, size in run_chunks(runs, chunk_size, progress, "generation 1")]
     return {w: (np.concatenate([p[w][0] for p in parts]),   # R,D
                 np.concatenate([p[w][1] for p in parts]))   # R,D,D
             for w in map(float, omegas)}

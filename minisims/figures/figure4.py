@@ -14,6 +14,10 @@ Each ratio divides by the same loop's own generation 1.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
+    from minisims import sigint
+    sigint.during_startup()
+
 import argparse
 import dataclasses
 import os
@@ -261,7 +265,7 @@ def main(argv=None) -> int:
     try:
         with backend.blas_threads(blas_limit(args)):
             gen1 = generation_one_runs(cfg, [0.0] + [w for w in s.gen1_omega if w != 0], s.runs,
-                                       s.chunk_size, args.seed)
+                                       s.chunk_size, args.seed, progress=not args.quiet)
         t_gen1 = time.perf_counter() - t0
         ws = sorted(gen1)  # panel 1 is kept even if the sweep is interrupted
         write_npz(os.path.join(outdir, "figure4_gen1.npz"), w=np.array(ws),

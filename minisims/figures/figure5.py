@@ -8,6 +8,10 @@ run, per w) and figure5.md.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
+    from minisims import sigint
+    sigint.during_startup()
+
 import argparse
 import os
 import time
@@ -60,7 +64,7 @@ def build_parser() -> Parser:
     p.add_argument("--runs", type=int_at_least(1), help="independent runs")
     p.add_argument("--pollution", type=int_list, metavar="N[,N...]", help="|D_p| values")
     p.add_argument("--omega", type=float_list, metavar="W[,W...]", help="SIMS w grid (best is kept)")
-    add_run_options(p, outdir="runs/figure5")
+    add_run_options(p, outdir="runs/figure5", quiet=True)
     p.add_argument("--replot", metavar="DIR", help="only rebuild table and figure from DIR/figure5.npz")
     return p
 
@@ -89,7 +93,8 @@ def main(argv=None) -> int:
     cfg = loop_config(s, args.formulation)
     t0 = time.perf_counter()
     with backend.blas_threads(blas_limit(args)):
-        r = polluted_experiment(cfg, s.pollution, s.omega, s.runs, args.seed, s.chunk_size)
+        r = polluted_experiment(cfg, s.pollution, s.omega, s.runs, args.seed, s.chunk_size,
+                                progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     write_npz(os.path.join(outdir, "figure5.npz"), **r, seconds=elapsed,
               formulation=args.formulation, n_real=s.n_real)

@@ -8,6 +8,10 @@ own true component (right). Writes figure6.png, figure6.npz (per-run values) and
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
+    from minisims import sigint
+    sigint.during_startup()
+
 import os
 import time
 from dataclasses import dataclass, replace
@@ -57,7 +61,7 @@ def build_parser() -> Parser:
     p.add_argument("--runs", type=int_at_least(1), help="independent runs")
     p.add_argument("--omega", type=float_list, metavar="W[,W...]", help="w values (-1 and 0 are always added)")
     p.add_argument("--target", type=finite_float, default=0.7, help="target group-0 fraction (default: 0.7)")
-    add_run_options(p, outdir="runs/figure6")
+    add_run_options(p, outdir="runs/figure6", quiet=True)
     return p
 
 
@@ -79,7 +83,7 @@ def main(argv=None) -> int:
     cfg = shift_config(s, args.target)
     t0 = time.perf_counter()
     with backend.blas_threads(blas_limit(args)):
-        r = shift_sweep(cfg, list(s.omega), s.runs, args.seed)
+        r = shift_sweep(cfg, list(s.omega), s.runs, args.seed, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     write_npz(os.path.join(outdir, "figure6.npz"), **r, target=args.target,
               base_frac=cfg.base_frac, seconds=elapsed)

@@ -8,9 +8,9 @@
 from .loop import (LOOPS, METHODS, STREAMS, Cell, LoopConfig, LoopResult, generation_model,
                    generation_one, real_data, rng_for, run_loop_chunk)
 from .results import converged_ratio, load_results, ratio_curve, save_results
-from .sweeps import InlineExecutor, auto_chunk_size, bytes_per_run, chunk_sizes, sweep
+from .sweeps import InlineExecutor, auto_chunk_size, bytes_per_run, chunk_sizes, run_chunks, sweep
 
 __all__ = ["LOOPS", "METHODS", "STREAMS", "LoopConfig", "Cell", "LoopResult", "run_loop_chunk",
            "generation_one", "generation_model", "real_data", "rng_for", "sweep", "InlineExecutor",
-           "auto_chunk_size", "bytes_per_run", "chunk_sizes", "ratio_curve", "converged_ratio",
+           "auto_chunk_size", "bytes_per_run", "chunk_sizes", "run_chunks", "ratio_curve", "converged_ratio",
            "save_results", "load_results"]

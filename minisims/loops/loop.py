@@ -15,18 +15,20 @@ what it passes on. Every generation's distance to p_r is measured on n_eval of i
 first |D_s| of the same draw feed the next generation); the per-run moments are kept, so any
 closed-form distance (W2, W2^2) can be taken from the raw results afterwards.
 
-Random numbers. Each (chunk of runs, generation) gets four independent streams, keyed by the seed,
-the chunk index and the generation only, never by w, |D_s| or the method:
+Random numbers. Every run has its own streams (minisims.streams.RunGenerator), four per
+generation, keyed by the seed, the generation and the run's index only, never by w, |D_s|, the
+method or the chunk the run is trained in:
 
-    data    the real points (numpy, so the data are the same on CPU and GPU)
+    data    the real points (NumPy arrays, so the data are the same on CPU and GPU)
     base    the base model's init and training
     aux     SIMS only: the synthetic set S and the auxiliary fine-tuning
     sample  the samples that are measured and passed on
 
 So every cell of a sweep sees the same real data and the same generation-1 base model for a given
-run (common random numbers: differences between cells are the method's, not the noise's), and a
-SIMS loop at w = 0 reproduces the standard loop bit for bit (its aux stream is simply extra).
-Results depend on the chunk size (it decides which runs share a stream); a sweep records it.
+run (common random numbers: differences between cells are the method's, not the noise's), a
+SIMS loop at w = 0 reproduces the standard loop bit for bit (its aux stream is simply extra), and
+run r's result is the same whether it is trained alone, in a chunk of 4 or of 1000, on any worker
+(bit for bit on the CPU for a fixed BLAS thread count).
 
 Runs train together on the ensemble axis (R runs of one chunk at once); sweeps over cells and
 chunks are in :mod:`minisims.loops.sweeps`, the results file in :mod:`minisims.loops.results`.
@@ -102,30 +104,36 @@ class LoopResult:
                                         np.asarray(cov, float), squared)
 
 
-rng_for = STREAMS.rng  # rng_for(seed, chunk, generation, stream, numpy=False): one stream
+def rng_for(seed: int, generation: int, stream: str, runs: int, first_run: int = 0,
+            numpy: bool = False):
+    """The per-run generator of one stream for runs first_run .. first_run + runs - 1: its draws
+    (R, ...) give each run its own numbers."""
+    return STREAMS.rng(seed, generation, stream, runs=range(first_run, first_run + runs), numpy=numpy)
 
 
-def real_data(cfg: LoopConfig, runs: int, seed: int, chunk: int, generation: int):
+def real_data(cfg: LoopConfig, runs: int, seed: int, first_run: int, generation: int):
     """|D_r| fresh points per run from p_r, on the current device. (R,n_real,D)"""
-    x = sample_gaussian(cfg.n_real, rng_for(seed, chunk, generation, "data", numpy=True), runs,
-                        mean=np.asarray(cfg.mean), cov=np.asarray(cfg.cov))  # R,n,D
+    x = sample_gaussian(cfg.n_real, rng_for(seed, generation, "data", runs, first_run, numpy=True),
+                        runs, mean=np.asarray(cfg.mean), cov=np.asarray(cfg.cov))  # R,n,D
     return backend.asarray(x)
 
 
-def generation_model(data, cfg: SIMSConfig, method: str, seed: int, chunk: int, generation: int):
-    """A(D): Algorithm 1 on ``data`` (R,n,D): the base alone for standard training (step 1), the
-    base and its auxiliary model for SIMS (steps 1-3; the aux stream draws S and fine-tunes).
-    Returns (base, aux or None)."""
-    base_rng = rng_for(seed, chunk, generation, "base")
+def generation_model(data, cfg: SIMSConfig, method: str, seed: int, first_run: int, generation: int):
+    """A(D): Algorithm 1 on ``data`` (R,n,D) of runs first_run.. : the base alone for standard
+    training (step 1), the base and its auxiliary model for SIMS (steps 1-3; the aux stream draws
+    S and fine-tunes). Returns (base, aux or None)."""
+    runs = data.shape[0]
+    base_rng = rng_for(seed, generation, "base", runs, first_run)
     if method == "standard":
         return train_base(data, cfg, base_rng)[0], None
-    fit = fit_sims(data, cfg, base_rng, synth_rng=rng_for(seed, chunk, generation, "aux"))
+    fit = fit_sims(data, cfg, base_rng, synth_rng=rng_for(seed, generation, "aux", runs, first_run))
     return fit.base, fit.aux
 
 
-def run_loop_chunk(cfg: LoopConfig, cell: Cell, runs: int, seed: int = 0, chunk: int = 0,
+def run_loop_chunk(cfg: LoopConfig, cell: Cell, runs: int, seed: int = 0, first_run: int = 0,
                    progress: bool = False) -> LoopResult:
-    """Run one loop for ``runs`` runs at once (one chunk). Returns moments (R,G,...)."""
+    """Run one loop for runs first_run .. first_run + runs - 1 at once (one chunk). Returns
+    moments (R,G,...); run r's rows do not depend on which chunk it is in."""
     t0 = time.perf_counter()
     G, D = cfg.generations, len(cfg.mean)
     mu = np.zeros((runs, G, D))
@@ -136,26 +144,26 @@ def run_loop_chunk(cfg: LoopConfig, cell: Cell, runs: int, seed: int = 0, chunk:
     gens = range(1, G + 1)
     if progress:
         from tqdm.auto import tqdm
-        gens = tqdm(gens, desc=f"{cell.label} |D_s| {cell.n_synth} chunk {chunk}", leave=False)
+        gens = tqdm(gens, desc=f"{cell.label} |D_s| {cell.n_synth} runs {first_run}+", leave=False)
     for t in gens:
         # the training set D^t of this loop type
         if t == 1 or cfg.loop == "fresh":
-            D_r = real_data(cfg, runs, seed, chunk, t)  # R,n_real,D
+            D_r = real_data(cfg, runs, seed, first_run, t)  # R,n_real,D
         if t == 1:
             data = D_r
         elif cfg.loop == "fully_synthetic":
             data = D_s
         else:
             data = xp.concatenate([D_r, D_s], axis=1)  # R,n_real+n_synth,D
-        base, aux = generation_model(data, cfg.sims, cell.method, seed, chunk, t)
-        x = synthesize(base, cfg.sims, n_draw, rng_for(seed, chunk, t, "sample"), aux=aux,
+        base, aux = generation_model(data, cfg.sims, cell.method, seed, first_run, t)
+        x = synthesize(base, cfg.sims, n_draw, rng_for(seed, t, "sample", runs, first_run), aux=aux,
                        w=cell.w if aux is not None else 0.0)  # R,n_draw,D
         mu[:, t - 1], cov[:, t - 1] = moments(backend.to_numpy(x[:, :cfg.n_eval]))
         D_s = x[:, :cell.n_synth]  # R,n_synth,D: what generation t passes on
     return LoopResult(cell, mu, cov, time.perf_counter() - t0)
 
 
-def generation_one(cfg: LoopConfig, omegas, runs: int, seed: int = 0, chunk: int = 0,
+def generation_one(cfg: LoopConfig, omegas, runs: int, seed: int = 0, first_run: int = 0,
                    aux_factory=None) -> dict:
     """Generation 1 of every SIMS loop at once: one base and aux per run, sampled at each w.
 
@@ -164,15 +172,15 @@ def generation_one(cfg: LoopConfig, omegas, runs: int, seed: int = 0, chunk: int
     checks it). ``aux_factory(D_r, base, rng)`` may replace the
     SIMS auxiliary (e.g. autoguidance's bad model). Returns {w: (mu (R,D), cov (R,D,D))}.
     """
-    D_r = real_data(cfg, runs, seed, chunk, 1)  # R,n_real,D
+    D_r = real_data(cfg, runs, seed, first_run, 1)  # R,n_real,D
     if aux_factory is None:
-        base, aux = generation_model(D_r, cfg.sims, "sims", seed, chunk, 1)
+        base, aux = generation_model(D_r, cfg.sims, "sims", seed, first_run, 1)
     else:
-        base, _ = train_base(D_r, cfg.sims, rng_for(seed, chunk, 1, "base"))  # step 1
-        aux = aux_factory(D_r, base, rng_for(seed, chunk, 1, "aux"))
+        base, _ = train_base(D_r, cfg.sims, rng_for(seed, 1, "base", runs, first_run))  # step 1
+        aux = aux_factory(D_r, base, rng_for(seed, 1, "aux", runs, first_run))
     out = {}
     for w in omegas:
-        x = synthesize(base, cfg.sims, cfg.n_eval, rng_for(seed, chunk, 1, "sample"), aux=aux,
+        x = synthesize(base, cfg.sims, cfg.n_eval, rng_for(seed, 1, "sample", runs, first_run), aux=aux,
                        w=float(w))  # R,n_eval,D
         out[float(w)] = moments(backend.to_numpy(x))
     return out

@@ -59,20 +59,40 @@ def chunk_sizes(runs: int, chunk_size: int) -> list[int]:
     return [min(chunk_size, runs - s) for s in range(0, runs, chunk_size)]
 
 
+def run_chunks(runs: int, chunk_size: int, progress: bool = False, desc: str = "runs"):
+    """(first run, size) of each chunk of ``runs`` runs, with a progress bar over the runs when
+    ``progress`` (so a long job of many chunks shows how far it is and its ETA)."""
+    sizes = chunk_sizes(runs, chunk_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=runs, unit="run", desc=desc)
+    start = 0
+    try:
+        for size in sizes:
+            yield start, size
+            start += size
+            if bar is not None:
+                bar.update(size)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def auto_chunk_size(cfg: LoopConfig, cells, memory_mb: float) -> int:
     """The largest chunk whose working memory stays under ``memory_mb`` for every cell."""
     worst = max(bytes_per_run(cfg, c.n_synth) for c in cells)
     return max(1, int(memory_mb * 2 ** 20 // worst))
 
 
-def _task(cfg: LoopConfig, cell: Cell, runs: int, seed: int, chunk: int, device: str,
+def _task(cfg: LoopConfig, cell: Cell, runs: int, seed: int, first_run: int, device: str,
           blas_threads: int | None, parent_pid: int) -> LoopResult:
     """One (cell, chunk) of a sweep; top level so process pools can pickle it."""
     if backend.current_device() != device:
         backend.use_device(device)
     in_parent = os.getpid() == parent_pid  # the parent set its own limit
     with backend.blas_threads(None if in_parent else blas_threads):
-        return run_loop_chunk(cfg, cell, runs, seed, chunk)
+        return run_loop_chunk(cfg, cell, runs, seed, first_run)
 
 
 def sweep(cfg: LoopConfig, cells, runs: int, seed: int = 0, chunk_size: int | None = None,
@@ -81,8 +101,8 @@ def sweep(cfg: LoopConfig, cells, runs: int, seed: int = 0, chunk_size: int | No
     """Run the loop for every cell, ``runs`` runs each. Returns {cell: LoopResult (R,G,...)}.
 
     Tasks are (cell, chunk) pairs submitted to ``executor`` (default: in-process, serial). The
-    chunk size is ``chunk_size`` or the largest that fits ``memory_mb``; it is the same for every
-    cell so that run r sees the same random streams everywhere. ``blas_threads`` caps the BLAS
+    chunk size is ``chunk_size`` or the largest that fits ``memory_mb``; it changes the memory and
+    the speed, not the results (every run has its own random streams). ``blas_threads`` caps the BLAS
     threads of each process (1 is best when several tasks run at once). ``on_cell(results so
     far)`` is called each time a cell's last chunk arrives (e.g. to save partial results of a long
     sweep).
@@ -91,14 +111,15 @@ def sweep(cfg: LoopConfig, cells, runs: int, seed: int = 0, chunk_size: int | No
     if chunk_size is None:
         chunk_size = auto_chunk_size(cfg, cells, memory_mb)
     sizes = chunk_sizes(runs, chunk_size)
+    starts = [sum(sizes[:c]) for c in range(len(sizes))]  # each chunk's first run
     executor = executor or InlineExecutor()
     device = backend.current_device()
     out = {}
     # BLAS thread pools are per process: limit this one for inline and thread-pool tasks; process
     # workers limit their own in _task
     with backend.blas_threads(blas_threads):
-        futures = {(cell, c): executor.submit(_task, cfg, cell, size, seed, c, device, blas_threads,
-                                              os.getpid())
+        futures = {(cell, c): executor.submit(_task, cfg, cell, size, seed, starts[c], device,
+                                              blas_threads, os.getpid())
                    for cell in cells for c, size in enumerate(sizes)}
         bar = None
         if progress:

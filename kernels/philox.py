@@ -1,0 +1,146 @@
+"""Philox4x32-10, the counter-based random number generator of Salmon et al. (SC'11, "Parallel
+random numbers: as easy as 1, 2, 3"): the words behind minisims' per-run random streams.
+
+# R runs, B Philox blocks per run (4 words each), P words wanted per run
+
+A counter-based generator is a keyed bijection of a 128-bit counter: the output at counter c
+under key k is philox(c, k), with no state carried from one number to the next. Any number of the
+stream can be computed on its own, in any order, on any device. minisims.streams.RunGenerator
+asks for the words of one draw: run r's block j of draw n is philox((j, n, r, 0), key), so run
+r's numbers cannot depend on which other runs share the arrays.
+
+One round (Random123's philox4x32round), the two 32 x 32 -> 64-bit products split into their
+high and low words:
+
+    hi0:lo0 = M0 * c0        hi1:lo1 = M1 * c2
+    c = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
+    k = (k0 + W0, k1 + W1)   (mod 2^32, the Weyl key schedule between rounds)
+
+Ten rounds, Random123's constants; tests/test_streams.py checks Random123's known answers.
+
+    philox4x32(counter, key)                         # the bijection, elementwise
+    run_words(key, runs, draw, per_run, impl="auto")  # R,P uint64 words (< 2^32) of one draw
+
+Versions (``impl=``); all are integer arithmetic, so every version gives the same bits:
+- ``"reference"``: array operations (NumPy or CuPy), one pass over R x B per operation; words
+  held in uint64 so that a product of two 32-bit words is exact.
+- ``"numba"``: one compiled loop over (run, block) writing the words in place: no temporaries
+  (about 20x faster than the reference on the toy's draws, benchmarks/bench_streams.py).
+- ``"cupy"``: one CuPy ElementwiseKernel, a thread per (run, block), __umulhi for the high words.
+"auto" picks "cupy" for CuPy and "numba" for NumPy.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+M0, M1 = 0xD2511F53, 0xCD9E8D57   # the multipliers
+W0, W1 = 0x9E3779B9, 0xBB67AE85   # the key schedule (golden ratio, sqrt(3) - 1)
+ROUNDS = 10
+MASK = 0xFFFFFFFF
+IMPLS = ("reference", "numba", "cupy")
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference: array operations, NumPy or CuPy
+# ------------------------------------------------------------------------------------------------
+
+def philox4x32(counter, key, rounds: int = ROUNDS):
+    """The Philox4x32 bijection. ``counter``: four arrays or ints of 32-bit words (broadcastable
+    against each other), ``key``: two words. Returns the four output words as uint64 arrays of
+    the broadcast shape, each < 2^32."""
+    c0, c1, c2, c3 = (_u64(c) for c in counter)
+    k0, k1 = (_u64(k) for k in key)
+    for _ in range(rounds):
+        p0 = c0 * M0  # exact: both factors < 2^32
+        p1 = c2 * M1
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & MASK, (p0 >> 32) ^ c3 ^ k1, p0 & MASK
+        k0, k1 = (k0 + W0) & MASK, (k1 + W1) & MASK
+    return c0, c1, c2, c3
+
+
+def _u64(a):
+    """A word as uint64 (an array stays on its device; an int becomes a NumPy scalar)."""
+    if isinstance(a, (int, np.integer)):
+        if not 0 <= int(a) <= MASK:
+            raise ValueError(f"a Philox word must be in [0, 2^32), got {a}")
+        return np.uint64(a)
+    return a.astype(np.uint64, copy=False)
+
+
+def run_words_reference(key, runs, draw: int, per_run: int):
+    xp = _xp(runs)
+    blocks = -(-per_run // 4)
+    j = xp.arange(blocks, dtype=np.uint64)[None, :]  # 1,B
+    out = philox4x32((j, draw, runs.astype(np.uint64)[:, None], 0), key)  # 4 x R,B
+    return xp.stack(out, axis=-1).reshape(len(runs), 4 * blocks)[:, :per_run]  # R,P
+
+
+# ------------------------------------------------------------------------------------------------
+# "numba": one loop over (run, block), words written in place
+# ------------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _words_loop(k0, k1, runs, draw, out):
+    m0, m1, w0, w1 = np.uint64(M0), np.uint64(M1), np.uint64(W0), np.uint64(W1)
+    mask, s32 = np.uint64(MASK), np.uint64(32)
+    R, P = out.shape
+    for i in range(R):
+        for j in range((P + 3) // 4):
+            c0, c1, c2, c3 = np.uint64(j), draw, runs[i], np.uint64(0)
+            a, b = k0, k1
+            for _ in range(ROUNDS):
+                p0 = c0 * m0
+                p1 = c2 * m1
+                c0, c1, c2, c3 = (p1 >> s32) ^ c1 ^ a, p1 & mask, (p0 >> s32) ^ c3 ^ b, p0 & mask
+                a, b = (a + w0) & mask, (b + w1) & mask
+            base = 4 * j
+            out[i, base] = c0
+            if base + 1 < P:
+                out[i, base + 1] = c1
+            if base + 2 < P:
+                out[i, base + 2] = c2
+            if base + 3 < P:
+                out[i, base + 3] = c3
+
+
+def run_words_numba(key, runs, draw: int, per_run: int):
+    out = np.empty((len(runs), per_run), np.uint64)  # R,P
+    _words_loop(np.uint64(key[0]), np.uint64(key[1]), np.ascontiguousarray(runs, np.uint64),
+                np.uint64(draw), out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Dispatch
+# ------------------------------------------------------------------------------------------------
+
+def _xp(a):
+    return np if isinstance(a, np.ndarray) else __import__("cupy")
+
+
+def run_words(key, runs, draw: int, per_run: int, impl: str = "auto"):
+    """The P words of run ``runs[i]`` for draw number ``draw`` under ``key`` (two 32-bit words),
+    as an (R,P) uint64 array on the device of ``runs`` (an integer array of run indices < 2^32):
+    word p of a run is word p % 4 of philox((p // 4, draw, run, 0), key)."""
+    if not 0 <= draw <= MASK:
+        raise ValueError(f"the draw counter must be in [0, 2^32), got {draw}")
+    gpu = not isinstance(runs, np.ndarray)
+    if impl == "auto":
+        impl = "cupy" if gpu else "numba"
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}: one of {', '.join(IMPLS)} or auto")
+    if impl == "cupy":
+        if not gpu:
+            raise ValueError('impl="cupy" needs CuPy arrays')
+        from ._philox_cupy import run_words as cupy_words
+        return cupy_words(key, runs, draw, per_run)
+    if impl == "numba":
+        if gpu:
+            raise ValueError('impl="numba" needs NumPy arrays')
+        return run_words_numba(key, runs, draw, per_run)
+    return run_words_reference(key, runs, draw, per_run)
+
+
+__all__ = ["philox4x32", "run_words", "run_words_reference", "run_words_numba", "IMPLS",
+           "M0", "M1", "W0", "W1", "ROUNDS"]
