@@ -9,11 +9,13 @@
 #
 # The image models of SIMS are UNets: convolutions, group normalisation, residual blocks into which
 # the noise level is injected, attention at low resolution. In minisims every one of them has a
-# backward pass written by hand. This tutorial derives the two that matter most, the convolution
-# and the residual block, checks them against finite differences, and then trains a small UNet
-# with the EDM loss to denoise (and generate) 8x8 digits. It ends with the trick of the SIMS
-# paper's Appendix A: an auxiliary model that fine-tunes only the decoder shares the encoder pass
-# with the base model, so guided sampling costs 1.5x the network evaluations instead of 2x.
+# backward pass written by hand. This tutorial derives three of them, the convolution, group
+# normalisation and the residual block, and checks each against finite differences. It then
+# derives EDM's preconditioning (c_skip, c_out, c_in and the loss weight) from "unit variance in
+# and out", checks it against `minisims.diffusion`, and trains a small UNet with the EDM loss to
+# denoise (and generate) 8x8 digits. It ends with the trick of the SIMS paper's Appendix A: an
+# auxiliary model that fine-tunes only the decoder shares the encoder pass with the base model,
+# so guided sampling costs 1.5x the network evaluations instead of 2x.
 #
 # The digits are scikit-learn's (1797 images of 8x8 pixels, `pip install scikit-learn`); without
 # it a synthetic set of bars and boxes is used. `MINISIMS_TUTORIAL_FAST=1` runs it in seconds.
@@ -32,9 +34,11 @@ import numpy as np
 from kernels.conv2d import conv2d_forward
 from minisims import backend
 from minisims.diffusion import EDM, EDMPrecond
-from minisims.gradcheck import gradients
+from minisims.diffusion.loss import edm_loss
+from minisims.gradcheck import assert_close, gradients
 from minisims.nn.blocks import ResBlock
 from minisims.nn.conv import Conv2d
+from minisims.nn.norm import GroupNorm
 from minisims.nn.unet import UNet, UNetConfig
 from minisims.shared_encoder import SharedEncoderPair
 from minisims.sims import SIMSRecipe, synthesize, train_aux, train_base
@@ -79,14 +83,80 @@ dx, = conv.backward(dy)  # N,Cin,H,W (one gradient per input: a 1-tuple)
 W_flip = conv.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # Cin,Cout,k,k
 dx_as_conv = conv2d_forward(dy, np.ascontiguousarray(W_flip), padding=3 - 1 - 1)  # N,Cin,H,W
 print(f"dx vs conv(dy, flipped W^T): max |diff| = {np.abs(dx - dx_as_conv).max():.1e}")
+assert_close("dx as a flipped-kernel convolution", dx, dx_as_conv, rtol=1e-12, atol=1e-12)  # same sums
 
+# Tolerances of every finite-difference check below: float64 centred differences with h = 1e-6
+# err by ~h^2 (truncation) plus ~1e-16/h = 1e-10 (rounding) on values of order 1.
 for name, (mine, ref) in gradients(conv, [x], rng).items():
     err = np.abs(mine - ref).max() / np.abs(ref).max()
     print(f"conv {name:8s} {str(mine.shape):15s} max relative error vs finite differences {err:.1e}")
-    assert err < 1e-7
+    assert_close(f"conv {name}", mine, ref, rtol=1e-6, atol=1e-8)
 
 # %% [markdown]
-# ## 2. A residual block with the noise level injected
+# ## 2. Group normalisation, forward and backward
+# GroupNorm (Wu & He 2018) splits each image's C channels into G groups and standardises each group
+# with its own statistics. Take one group of one image, with its M = (C/G) H W values x_1..x_M:
+#
+#     mu = <x>,   var = <(x - mu)^2>,   r = 1 / sqrt(var + eps),   xhat_i = (x_i - mu) r,
+#     y_i = gamma_c xhat_i + beta_c                    (c the channel of value i; <.> the mean over i)
+#
+# **Parameters.** gamma_c and beta_c touch every value of channel c in every image:
+# dgamma_c = sum dy xhat and dbeta_c = sum dy over (n, h, w).
+#
+# **Input.** Let dxhat_i = gamma_c dy_i. Every xhat_i depends on every x_j of its group, through mu
+# and r, so we need the full Jacobian:
+#
+#     d mu / d x_j   = 1 / M
+#     d var / d x_j  = (2/M) sum_i (x_i - mu)(delta_ij - 1/M) = (2/M)(x_j - mu)   (sum_i (x_i - mu) = 0)
+#     d r / d x_j    = -(1/2) (var + eps)^(-3/2) d var / d x_j = -r^2 xhat_j / M   (r (x_j - mu) = xhat_j)
+#     d xhat_i / d x_j = r (delta_ij - 1/M) + (x_i - mu) d r / d x_j = r (delta_ij - 1/M - xhat_i xhat_j / M)
+#
+# and the chain rule, dx_j = sum_i dxhat_i d xhat_i / d x_j, gives
+#
+#     dx_j = r (dxhat_j - <dxhat> - xhat_j <dxhat xhat>).
+#
+# Read it as a projection: y does not change when a group is shifted (x + c) and barely changes
+# when it is scaled (x * a; exactly, but for eps), so the gradient loses its component along the
+# constant vector (the <dxhat> term) and along xhat (the <dxhat xhat> term); the sum of dx over a
+# group is exactly zero. `minisims/nn/norm.py` keeps r (N,G,1) and xhat from its forward and
+# computes exactly these lines. Below, the formula is evaluated from x alone (fresh statistics)
+# and compared with the module's backward, and both with finite differences.
+
+# %%
+gn_rng = np.random.default_rng(4)  # this section's own generator: the rest of the tutorial is unchanged
+gn = GroupNorm(6, 3, dtype=np.float64)  # C = 6 channels in G = 3 groups
+gn.params["gamma"][...] = 1 + 0.5 * gn_rng.standard_normal(6)  # non-trivial parameters
+gn.params["beta"][...] = 0.5 * gn_rng.standard_normal(6)
+xg = 1 + 2 * gn_rng.standard_normal((2, 6, 4, 4))  # N,C,H,W, not already standardised
+y = gn.forward(xg)  # N,C,H,W
+dy = gn_rng.standard_normal(y.shape)  # a random upstream gradient
+gn.zero_grad()
+dx_module, = gn.backward(dy)  # N,C,H,W
+
+# the derivation, from x alone
+N, C, H, W = xg.shape
+G, M = 3, (6 // 3) * H * W
+xgrp = xg.reshape(N, G, M)  # N,G,M: a group's values are contiguous in NCHW
+r = 1 / np.sqrt(xgrp.var(axis=-1, keepdims=True) + gn.eps)  # N,G,1
+xhat = (xgrp - xgrp.mean(axis=-1, keepdims=True)) * r  # N,G,M
+dxhat = (dy * gn.params["gamma"][:, None, None]).reshape(N, G, M)  # N,G,M
+dx_derived = r * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
+dgamma_derived = (dy * xhat.reshape(xg.shape)).sum(axis=(0, 2, 3))  # C
+dbeta_derived = dy.sum(axis=(0, 2, 3))  # C
+for name, mine, derived in (("dx", dx_module, dx_derived.reshape(xg.shape)),
+                            ("dgamma", gn.grads["gamma"], dgamma_derived),
+                            ("dbeta", gn.grads["beta"], dbeta_derived)):
+    print(f"GroupNorm {name:6s} module vs derived formula: max |diff| {np.abs(mine - derived).max():.1e}")
+    assert_close(f"GroupNorm {name}", mine, derived, rtol=1e-10, atol=1e-12)  # same maths, other order
+print(f"sum of dx over each group (shift invariance): max |sum| "
+      f"{np.abs(dx_module.reshape(N, G, M).sum(-1)).max():.1e}")
+for name, (mine, ref) in gradients(gn, [xg], gn_rng).items():
+    err = np.abs(mine - ref).max() / np.abs(ref).max()
+    print(f"GroupNorm {name:6s} max relative error vs finite differences {err:.1e}")
+    assert_close(f"GroupNorm {name}", mine, ref, rtol=1e-6, atol=1e-8)
+
+# %% [markdown]
+# ## 3. A residual block with the noise level injected
 # The UNet's block (EDM's DDPM++ block) takes a feature map x and the noise embedding emb (N, E):
 #
 #     h = conv0(silu(norm0(x)))
@@ -96,9 +166,8 @@ for name, (mine, ref) in gradients(conv, [x], rng).items():
 #
 # Its backward is the forward read in reverse: dy reaches both branches (times 1/sqrt 2); the
 # gradient of the injected shift is dh summed over the pixels, which the affine layer turns into
-# demb; the input collects the residual branch's gradient plus the skip's. GroupNorm's backward
-# subtracts the group means of dxhat and of dxhat*xhat (see `minisims/nn/norm.py`). The check
-# covers every parameter and both inputs.
+# demb; the input collects the residual branch's gradient plus the skip's; the two GroupNorms
+# backpropagate as derived in section 2. The check covers every parameter and both inputs.
 
 # %%
 block = ResBlock(4, 6, 5, rng, groups_in=2, groups_out=3, dtype=np.float64)
@@ -110,11 +179,11 @@ for name, (mine, ref) in gradients(block, [xb, emb], rng, wrt_inputs=(0, 1)).ite
     err = np.abs(mine - ref).max() / np.abs(ref).max()
     worst = max(worst, err)
     print(f"resblock {name:14s} max relative error {err:.1e}")
-assert worst < 1e-6
+    assert_close(f"resblock {name}", mine, ref, rtol=1e-6, atol=1e-8)  # as in section 1
 print(f"all {len(list(block.named_parameters())) + 2} gradients of the block agree (worst {worst:.1e})")
 
 # %% [markdown]
-# ## 3. Data: 8x8 digits
+# ## 4. Data: 8x8 digits
 # Pixels are scaled to [-1, 1]. EDM's preconditioning assumes a data standard deviation
 # sigma_data; we measure it.
 
@@ -136,11 +205,95 @@ sigma_data = float(train_set.std())
 print(f"{source}: train {train_set.shape}, held out {test_set.shape}, sigma_data {sigma_data:.3f}")
 
 # %% [markdown]
-# ## 4. A small UNet trained with the EDM loss
-# The network F sits inside D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) (EDM
-# preconditioning); `EDM(member_ndim=0, data_ndim=3)` tells the loss that a batch is (N, C, H, W)
-# with one model. The loss draws ln sigma ~ N(-1.2, 1.2^2) per image and weights the error so F's
-# target has unit variance at every noise level. An EMA of the weights is what we sample from.
+# ## 5. Preconditioning from "unit variance in and out" (EDM, Appendix B.6)
+# The UNet is not asked to output the clean image directly. EDM wraps the raw network F as
+#
+#     D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; c_noise(sigma)),   x = y + n,
+#
+# with y a training image (pixel variance sigma_data^2) and n ~ N(0, sigma^2 I), and trains with
+# the loss lambda(sigma) || D(x; sigma) - y ||^2. Pull c_out out of the error:
+#
+#     lambda ||D - y||^2 = lambda c_out^2 || F(c_in x) - (y - c_skip x) / c_out ||^2.
+#
+# So F sees the input c_in x, regresses on the *effective target* (y - c_skip x) / c_out, and
+# its error carries the *effective weight* lambda c_out^2. Karras et al. ask that none of the three
+# depend on how noisy x is, since sigma spans 0.002 to 80:
+#
+# 1. **Input, unit variance.** Var[c_in (y + n)] = c_in^2 (sigma_data^2 + sigma^2) = 1, so
+#    c_in = 1 / sqrt(sigma^2 + sigma_data^2).
+# 2. **Target, unit variance.** The target is ((1 - c_skip) y - c_skip n) / c_out, y and n
+#    independent, so Var = ((1 - c_skip)^2 sigma_data^2 + c_skip^2 sigma^2) / c_out^2 = 1:
+#    c_out^2 = (1 - c_skip)^2 sigma_data^2 + c_skip^2 sigma^2.
+# 3. **c_skip: amplify F's errors least.** Whatever F gets wrong reaches D multiplied by c_out, so
+#    choose c_skip to minimise c_out^2. Setting d/dc_skip to zero,
+#    -2 (1 - c_skip) sigma_data^2 + 2 c_skip sigma^2 = 0, gives c_skip = sigma_data^2 / (sigma^2 +
+#    sigma_data^2); substituting, c_out^2 = sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2), so
+#    c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2).
+# 4. **Loss weight: unit effective weight.** lambda c_out^2 = 1, so
+#    lambda = 1 / c_out^2 = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2.
+#
+# (c_noise = ln(sigma) / 4 is an empirical choice, not part of the argument.) At small sigma
+# c_skip -> 1 and c_out -> sigma: D is x minus a small correction, the network predicts the noise;
+# at large sigma c_skip -> 0 and c_out -> sigma_data: the network predicts the image itself.
+#
+# **Checks**, with sigma_data measured on the digits: the derived coefficients against
+# `EDMPrecond(sigma_data).coefficients`; the minimiser of c_out^2 over a grid of c_skip; the
+# measured standard deviations of the input c_in x and of the target on the digits themselves;
+# and the weight inside the library's loss (`minisims.diffusion.loss.edm_loss`), read off by giving
+# it a network whose output F is zero, so that D = c_skip x and the loss must equal
+# lambda <(c_skip x - y)^2>.
+
+# %%
+precond = EDMPrecond(sigma_data)
+sigmas = np.array([0.002, 0.1, 0.5, 2.0, 80.0])
+sd2 = sigma_data ** 2
+derived = {"c_skip": sd2 / (sigmas ** 2 + sd2), "c_out": sigmas * sigma_data / np.sqrt(sigmas ** 2 + sd2),
+           "c_in": 1 / np.sqrt(sigmas ** 2 + sd2), "c_noise": np.log(sigmas) / 4}
+for name, lib in zip(derived, precond.coefficients(sigmas)):
+    assert_close(name, lib, derived[name], rtol=1e-12, atol=0)  # the same formula: rounding only
+print(f"EDMPrecond({sigma_data:.3f}).coefficients == the derived c_skip, c_out, c_in, c_noise "
+      f"at sigma = {sigmas.tolist()}")
+grid = np.linspace(0, 1, 100_001)  # c_skip candidates, step 1e-5
+best = [grid[np.argmin((1 - grid) ** 2 * sd2 + grid ** 2 * s ** 2)] for s in sigmas]
+assert_close("argmin of c_out^2", np.array(best), derived["c_skip"], rtol=0, atol=1e-5)  # grid step
+print(f"c_skip minimising c_out^2 on a grid: {np.round(best, 5).tolist()}")
+
+
+class ZeroF:
+    """A stand-in network whose output F is 0: D = c_skip x, and the loss exposes its weight."""
+    def forward(self, x, c_noise):
+        return np.zeros_like(x)
+
+
+chk_rng = np.random.default_rng(5)  # this section's own generator
+y = train_set[:512].astype(np.float64)  # 512,1,8,8
+print(f"{'sigma':>7s} {'c_skip':>7s} {'c_out':>7s} {'c_in':>7s} {'lambda':>10s}   std: {'input':>6s} {'target':>6s}"
+      f"   loss weight: library / derived")
+for s in sigmas:
+    c_skip, c_out, c_in, _ = precond.coefficients(np.full((len(y), 1, 1, 1), s))  # each 512,1,1,1
+    n = s * chk_rng.standard_normal(y.shape)  # 512,1,8,8
+    x = y + n
+    target = (y - c_skip * x) / c_out  # 512,1,8,8: what F regresses on
+    loss, _ = edm_loss(ZeroF(), precond, y, np.full((len(y), 1, 1, 1), s), n, member_ndim=0, data_ndim=3)
+    lam = (s ** 2 + sd2) / (s * sigma_data) ** 2
+    ratio = float(loss) / (lam * np.mean((c_skip * x - y) ** 2))
+    print(f"{s:7.3f} {c_skip.flat[0]:7.3f} {c_out.flat[0]:7.3f} {c_in.flat[0]:7.3f} {lam:10.3e}   "
+          f"     {np.std(c_in * x):6.3f} {np.std(target):6.3f}   {ratio:.12f}")
+    assert_close("edm_loss weight", ratio, 1.0, rtol=1e-12, atol=0)  # lambda = 1 / c_out^2 exactly
+    assert_close("unit variance", np.array([np.std(c_in * x), np.std(target)]), np.ones(2), rtol=0, atol=0.05)
+
+# %% [markdown]
+# Both standard deviations are close to one at every noise level, from a target that is almost all
+# noise (small sigma) to one that is almost all image (large sigma); the 0.05 tolerance leaves room
+# for sampling 512 images. This is the network's job made the same size everywhere.
+#
+# ## 6. A small UNet trained with the EDM loss
+# The network F sits inside D(x; sigma) = c_skip x + c_out F(c_in x; c_noise), with the
+# coefficients of section 5; `EDM(member_ndim=0, data_ndim=3)` tells the loss that a batch is
+# (N, C, H, W) with one model. The loss draws ln sigma ~ N(-1.2, 1.2^2) per image and weights the
+# error by lambda = 1 / c_out^2. Training and fine-tuning go through `minisims.sims` (Algorithm 1's
+# steps), which call the one training loop, `minisims.train.train`: Adam, warm-up, an EMA of the
+# weights (what we sample from).
 
 # %%
 cfg = UNetConfig(img_resolution=8, in_channels=1, out_channels=1, channels=16 if FAST else 32,
@@ -166,7 +319,7 @@ for epoch in np.unique(np.linspace(0, len(losses) - 1, 5).astype(int)):
 print(f"{(time.perf_counter() - t0) / steps * 1e3:.0f} ms per step")
 
 # %% [markdown]
-# ## 5. Denoising held-out digits
+# ## 7. Denoising held-out digits
 # D(x; sigma) is the model's estimate of the clean image. Its error should be well below the
 # noise's at every level (printed as mean squared errors per pixel).
 
@@ -193,7 +346,7 @@ fig.suptitle("clean / (noisy, denoised) at sigma 0.2, 0.5, 1.0")
 fig.tight_layout(); fig.savefig(os.path.join(OUT, "04_denoising.png")); plt.close(fig)
 
 # %% [markdown]
-# ## 6. Sampling, and SIMS with a shared encoder
+# ## 8. Sampling, and SIMS with a shared encoder
 # The EDM sampler (Heun, Algorithm 2 of Karras et al.) integrates from pure noise. For SIMS we
 # fine-tune a copy of the model on its own samples (the auxiliary model) with the **encoder
 # frozen**: only the decoder learns. Both models then compute the same encoder features for the
@@ -229,15 +382,21 @@ print("figures in", OUT)
 # ## Summary
 # - A convolution's three gradients are three correlations over the same indices; the input
 #   gradient is a convolution with the flipped, channel-transposed kernel.
+# - GroupNorm's input gradient is dxhat with its group mean and its component along xhat removed,
+#   scaled by 1/std: the normalisation's invariances, read off its Jacobian.
 # - A residual block's backward mirrors its forward; the noise level's gradient is the per-channel
 #   sum of the gradient where it was added.
-# - Finite differences in float64 with a random upstream gradient check every one of them.
+# - Finite differences in float64 with a random upstream gradient check every one of them, through
+#   one reporter (`assert_close`) with its tolerance stated.
+# - EDM's c_in, c_out and loss weight make F's input, target and error weight unit-sized at every
+#   noise level; c_skip is the choice that amplifies F's errors least.
 # - A UNet with an encoder/decoder split lets SIMS share the encoder pass: 1.5x NFE, same samples.
 #
 # ## Exercises
 # 1. Derive dx for a stride-2 convolution. Why is it no longer a plain convolution of dy? (Hint:
 #    dy lives on every other pixel; look at `conv2d_backward_input` in `kernels/conv2d.py`.)
-# 2. Remove the `/ sqrt(2)` of the residual block and watch the activations' variance grow with
-#    depth (print `h.std()` after every block of the UNet's encoder).
+# 2. VP preconditioning (`minisims.diffusion.VPPrecond`) fixes c_skip = 1 and c_out = -sigma, so
+#    F's target is the noise itself, of unit variance at every level. Redo section 5's table with
+#    it: which of the conditions fails for the digits (look at c_in), and how much does c_out
+#    amplify F's errors at sigma = 80 compared with EDM's choice?
 # 3. Set `aux.train_encoder = True` and see `SharedEncoderPair` refuse the pair. Why must it?
-# 4. Replace the Heun sampler by Euler (`EDM(solver="euler")`) at the same NFE and compare samples.

@@ -404,7 +404,8 @@ for name, s in seconds.items():
 #    `SharedEncoderPair`: why is it refused? Does the FD by w change?
 # 2. Double `base_images`. Does the best w move toward smaller values as the base improves, as the
 #    paper's Figure 3 suggests?
-# 3. Double `n_eval` and watch the gap between the base's two FDs (the noise) shrink, and every FD
-#    fall: FD estimated from n samples is biased upward by roughly a constant over n.
+# 3. Double the preset's `n_eval` (section 1) and watch the gap between the base's two FDs (the
+#    noise) shrink, and every FD fall: FD estimated from n samples is biased upward by roughly a
+#    constant over n.
 # 4. Replace `"randconv"` by `"pixels"` in section 7. Which features separate the w columns more
 #    clearly from the sampling noise?
