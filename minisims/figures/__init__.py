@@ -6,6 +6,8 @@
     figure5.py       Fig. 5, Sec. 4.2.2: training on polluted data
     figure6.py       Fig. 6, Sec. 4.3: shifting a model's group mix
     autoguidance.py  autoguidance's bad model beside SIMS's aux at generation 1
+    when_sims_helps.py  base budget x aux budget x w at generation 1, and the first-order
+                     covariance argument for when SIMS helps (issue 11)
 
 Each module has ``PRESETS`` (frozen dataclass instances), ``build_parser()``, ``main(argv)`` and
 ``entry()``; ``python -m minisims.figures.figure4 --preset tiny`` works too.
