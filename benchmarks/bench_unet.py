@@ -6,10 +6,19 @@ ours before any timing (printed as 'max |F_ours - F_torch|'). Steps alternate be
 rounds so that a noisy machine slows both alike; the table gives the median step time of each and
 the ratio ours / torch (the issue's target: within 1.5x). Without PyTorch only our column runs.
 
+--profile then runs rounds x steps more of our steps (as minisims.train runs them, EMA update
+included) with every layer kind timed: the layer classes' forward/backward, the two convolution
+gradient kernels that Conv2d.backward calls, the loss, Adam.step and EMA.update are wrapped in this
+process for the profile only (the library is unchanged; the wrappers come off afterwards). Each
+row is exclusive time, so nested modules count once; 'other' is the step less every row. On the
+GPU a CUDA event pair brackets each phase and each phase is synchronised, which slows the profiled
+step: read the shares, and the unprofiled median printed beside it.
+
 examples:
   python benchmarks/bench_unet.py                      # CPU, 32x32x3, batch 8, ~1 minute
-  python benchmarks/bench_unet.py --threads 1 --profile   # one thread each, and where time goes
-  python benchmarks/bench_unet.py --device gpu --batch 128   # ours on CuPy vs torch CUDA
+  python benchmarks/bench_unet.py --profile            # and where our step spends its time
+  python benchmarks/bench_unet.py --threads 1          # one BLAS / torch thread each
+  python benchmarks/bench_unet.py --device gpu --profile   # ours on CuPy vs torch CUDA, batch 128
 """
 from __future__ import annotations
 
@@ -19,6 +28,8 @@ import os
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,10 +44,11 @@ from minisims.nn.conv import Conv2d  # noqa: E402
 from minisims.nn.dropout import Dropout  # noqa: E402
 from minisims.nn.embedding import NoiseEmbedding  # noqa: E402
 from minisims.nn.layers import Linear, SiLU  # noqa: E402
+from minisims.nn.module import Module  # noqa: E402
 from minisims.nn.norm import GroupNorm  # noqa: E402
-from minisims.nn.optim import Adam  # noqa: E402
+from minisims.nn.optim import EMA, Adam  # noqa: E402
 from minisims.nn.resample import AvgPool2x, Upsample2x  # noqa: E402
-from minisims.nn.unet import UNet, UNetConfig, UNetDecoder, UNetEncoder  # noqa: E402
+from minisims.nn.unet import UNet, UNetConfig  # noqa: E402
 
 SIGMA_DATA = 0.5
 PROG = "bench_unet.py"
@@ -67,7 +79,9 @@ def build_parser():
                    help="steps per framework per round (default 1 on cpu, 5 on gpu)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="BLAS and torch threads (default: each library's own default)")
-    p.add_argument("--profile", action="store_true", help="also print where our step spends its time")
+    p.add_argument("--profile", action="store_true",
+                   help="also time our step per layer kind (rounds x steps steps, synchronised per "
+                        "phase) and print a markdown table")
     return p
 
 
@@ -181,55 +195,208 @@ def torch_edm_step(model, opt, y, torch):
 
 
 # ------------------------------------------------------------------------------------------------
-# Where our step spends its time, by layer type
+# Where our step spends its time, by layer kind (--profile)
 # ------------------------------------------------------------------------------------------------
 
-class LayerTimer:
-    """Wraps the forward/backward of every layer class and records each one's exclusive time
-    (its own work, without the layers it calls), synchronising the GPU around each call. The
-    exclusive time of ResBlock, the encoder/decoder and the UNet is their glue: residual adds,
-    scalings, concatenations and splits."""
+# The table's rows, in order, and what each one holds. Every row is the *exclusive* time of the
+# calls timed into it (their own work, less the timed calls they make), so a module nested in
+# another (attention's GroupNorm and 1x1 convolutions, the kernels inside Conv2d.backward) counts
+# once, in its own row.
+KINDS = {
+    "conv forward": "Conv2d.forward: 3x3, stride-2, 1x1 skip and attention's qkv/proj convolutions",
+    "conv dgrad (dx)": "conv2d_backward_input, the input gradient, as Conv2d.backward calls it",
+    "conv wgrad (dW, db)": "conv2d_backward_weight, and Conv2d.backward adding dW, db into its grads",
+    "GroupNorm": "GroupNorm.forward and .backward",
+    "SiLU": "SiLU.forward and .backward",
+    "dropout": "Dropout.forward (drawing the mask) and .backward",
+    "attention": "SelfAttention2d's own work: scores, softmax, the two batched products, backward",
+    "resampling": "Upsample2x and AvgPool2x (the convolutions around them are convs)",
+    "embedding": "the Fourier features, the mapping MLP's and every ResBlock's affine Linear layers",
+    "loss": "EDM.loss_and_grad's own arithmetic: noise draws, preconditioning, the loss, dL/dF",
+    "zero grads": "Module.zero_grad at the start of the step",
+    "Adam": "Adam.step",
+    "EMA": "EMA.update (minisims.train runs one when it keeps an EMA)",
+}
+OTHER = "other"
+OTHER_HOLDS = ("the step less every row above: the UNet's glue (residual adds and scalings, "
+               "concatenations, splits, skip-gradient sums), Python, the timers themselves")
 
-    CLASSES = [Conv2d, GroupNorm, SiLU, Dropout, Linear, NoiseEmbedding, Upsample2x, AvgPool2x,
-               SelfAttention2d, ResBlock, Downsample, Upsample, UNetEncoder, UNetDecoder, UNet]
 
-    def __init__(self, sync):
-        self.sync, self.total, self.stack = sync, defaultdict(float), []
-        for cls in self.CLASSES:
-            for method in ("forward", "backward"):
-                if method in vars(cls):
-                    self._wrap(cls, method, f"{cls.__name__}.{method}")
-        self._wrap(EDM, "loss_and_grad", "EDM loss (its own arithmetic)")
-        self._wrap(Adam, "step", "Adam.step")
+def timed_targets():
+    """(owner, attribute, kind, counted) for every method and function the profile wraps. kind
+    None times a call only so that its callers do not count it (the UNet's own glue falls into
+    'other'); counted False adds the time but not a call (Conv2d.backward's own adds: its two
+    kernels are the calls)."""
+    import minisims.nn.conv as conv_layer  # Conv2d.backward looks its two kernels up here
 
-    def _wrap(self, cls, method, key):
-        orig = getattr(cls, method)
+    targets = [(Conv2d, "forward", "conv forward", True),
+               (conv_layer, "conv2d_backward_input", "conv dgrad (dx)", True),
+               (conv_layer, "conv2d_backward_weight", "conv wgrad (dW, db)", True),
+               (Conv2d, "backward", "conv wgrad (dW, db)", False),
+               (UNet, "forward", None, False), (UNet, "backward", None, False),
+               (EDM, "loss_and_grad", "loss", True),
+               (Module, "zero_grad", "zero grads", True),
+               (Adam, "step", "Adam", True), (EMA, "update", "EMA", True)]
+    for cls, kind in [(GroupNorm, "GroupNorm"), (SiLU, "SiLU"), (Dropout, "dropout"),
+                      (SelfAttention2d, "attention"), (Upsample2x, "resampling"),
+                      (AvgPool2x, "resampling"), (NoiseEmbedding, "embedding"),
+                      (Linear, "embedding")]:
+        targets += [(cls, "forward", kind, True), (cls, "backward", kind, True)]
+    return targets
 
-        def run(obj, *a, **kw):
-            self.sync()
-            t0 = time.perf_counter()
-            self.stack.append(0.0)
-            out = orig(obj, *a, **kw)
-            self.sync()
-            dt = time.perf_counter() - t0
-            self.total[key] += dt - self.stack.pop()
-            if self.stack:
-                self.stack[-1] += dt
-            return out
-        setattr(cls, method, run)
 
-    def step(self, fn):
-        t0 = time.perf_counter()
-        fn()
-        self.total["(step, wall)"] += time.perf_counter() - t0
+class HostClock:
+    """perf_counter: on the CPU an array operation has finished when its call returns."""
 
-    def report(self, steps):
-        wall = self.total.pop("(step, wall)")
-        print(f"\nwhere our step spends its time (exclusive ms per step, {steps} steps, synchronised per call):")
-        for key, t in sorted(self.total.items(), key=lambda kv: -kv[1]):
-            print(f"  {key:34s}{t / steps * 1e3:10.1f}  {100 * t / wall:5.1f}%")
-        rest = wall - sum(self.total.values())
-        print(f"  {'(outside these calls)':34s}{rest / steps * 1e3:10.1f}  {100 * rest / wall:5.1f}%")
+    def start(self):
+        return time.perf_counter()
+
+    def stop(self, t0) -> float:
+        return time.perf_counter() - t0
+
+
+class CudaEventClock:
+    """A CUDA event recorded on the current stream at a phase's start and one at its end; stop
+    waits for the end event (the per-phase synchronisation, in profile mode only) and returns the
+    device time between the two, in seconds."""
+
+    def __init__(self, cupy):
+        self.cupy = cupy
+
+    def start(self):
+        start = self.cupy.cuda.Event()
+        start.record()
+        return start
+
+    def stop(self, start) -> float:
+        end = self.cupy.cuda.Event()
+        end.record()
+        end.synchronize()
+        return self.cupy.cuda.get_elapsed_time(start, end) / 1e3  # ms -> s
+
+
+@dataclass
+class Profile:
+    """Exclusive seconds and calls per kind, summed over ``steps`` profiled steps, and the steps'
+    own time (``step_seconds``, summed, measured by the same clock)."""
+    seconds: dict
+    calls: dict
+    step_seconds: float
+    steps: int
+
+
+class PhaseTimer:
+    """Wraps every target of :func:`timed_targets` for as long as ``installed()`` is open (the
+    classes get their own methods back on exit) and adds each call's exclusive time to its kind."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.seconds, self.calls = defaultdict(float), defaultdict(int)
+        self.inner = []  # one entry per open call: the time spent in the timed calls it made
+
+    def wrap(self, fn, kind, counted: bool):
+        def timed(*args, **kwargs):
+            t0 = self.clock.start()
+            self.inner.append(0.0)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                dt = self.clock.stop(t0)
+                inner = self.inner.pop()
+                if kind is not None:
+                    self.seconds[kind] += dt - inner
+                    self.calls[kind] += counted
+                if self.inner:
+                    self.inner[-1] += dt
+        return timed
+
+    @contextmanager
+    def installed(self):
+        saved = []
+        try:
+            for owner, name, kind, counted in timed_targets():
+                fn = vars(owner)[name]  # the owner's own attribute, never an inherited one
+                saved.append((owner, name, fn))
+                setattr(owner, name, self.wrap(fn, kind, counted))
+            yield self
+        finally:
+            for owner, name, fn in reversed(saved):
+                setattr(owner, name, fn)
+
+
+def profile_steps(step, steps: int, clock) -> Profile:
+    """Run ``step()`` ``steps`` times with every layer kind timed (see :data:`KINDS`)."""
+    timer = PhaseTimer(clock)
+    total = 0.0
+    with timer.installed():
+        for _ in range(steps):
+            t0 = clock.start()
+            step()
+            total += clock.stop(t0)
+    return Profile(dict(timer.seconds), dict(timer.calls), total, steps)
+
+
+def profile_rows(prof: Profile) -> list:
+    """[(kind, ms per step, % of the step, calls per step)]: every kind of :data:`KINDS` in
+    order, then 'other' (the step less all of them; calls None), then 'step' (100%)."""
+    per_step = 1e3 / prof.steps
+    rows = [(kind, prof.seconds.get(kind, 0.0) * per_step,
+             100 * prof.seconds.get(kind, 0.0) / prof.step_seconds,
+             prof.calls.get(kind, 0) / prof.steps) for kind in KINDS]
+    rest = prof.step_seconds - sum(prof.seconds.get(kind, 0.0) for kind in KINDS)
+    rows.append((OTHER, rest * per_step, 100 * rest / prof.step_seconds, None))
+    rows.append(("step", prof.step_seconds * per_step, 100.0, None))
+    return rows
+
+
+def profile_table(prof: Profile) -> str:
+    """The rows of :func:`profile_rows` as a markdown table (ms to 0.01 below 10 ms)."""
+    lines = ["| kind | ms / step | % of step | calls / step |", "|---|---:|---:|---:|"]
+    for kind, ms, pct, calls in profile_rows(prof):
+        name = f"**{kind}**" if kind == "step" else kind
+        ms_text = f"{ms:.2f}" if ms < 10 else f"{ms:.1f}"
+        calls_text = "" if calls is None else f"{calls:g}"
+        lines.append(f"| {name} | {ms_text} | {pct:.1f} | {calls_text} |")
+    return "\n".join(lines)
+
+
+def print_profile(prof: Profile, device: str, unprofiled_s: float):
+    how = ("CUDA events, synchronised after every phase" if device == "gpu" else
+           "perf_counter around every phase")
+    profiled_ms = prof.step_seconds / prof.steps * 1e3
+    print(f"\nwhere our step spends its time: exclusive time per layer kind, mean of {prof.steps} "
+          f"step{'s' * (prof.steps != 1)} ({how}); the profiled step takes {profiled_ms:.1f} ms, "
+          f"the median unprofiled one {unprofiled_s * 1e3:.1f} ms")
+    print(profile_table(prof))
+    print("\nrows:")
+    for kind, holds in list(KINDS.items()) + [(OTHER, OTHER_HOLDS)]:
+        print(f"  {kind}: {holds}")
+
+
+def print_torch_profile(model, topt, yt, torch, gpu: bool, steps: int, sync):
+    """torch.profiler's per-operator table of ``steps`` torch steps (its own view, not ours)."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            torch_edm_step(model, topt, yt, torch)
+        sync()
+    print(f"\nwhere torch's step spends its time ({steps} steps):")
+    try:
+        print(prof.key_averages().table(sort_by="self_device_time_total" if gpu else
+                                        "self_cpu_time_total", row_limit=14))
+    except (KeyError, AttributeError, ValueError):  # older torch names the GPU column cuda
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14))
+
+
+def train_step(net, edm, opt, y, rng, ema=None):
+    """One training step as minisims.train runs it: zero the grads, the EDM loss and backward,
+    Adam, then the EMA update when one is kept."""
+    net.zero_grad()
+    edm.loss_and_grad(net, y, rng)
+    opt.step()
+    if ema is not None:
+        ema.update()
 
 
 def main(argv=None):
@@ -305,9 +472,7 @@ def run(args):
     opt = Adam(net, lr=1e-3)
 
     def ours():
-        net.zero_grad()
-        edm.loss_and_grad(net, y, rng)
-        opt.step()
+        train_step(net, edm, opt, y, rng)
 
     def sync():
         if gpu:
@@ -345,23 +510,19 @@ def run(args):
           (f", min torch {min(t_torch) * 1e3:.1f} ms)" if t_torch else ")"))
 
     if args.profile:
-        timer = LayerTimer(sync)
-        for _ in range(args.steps):
-            timer.step(ours)
-        timer.report(args.steps)
-        if model is not None:
-            from torch.profiler import ProfilerActivity, profile
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
-            with profile(activities=acts) as prof:
-                for _ in range(args.steps):
-                    torch_edm_step(model, topt, yt, torch)
-                sync()
-            print(f"\nwhere torch's step spends its time ({args.steps} steps):")
+        if model is not None:  # torch's own per-operator table first: ours ends the output
             try:
-                print(prof.key_averages().table(sort_by="self_device_time_total" if gpu else
-                                                "self_cpu_time_total", row_limit=14))
-            except (KeyError, AttributeError, ValueError):  # older torch names the GPU column cuda
-                print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14))
+                print_torch_profile(model, topt, yt, torch, gpu, args.steps, sync)
+            except Exception as e:  # a profiler without CUPTI must not cost us our own table
+                print(f"\ntorch's profiler failed: {type(e).__name__}: {e}")
+        # the profiled step is minisims.train's with an EMA kept: the comparison above has none
+        ema = EMA(net, beta=0.999)
+        clock = CudaEventClock(xp) if gpu else HostClock()
+        train_step(net, edm, opt, y, rng, ema)  # warm-up of the EMA's arrays
+        sync()
+        ours_prof = profile_steps(lambda: train_step(net, edm, opt, y, rng, ema),
+                                  args.rounds * args.steps, clock)
+        print_profile(ours_prof, args.device, mo)
 
 
 if __name__ == "__main__":

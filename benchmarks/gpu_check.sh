@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # One short GPU run for the whole repository: the GPU tests (tests/gpu) and the GPU timings
-# (conv: ours vs torch cuDNN; fused Heun step vs unfused CuPy; the UNet step when its benchmark
-# exists). Run from the repository root:
+# (conv: ours vs torch cuDNN; fused Heun step vs unfused CuPy; the UNet step vs torch and its
+# per-layer-kind profile). Run from the repository root:
 #
 #     bash benchmarks/gpu_check.sh
 #
-# Logs go to $OUT if it is set, else ./gpu_check_logs. Installs nothing. Every step runs under
-# its own time limit (20 + 120 + 60 + 30 + 60 s = under 5 minutes at worst; most of the time is
-# first-use compilation by NVRTC and numba); the script goes on past a failing or timed-out step
-# and exits non-zero if any step failed. Needs python3 with cupy, numba(-cuda), torch, pytest.
+# Logs go to $OUT if it is set, else ./gpu_check_logs. Installs nothing (the README's "GPU" says
+# how: the gpu-cuda12 / gpu-cuda13 extras). It first prints what it runs on: the CuPy package
+# (cupy-cuda12x or cupy-cuda13x), the CUDA runtime and driver, numba and numba-cuda, NumPy, torch.
+# Every step runs under its own time limit (20 + 120 + 60 + 30 + 90 s = under 5.5 minutes at
+# worst; most of the time is first-use compilation by NVRTC and numba); the script goes on past a
+# failing or timed-out step and exits non-zero if any step failed. Needs python3 with cupy,
+# numba-cuda, torch, pytest.
 set -u
 cd "$(dirname "$0")/.."
 LOG="${OUT:-./gpu_check_logs}"
@@ -30,16 +33,58 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit into $LOG/NAME.l
     [ "$rc" -eq 0 ] || failed+=("$name($rc)")
 }
 
-step env 20 bash -c "nvidia-smi -L; $PY -c 'import sys, numpy, numba, cupy; print(sys.version); \
-print(\"numpy\", numpy.__version__, \"numba\", numba.__version__, \"cupy\", cupy.__version__); \
-import numba.cuda as c; print(\"numba cuda available\", c.is_available()); \
-import torch; print(\"torch\", torch.__version__, \"cuda\", torch.cuda.is_available())'"
+# What this run used: which CuPy wheel, the CUDA runtime it loaded, numba-cuda, NumPy.
+read -r -d '' ENV_PY <<'EOF'
+import importlib.metadata as md
+import sys
+
+import numpy
+
+
+def version(dist):
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def cuda_version(n):
+    return f"{n // 1000}.{n % 1000 // 10}"  # CUDA's 13010 is 13.1
+
+
+print("python", sys.version.split()[0], "| numpy", numpy.__version__, "| numba", version("numba"),
+      "| numba-cuda", version("numba-cuda") or "not installed", "| torch", version("torch"))
+wheels = md.packages_distributions().get("cupy", [])
+print("cupy package:", ", ".join(f"{d} {version(d)}" for d in wheels) or "none")
+ok = True
+try:
+    import cupy
+    rt = cupy.cuda.runtime
+    name = rt.getDeviceProperties(0)["name"]
+    print("CUDA runtime", cuda_version(rt.runtimeGetVersion()), "| driver",
+          cuda_version(rt.driverGetVersion()), "|", name.decode() if isinstance(name, bytes) else name,
+          "| cupy", cupy.__version__)
+    cupy.zeros(1).sum()
+except Exception as e:
+    ok = False
+    print("CuPy cannot run:", type(e).__name__, *str(e).strip().splitlines()[:1])
+try:
+    from numba import cuda
+    print("numba.cuda available:", cuda.is_available())
+except Exception as e:
+    print("numba.cuda does not import:", type(e).__name__, *str(e).strip().splitlines()[:1])
+if version("numba-cuda") and tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= (2, 5):
+    print("WARNING: numba-cuda (0.30.4 and older) compiles no kernel under NumPy >= 2.5 "
+          "(np.row_stack is gone): pip install 'numpy<2.5'")
+sys.exit(0 if ok else 1)
+EOF
+export ENV_PY PY
+step env 20 bash -c 'nvidia-smi -L; "$PY" -c "$ENV_PY"'
 step pytest_gpu 120 "$PY" -m pytest -q -rs --durations=8 tests/gpu
 step bench_conv_gpu 60 "$PY" benchmarks/bench_conv.py --device gpu --repeats 7
 step bench_heun_gpu 30 "$PY" benchmarks/bench_heun.py --device gpu --repeats 30
-if [ -f benchmarks/bench_unet.py ]; then
-    step bench_unet_gpu 60 "$PY" benchmarks/bench_unet.py --device gpu
-fi
+# the UNet step against torch, then where our step spends its time (a markdown table per layer kind)
+step bench_unet_gpu 90 "$PY" benchmarks/bench_unet.py --device gpu --profile
 
 echo "logs in $LOG"
 if [ ${#failed[@]} -gt 0 ]; then

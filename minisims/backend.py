@@ -24,8 +24,9 @@ def _import_cupy():
         return _cupy
     try:
         import cupy
-    except ImportError as e:  # the wheel is the 'gpu' extra: pip install -e .[gpu]
-        raise BackendError("the GPU backend needs CuPy: pip install 'minisims[gpu]'") from e
+    except ImportError as e:  # CuPy comes with the gpu-cuda12 / gpu-cuda13 extras
+        raise BackendError("the GPU backend needs CuPy: pip install 'minisims[gpu-cuda13]' "
+                           "(or [gpu-cuda12]: the CUDA version nvidia-smi prints)") from e
     try:
         cupy.cuda.runtime.getDeviceCount()
         cupy.zeros(1).sum()

@@ -1,0 +1,111 @@
+"""benchmarks/bench_unet.py --profile's table: every layer kind timed once, shares that add up,
+and the library left exactly as it was (the profile wraps its classes for the profile only).
+
+A tiny UNet (8 channels, 8x8, one block per level, attention at 4x4) on the CPU, two steps."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisims.diffusion import EDM, EDMPrecond
+from minisims.nn.conv import Conv2d
+from minisims.nn.optim import EMA, Adam
+from minisims.nn.unet import UNet, UNetConfig
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_unet.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_unet", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_unet"] = mod  # its dataclass looks its module up there
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("bench_unet", None)
+
+
+def tiny_training(seed=0):
+    """A tiny UNet, its EMA, and train_step's arguments (net, EDM, Adam, data, generator, EMA)."""
+    cfg = UNetConfig(img_resolution=8, channels=8, channel_mult=(1, 2), blocks_per_level=1,
+                     attn_resolutions=(4,), dropout=0.1)
+    net = UNet(cfg, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    net.set_dropout(rng)
+    y = np.random.default_rng(seed + 2).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
+    edm = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
+    opt, ema = Adam(net, lr=1e-3), EMA(net, beta=0.9)
+    return net, ema, (net, edm, opt, y, rng, ema)
+
+
+def test_profile_times_every_kind_once_and_the_shares_add_up(bench):
+    _, _, args = tiny_training()
+    prof = bench.profile_steps(lambda: bench.train_step(*args), 2, bench.HostClock())
+    rows = bench.profile_rows(prof)
+    names = [r[0] for r in rows]
+    assert names == list(bench.KINDS) + [bench.OTHER, "step"]
+    kinds = rows[:len(bench.KINDS)]
+    # this network has every kind (resampling: the nearest 2x before each up-sampling conv), and
+    # each one was called and timed
+    for kind in bench.KINDS:
+        assert prof.calls[kind] > 0 and prof.seconds[kind] > 0, kind
+    # one dgrad and one wgrad kernel per conv forward: Conv2d.backward's own time adds no call
+    assert prof.calls["conv dgrad (dx)"] == prof.calls["conv wgrad (dW, db)"] == \
+        prof.calls["conv forward"]
+    # nothing counted twice: exclusive times of calls inside the step add up to at most the step
+    assert sum(prof.seconds.values()) <= prof.step_seconds
+    assert rows[-2][1] >= 0  # 'other', the step less every kind
+    # the shares: kinds plus 'other' are the whole step (exactly before rounding; the printed
+    # table rounds each to 0.1, so 14 rows sum to 100 within 14 x 0.05)
+    assert sum(r[2] for r in rows[:-1]) == pytest.approx(100.0, abs=1e-9)
+    assert abs(sum(round(r[2], 1) for r in rows[:-1]) - 100.0) <= 0.05 * len(rows[:-1]) + 1e-9
+    assert rows[-1][1] == pytest.approx(sum(r[1] for r in kinds) + rows[-2][1], rel=1e-12)
+    table = bench.profile_table(prof)
+    assert table.count("\n") == len(rows) + 1 and "| **step** |" in table
+
+
+def test_profile_changes_nothing_and_takes_its_wrappers_off(bench):
+    before = [vars(owner)[name] for owner, name, _, _ in bench.timed_targets()]
+    runs = []
+    for profiled in (False, True):
+        net, ema, args = tiny_training()
+        if profiled:
+            bench.profile_steps(lambda: bench.train_step(*args), 2, bench.HostClock())
+        else:
+            for _ in range(2):
+                bench.train_step(*args)
+        runs.append([m.params[k].copy() for model in (net, ema.shadow)
+                     for _, m, k in model.named_parameters()])
+    for a, b in zip(*runs):  # the same arithmetic in the same order: equal bit for bit
+        np.testing.assert_array_equal(a, b)
+    after = [vars(owner)[name] for owner, name, _, _ in bench.timed_targets()]
+    assert all(a is b for a, b in zip(before, after)) and len(before) == len(after) > 20
+    assert Conv2d.backward is before[3]  # (the list's order: forward, dgrad, wgrad, backward)
+
+
+def test_the_cuda_event_clock_measures_between_its_two_events(bench):
+    """The GPU clock's plumbing, with a stand-in for cupy.cuda whose events read a host clock
+    (the real events run only on a GPU: benchmarks/gpu_check.sh)."""
+    import time
+    from types import SimpleNamespace
+
+    class Event:
+        synced = 0
+
+        def record(self):
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            Event.synced += 1
+
+    fake = SimpleNamespace(cuda=SimpleNamespace(
+        Event=Event, get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3))  # ms, as CuPy's
+    clock = bench.CudaEventClock(fake)
+    _, _, args = tiny_training()
+    prof = bench.profile_steps(lambda: bench.train_step(*args), 1, clock)
+    assert 0 < sum(prof.seconds.values()) <= prof.step_seconds < 60
+    # one synchronisation per phase, no more: every counted call, each Conv2d.backward (it adds
+    # time, not a call), UNet.forward and .backward (the glue), and the step
+    assert Event.synced == sum(prof.calls.values()) + prof.calls["conv dgrad (dx)"] + 2 + 1
