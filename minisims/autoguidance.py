@@ -17,6 +17,7 @@ through ``aux_factory`` so both methods share the real data, the base and the sa
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from .sims import SIMSConfig, train_base
 
@@ -34,7 +35,10 @@ def bad_model(data, cfg: SIMSConfig, rng, hidden: int | None = None, epochs: int
 
 
 def bad_model_factory(cfg: SIMSConfig, hidden: int | None = None, epochs: int | None = None):
-    """An ``aux_factory(D_r, base, rng)`` for generation_one that returns the bad model."""
-    def factory(D_r, base, rng):
-        return bad_model(D_r, cfg, rng, hidden, epochs)
-    return factory
+    """An ``aux_factory(D_r, base, rng)`` for generation_one that returns the bad model (a partial
+    of a top-level function, so that it pickles for a process pool or a Dask cluster)."""
+    return partial(_bad_aux, cfg=cfg, hidden=hidden, epochs=epochs)
+
+
+def _bad_aux(D_r, base, rng, cfg: SIMSConfig, hidden: int | None, epochs: int | None):
+    return bad_model(D_r, cfg, rng, hidden, epochs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .loops import LoopConfig, generation_model, real_data, rng_for, run_chunks
+from .loops import LoopConfig, generation_model, map_chunks, real_data, rng_for
 from .metrics import gaussian_w2
 from .sims import synthesize
 
@@ -51,8 +51,10 @@ def polluted_chunk(cfg: LoopConfig, pollution, omegas, runs: int, seed: int = 0,
 
 
 def polluted_experiment(cfg: LoopConfig, pollution, omegas, runs: int, seed: int = 0,
-                        chunk_size: int = 32, squared: bool = False, progress: bool = False) -> dict:
-    """All runs, in chunks. Returns per-run distances and the four curves of Figure 5:
+                        chunk_size: int = 32, squared: bool = False, progress: bool = False,
+                        executor=None, blas_threads: int | None = None) -> dict:
+    """All runs, in chunks (each one task of ``executor``, default: in this process; see
+    minisims.loops.map_chunks). Returns per-run distances and the four curves of Figure 5:
 
     {"pollution": (P,), "omega": (W,), "I": (W,R), "P": (P,W,R),
      "ST-I": float, "SIMS-I": float, "w_SIMS-I": float, "ST-P": (P,), "SIMS-P": (P,), "w_SIMS-P": (P,)}
@@ -61,8 +63,8 @@ def polluted_experiment(cfg: LoopConfig, pollution, omegas, runs: int, seed: int
     pollution = sorted(int(p) for p in pollution)
     if pollution[0] < 1:
         raise ValueError("|D_p| values must be >= 1 (|D_p| = 0 is ST-I itself)")
-    parts = [polluted_chunk(cfg, pollution, omegas, size, seed, start, squared)
-             for start, size in run_chunks(runs, chunk_size, progress)]
+    parts = map_chunks(polluted_chunk, runs, chunk_size, executor, blas_threads, progress, cfg=cfg,
+                       pollution=pollution, omegas=omegas, seed=seed, squared=squared)
     I = np.concatenate([p["I"] for p in parts], axis=1)  # W,R
     P = np.concatenate([p["P"] for p in parts], axis=2)  # P,W,R
     mI, mP = I.mean(axis=1), P.mean(axis=2)  # W ; P,W

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import backend
 from .data.mixture import MIX_COV, MIX_MEANS, classify, sample_mixture, select_mix
-from .loops import run_chunks
+from .loops import map_chunks
 from .metrics import gaussian_w2_from_moments, moments
 from .nn import MLPConfig
 from .sims import SIMSConfig, fit_sims, synthesize
@@ -115,18 +115,24 @@ def measure_shift(base, aux, cfg: ShiftConfig, omegas, seed: int = 0, first_run:
     return np.stack(fr), np.stack(di)
 
 
+def shift_chunk(cfg: ShiftConfig, omegas, runs: int, seed: int = 0, first_run: int = 0,
+                squared: bool = False):
+    """One chunk of runs: fit base and aux, measure every w. Returns (frac0 (W,R), dist (W,R,2),
+    aux set group-0 fraction (R,))."""
+    base, aux, aux_frac = fit_shift(cfg, runs, seed, first_run)
+    return (*measure_shift(base, aux, cfg, omegas, seed, first_run, squared), aux_frac)
+
+
 def shift_sweep(cfg: ShiftConfig, omegas, runs: int, seed: int = 0, chunk_size: int = 64,
-                squared: bool = False, progress: bool = False) -> dict:
-    """Fit base and aux for every run (in chunks), sample at every w with the same random numbers.
+                squared: bool = False, progress: bool = False, executor=None,
+                blas_threads: int | None = None) -> dict:
+    """Fit base and aux for every run (in chunks, each one task of ``executor``, default: in this
+    process), sample at every w with the same random numbers.
 
     Returns {"omega": (W,), "frac0": (W,R), "dist": (W,R,2), "aux_set_frac": (R,)}."""
     omegas = [float(w) for w in omegas]
-    fr, di, aux_fracs = [], [], []
-    for start, size in run_chunks(runs, chunk_size, progress):
-        base, aux, aux_frac = fit_shift(cfg, size, seed, start)
-        f, d = measure_shift(base, aux, cfg, omegas, seed, start, squared)
-        fr.append(f)
-        di.append(d)
-        aux_fracs.append(aux_frac)
+    parts = map_chunks(shift_chunk, runs, chunk_size, executor, blas_threads, progress, cfg=cfg,
+                       omegas=omegas, seed=seed, squared=squared)
+    fr, di, aux_fracs = zip(*parts)
     return {"omega": np.array(omegas), "frac0": np.concatenate(fr, axis=1),
             "dist": np.concatenate(di, axis=1), "aux_set_frac": np.concatenate(aux_fracs)}

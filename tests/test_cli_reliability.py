@@ -5,6 +5,7 @@ are refused before the first step; a run whose training or samples diverge is re
 out, not printed as a number; Ctrl-C ends in "interrupted" and status 130 within seconds; a closed
 pipe, a corrupt --replot file and a full disk end in one line, never a traceback.
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -189,9 +190,9 @@ def test_toy_w_whose_samples_diverge_is_reported_not_printed(tmp_path, w):
 
 # ---------------------------------------------------------------- 4. interrupts and pipes
 
-def _interrupt_when(args, started, tmp_path):
-    """Start ``args``, wait until ``started()`` (work has begun), send one SIGINT; returns
-    (returncode, stderr, seconds from the signal to the exit)."""
+def _interrupt_when(args, started, tmp_path, before_signal=None):
+    """Start ``args``, wait until ``started()`` (work has begun), call ``before_signal(process)``
+    if given, send one SIGINT; returns (returncode, stderr, seconds from the signal to the exit)."""
     p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     try:
@@ -200,6 +201,8 @@ def _interrupt_when(args, started, tmp_path):
             time.sleep(0.1)
         assert p.poll() is None, "finished before it could be interrupted"
         time.sleep(1.0)
+        if before_signal is not None:
+            before_signal(p)
         t0 = time.perf_counter()
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=20)
@@ -218,6 +221,19 @@ def test_one_ctrl_c_stops_figure4_with_its_pool_at_once(tmp_path, pool):
     assert rc == 130 and one_line(err) == "interrupted" and seconds < 5
     assert (out / "figure4_gen1.npz").exists()  # what finished is kept
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs dask[distributed]")
+def test_one_ctrl_c_stops_figure4_on_a_local_dask_cluster_and_its_workers(tmp_path):
+    import psutil  # a dependency of distributed
+    out, workers = tmp_path / "out", []
+    rc, err, seconds = _interrupt_when(
+        ["toy/figure4.py", "--preset", "tiny", "--generations", "400", "--outdir", str(out),
+         "--quiet", "--dask-local", "2"], lambda: (out / "figure4_gen1.npz").exists(), tmp_path,
+        before_signal=lambda p: workers.extend(psutil.Process(p.pid).children(recursive=True)))
+    assert rc == 130 and one_line(err) == "interrupted" and seconds < 5
+    assert workers and not psutil.wait_procs(workers, timeout=5)[1]  # no worker process left running
+    assert (out / "figure4_gen1.npz").exists()  # what finished is kept
 
 
 @pytest.mark.parametrize("script", ["figure5", "figure6", "autoguidance"])

@@ -99,8 +99,9 @@ def test_sweep_chunks_and_executors_agree(tmp_path):
     cfg = micro(generations=2)
     cells = [Cell(10, 0.0, "standard"), Cell(10, 2.0, "sims")]
     seen = []
-    inline = sweep(cfg, cells, runs=3, seed=2, chunk_size=2, on_cell=lambda done: seen.append(list(done)))
-    assert seen == [cells[:1], cells]  # called as each cell completes, with all results so far
+    inline = sweep(cfg, cells, runs=3, seed=2, chunk_size=2, on_cell=lambda c, r: seen.append((c, r)))
+    assert [c for c, _ in seen] == cells  # called as each cell completes, with its whole result
+    assert all(np.array_equal(r.mu, inline[c].mu) for c, r in seen)
     with ThreadPoolExecutor(2) as ex:
         threads = sweep(cfg, cells, runs=3, seed=2, chunk_size=2, executor=ex, blas_threads=1)
     with ProcessPoolExecutor(2) as ex:
@@ -163,5 +164,5 @@ def test_the_default_executor_runs_each_task_when_its_result_is_gathered(monkeyp
     calls, real = [], sweep_module.run_loop_chunk
     monkeypatch.setattr(sweep_module, "run_loop_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
     seen = []
-    sweep(micro(generations=1), [Cell(5), Cell(6)], runs=1, on_cell=lambda done: seen.append(len(calls)))
+    sweep(micro(generations=1), [Cell(5), Cell(6)], runs=1, on_cell=lambda c, r: seen.append(len(calls)))
     assert seen == [1, 2]  # cell 1 was saved before cell 2 ran: partial results of long sweeps

@@ -2,6 +2,7 @@
 
     common.py        ToySizes (the world and budget every preset shares), preset -> config,
                      atomic output writers, generation 1 over run chunks
+    sweep_folder.py  a sweep's finished cells on disk (figure 4's --resume)
     figure4.py       Fig. 4, Sec. 4.2.1: self-improvement and the synthetic augmentation loop
     figure5.py       Fig. 5, Sec. 4.2.2: training on polluted data
     figure6.py       Fig. 6, Sec. 4.3: shifting a model's group mix

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend
 from ..autoguidance import bad_model_factory
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, float_list, int_at_least, override, prepare_run, run_command)
+from ..executors import add_executor_options, open_executor
 from ..metrics import gaussian_w2_from_moments
 from ..plots import pyplot, save_figure
 from .common import ToySizes, generation_one_runs, loop_config, write_npz, write_text
@@ -51,6 +51,7 @@ EXAMPLES = """examples:
   python toy/autoguidance.py --preset tiny     # seconds
   python toy/autoguidance.py --preset cpu      # ~10 minutes on 2 cores
   python toy/autoguidance.py --formulation edm --small-hidden 16 --short-epochs 25
+  python toy/autoguidance.py --preset cpu --chunk-size 16 --dask-local 2   # chunks on a local Dask cluster
 """
 
 
@@ -62,6 +63,8 @@ def build_parser() -> Parser:
     p.add_argument("--omega", type=float_list, metavar="W[,W...]", help="w values (0 is always added)")
     p.add_argument("--small-hidden", type=int_at_least(1), help="width of the small bad model (default: half the base's)")
     p.add_argument("--short-epochs", type=int_at_least(1), help="budget of the short bad model (default: half the base's)")
+    p.add_argument("--chunk-size", type=int_at_least(1), help="runs trained at once per task")
+    add_executor_options(p)
     add_run_options(p, outdir="runs/autoguidance", quiet=True)
     return p
 
@@ -71,7 +74,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     s = override(PRESETS[args.preset], args)
     omegas = sorted(set(s.omega) | {0.0})
-    outdir = prepare_run(parser.prog, args)
     cfg = loop_config(s, args.formulation)
     small = args.small_hidden or max(1, s.hidden // 2)
     short = args.short_epochs or max(1, s.base_epochs // 2)
@@ -79,14 +81,17 @@ def main(argv=None) -> int:
                f"auto: small (H {small})": bad_model_factory(cfg.sims, hidden=small),
                f"auto: short ({short} ep)": bad_model_factory(cfg.sims, epochs=short),
                "auto: both": bad_model_factory(cfg.sims, hidden=small, epochs=short)}
-    t0 = time.perf_counter()
     dist = {}
-    for name, factory in methods.items():
-        with backend.blas_threads(blas_limit(args)):
+    with open_executor(parser.prog, args) as executor:  # first: a wrong --scheduler leaves no folder
+        outdir = prepare_run(parser.prog, args)
+        t0 = time.perf_counter()
+        for name, factory in methods.items():
             gen1 = generation_one_runs(cfg, omegas, s.runs, s.chunk_size, args.seed, factory,
-                                       progress=not args.quiet)
-        dist[name] = np.stack([gaussian_w2_from_moments(*gen1[w], np.asarray(cfg.mean), np.asarray(cfg.cov))
-                               for w in omegas])  # W,R
+                                       progress=not args.quiet, executor=executor,
+                                       blas_threads=blas_limit(args))
+            dist[name] = np.stack([gaussian_w2_from_moments(*gen1[w], np.asarray(cfg.mean),
+                                                            np.asarray(cfg.cov))
+                                   for w in omegas])  # W,R
     elapsed = time.perf_counter() - t0
     write_npz(os.path.join(outdir, "autoguidance.npz"), omega=np.array(omegas),
               names=np.array(list(dist)), w2=np.stack(list(dist.values())), seconds=elapsed)

@@ -1,6 +1,7 @@
 """What the toy figures share: the sizes every preset has, the one function that turns sizes and a
 formulation into SIMSConfig / LoopConfig, atomic writers for their tables and arrays, a reader
-for --replot that names the file when it is corrupt, and generation 1 over chunks of runs.
+for --replot that names the file when it is corrupt, and generation 1 over chunks of runs
+(each chunk one task of any executor).
 
 # R runs, W guidance values, D data dimension (2)
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..atomic import atomic_write
-from ..loops import LoopConfig, generation_one, run_chunks
+from ..loops import LoopConfig, generation_one, map_chunks
 from ..nn import MLPConfig
 from ..sims import SIMSConfig
 
@@ -45,14 +46,17 @@ def loop_config(sizes: ToySizes, formulation: str, **loop) -> LoopConfig:
 
 
 def generation_one_runs(cfg: LoopConfig, omegas, runs: int, chunk_size: int, seed: int,
-                        aux_factory=None, progress: bool = False) -> dict:
-    """minisims.loops.generation_one over ``runs`` runs in chunks of ``chunk_size`` (the chunk size
-    changes memory and speed, not the results). Returns {w: (mu (R,D), cov (R,D,D))}."""
-    parts = [generation_one(cfg, omegas, size, seed, start, aux_factory)
-             for start, size in run_chunks(runs, chunk_size, progress, "generation 1")]
+                        aux_factory=None, progress: bool = False, executor=None,
+                        blas_threads: int | None = None) -> dict:
+    """minisims.loops.generation_one over ``runs`` runs in chunks of ``chunk_size``, each one task
+    of ``executor`` (default: in this process). The chunk size and the executor change memory and
+    speed, not the results. Returns {w: (mu (R,D), cov (R,D,D))}."""
+    omegas = [float(w) for w in omegas]
+    parts = map_chunks(generation_one, runs, chunk_size, executor, blas_threads, progress,
+                       "generation 1", cfg=cfg, omegas=omegas, seed=seed, aux_factory=aux_factory)
     return {w: (np.concatenate([p[w][0] for p in parts]),   # R,D
                 np.concatenate([p[w][1] for p in parts]))   # R,D,D
-            for w in map(float, omegas)}
+            for w in omegas}
 
 
 def write_text(path: str, text: str) -> None:

@@ -11,6 +11,10 @@ and writes the raw per-run results (npz, reload with minisims.loops.load_results
 per-run distances (npz) and a table of the min-over-w SIMS ratio and the standard ratio per |D_s|
 next to the paper's numbers, in W2 and in W2^2 (the paper does not say which form it plots).
 Each ratio divides by the same loop's own generation 1.
+
+The cells run in this process, on a thread or process pool, or on a Dask cluster
+(minisims.executors); each finished cell is written to figure4_cells/ at once, so a killed sweep
+resumes (--resume DIR) where it stopped, and the table and figure are built from those files.
 """
 from __future__ import annotations
 
@@ -21,23 +25,22 @@ if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exi
 import argparse
 import dataclasses
 import os
-import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend
 from ..atomic import write_json
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, fail, float_list, from_dict, int_at_least, int_list,
                         override, prepare_run, run_command, writable_dir)
+from ..executors import add_executor_options, open_executor
 from ..loops import Cell, LoopConfig, converged_ratio, load_results, ratio_curve, save_results, sweep
 from ..metrics import gaussian_w2_from_moments
 from ..plots import pyplot, save_figure
 from .common import (ToySizes, generation_one_runs, json_safe, loop_config, read_npz, write_npz,
                      write_text)
+from .sweep_folder import SweepFolder
 
 PAPER_SIMS = {125: 0.996, 250: 1.013, 500: 1.078, 1000: 1.204}      # min over w, Sec. 4.2.1
 PAPER_STANDARD = {125: 1.71, 250: 2.46, 500: 3.99, 1000: 6.69}
@@ -66,10 +69,11 @@ PRESETS = {
     # machine (load about 4); 16 cells, each 16 runs x 16 generations.
     "cpu": Figure4Preset(runs=16, generations=16, inf_from=8, n_synth=(125, 250, 500, 1000),
                          omega=(1.0, 3.0, 5.0), gen1_omega=PAPER_W_GRID, chunk_size=16, workers=2),
-    # for one GPU (--device gpu); not yet timed there: toy/gpu_check.py projects its wall time.
+    # for one GPU (--device gpu): 7.8 min on one H200 (issue 10; toy/README.md).
     "gpu": Figure4Preset(runs=256, generations=30, inf_from=10, n_synth=(125, 250, 500, 1000),
                          omega=(1.0, 3.0), gen1_omega=PAPER_W_GRID, chunk_size=256),
-    # the paper's size: 1000 runs x 100 generations, G^inf = generations 20..100 (hours on a GPU).
+    # the paper's size: 1000 runs x 100 generations, G^inf = generations 20..100: 28 cells of
+    # 4 (standard) to 7 (SIMS) minutes each on one H200, about 3 hours; a job for a Dask cluster.
     "paper": Figure4Preset(runs=1000, generations=100, inf_from=20, n_synth=(125, 250, 500, 1000),
                            omega=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), gen1_omega=PAPER_W_GRID,
                            chunk_size=1000),
@@ -82,10 +86,14 @@ EXAMPLES = """examples:
   PYTHONPATH=. python toy/figure4.py --preset gpu --device gpu     # one GPU (see toy/gpu_check.py)
   python toy/figure4.py --preset paper --device gpu  # 1000 runs x 100 generations
   python toy/figure4.py --preset cpu --processes 2   # cells on a process pool
+  python toy/figure4.py --preset cpu --dask-local 2  # cells on a local Dask cluster
+  python toy/figure4.py --preset paper --device gpu --scheduler tcp://head:8786 --outdir runs/paper
+  python toy/figure4.py --preset paper --device gpu --scheduler tcp://head:8786 --resume runs/paper
   python toy/figure4.py --replot runs/figure4        # table + figure again from the saved files
 
 outputs in --outdir: figure4.png, figure4_loops.npz (per-run moments and distances of every
-generation of every cell), figure4_gen1.npz (panel 1, per run), figure4_table.md, figure4.json
+generation of every cell), figure4_gen1.npz (panel 1, per run), figure4_table.md, figure4.json,
+figure4_cells/ (each cell as it finishes, and the settings: what --resume continues from)
 """
 
 
@@ -100,9 +108,11 @@ def build_parser() -> Parser:
     p.add_argument("--omega", type=float_list, metavar="W[,W...]", help="SIMS w values of the loops")
     p.add_argument("--gen1-omega", type=float_list, metavar="W[,W...]", help="w grid of panel 1")
     p.add_argument("--chunk-size", type=int_at_least(1), help="runs trained at once per task")
-    p.add_argument("--workers", type=int_at_least(1), help="threads running tasks at once")
-    p.add_argument("--processes", type=int_at_least(1), help="use a process pool of this size instead")
+    add_executor_options(p, pools=True)
     add_run_options(p, outdir="runs/figure4", quiet=True)
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the interrupted sweep in DIR (its --outdir): its finished cells are "
+                        "kept; the other flags must give the settings it started with")
     p.add_argument("--metric", choices=["w2", "w2sq"],
                    help="distance drawn in the figure: W2 or W2^2 of the Gaussian fit (W2^2 is the "
                         "closed form of the paper group's code); the table gives both (default: w2sq)")
@@ -250,55 +260,71 @@ def main(argv=None) -> int:
         s = settings(args)
     except ValueError as e:
         fail(prog, str(e), 2)
-    outdir = prepare_run(prog, args)
+    if args.resume:
+        args.outdir = args.resume
+    folder = SweepFolder(os.path.join(args.outdir, "figure4_cells"), sweep_settings(s, args))
+    try:
+        folder.check(resume=bool(args.resume))  # before any work
+    except ValueError as e:
+        fail(prog, str(e), 2)
     cfg = augmentation_loop(s, args.formulation)
     cells = [Cell(n, 0.0, "standard") for n in s.n_synth] + \
             [Cell(n, float(w), "sims") for n in s.n_synth for w in s.omega if w != 0]
-    executor = None
-    if args.processes:  # workers leave Ctrl-C to the main process, which terminates them
-        executor = ProcessPoolExecutor(args.processes, initializer=signal.signal,
-                                       initargs=(signal.SIGINT, signal.SIG_IGN))
-    elif s.workers > 1:
-        executor = ThreadPoolExecutor(s.workers)
-    t0 = time.perf_counter()
-    partial = os.path.join(outdir, "figure4_loops.partial.npz")  # survives an interrupted run
-    try:
-        with backend.blas_threads(blas_limit(args)):
+    t_gen1 = None
+    with open_executor(prog, args, s.workers) as executor:  # first: a wrong --scheduler leaves no folder
+        outdir = prepare_run(prog, args)
+        gen1_path, loops_path = (os.path.join(outdir, f) for f in ("figure4_gen1.npz", "figure4_loops.npz"))
+        t0 = time.perf_counter()
+        folder.start(fresh=not args.resume, stale=[gen1_path, loops_path])
+        if args.resume and os.path.exists(gen1_path):
+            gen1 = _on_disk(prog, _read_gen1, gen1_path)
+        else:
             gen1 = generation_one_runs(cfg, [0.0] + [w for w in s.gen1_omega if w != 0], s.runs,
-                                       s.chunk_size, args.seed, progress=not args.quiet)
-        t_gen1 = time.perf_counter() - t0
-        ws = sorted(gen1)  # panel 1 is kept even if the sweep is interrupted
-        write_npz(os.path.join(outdir, "figure4_gen1.npz"), w=np.array(ws),
-                  mu=np.stack([gen1[w][0] for w in ws]), cov=np.stack([gen1[w][1] for w in ws]))
-        results = sweep(cfg, cells, s.runs, seed=args.seed, chunk_size=s.chunk_size,
-                        executor=executor, blas_threads=blas_limit(args), progress=not args.quiet,
-                        on_cell=lambda done: save_results(partial, cfg, done, {"partial": True}))
-    except BaseException:  # Ctrl-C or a failed task: stop now, do not wait for running tasks
-        _stop(executor)
-        raise
-    if executor is not None:
-        executor.shutdown()
+                                       s.chunk_size, args.seed, progress=not args.quiet,
+                                       executor=executor, blas_threads=blas_limit(args))
+            t_gen1 = time.perf_counter() - t0
+            ws = sorted(gen1)  # panel 1 is kept even if the sweep is interrupted
+            write_npz(gen1_path, w=np.array(ws), mu=np.stack([gen1[w][0] for w in ws]),
+                      cov=np.stack([gen1[w][1] for w in ws]))
+        done = _on_disk(prog, folder.load, cfg, cells)  # what an earlier, interrupted run finished
+        sweep(cfg, [c for c in cells if c not in done], s.runs, seed=args.seed,
+              chunk_size=s.chunk_size, executor=executor, blas_threads=blas_limit(args),
+              progress=not args.quiet, on_cell=lambda cell, r: folder.save(cfg, cell, r))
     elapsed = time.perf_counter() - t0
 
+    results = _on_disk(prog, folder.load, cfg, cells)  # the table and figure are built from the files
     meta = {"preset": args.preset, "formulation": args.formulation, "settings": dataclasses.asdict(s),
             "seed": args.seed, "metric": args.metric or "w2sq", "device": args.device,
-            "seconds": elapsed, "seconds_panel1": t_gen1}
-    save_results(os.path.join(outdir, "figure4_loops.npz"), cfg, results, meta)
-    if os.path.exists(partial):
-        os.remove(partial)
+            "seconds": elapsed, "seconds_panel1": t_gen1, "resumed_cells": len(done)}
+    save_results(loops_path, cfg, results, meta)
+    folder.finish()
     report(outdir, cfg, results, gen1, meta)
     return 0
 
 
-def _stop(executor) -> None:
-    """Cancel the tasks not yet started and return without waiting for the running ones; a
-    process pool's workers are terminated (a thread cannot be: run_command then exits at once)."""
-    if executor is None:
-        return
-    if isinstance(executor, ProcessPoolExecutor):
-        for proc in list((getattr(executor, "_processes", None) or {}).values()):
-            proc.terminate()
-    executor.shutdown(wait=False, cancel_futures=True)
+def sweep_settings(s: Figure4Preset, args) -> dict:
+    """Everything a sweep's numbers depend on (what --resume compares): not the chunk size or
+    the executor, which change only memory and speed."""
+    return {**{k: v for k, v in dataclasses.asdict(s).items() if k not in ("chunk_size", "workers")},
+            "formulation": args.formulation, "seed": args.seed, "device": args.device}
+
+
+def _on_disk(prog: str, read, *args):
+    """``read(*args)``, reading a sweep's files; a damaged or foreign file is a one-line exit 1."""
+    try:
+        return read(*args)
+    except ValueError as e:
+        fail(prog, str(e), 1)
+
+
+def _read_gen1(path: str) -> dict:
+    """Panel 1 as figure4_gen1.npz holds it: {w: (mu (R,D), cov (R,D,D))}; ValueError naming
+    the file if it is damaged."""
+    z = read_npz(path, required=("w", "mu", "cov"))
+    try:
+        return {float(w): (z["mu"][i], z["cov"][i]) for i, w in enumerate(z["w"])}
+    except (IndexError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} does not hold panel 1 ({type(e).__name__}: {e})") from None
 
 
 def report(outdir, cfg, results, gen1, meta):
@@ -307,7 +333,9 @@ def report(outdir, cfg, results, gen1, meta):
     ws = sorted(gen1)
     lines = [f"Figure 4 table: {formulation}, preset {meta['preset']}, {s.runs} runs x "
              f"{s.generations} generations, G^inf = mean of generations {s.inf_from}..{s.generations}, "
-             f"SIMS w in {list(s.omega)}, {meta['seconds'] / 60:.1f} min on {meta['device']}", ""]
+             f"SIMS w in {list(s.omega)}, {meta['seconds'] / 60:.1f} min on {meta['device']}"
+             + (f" (resumed: {meta['resumed_cells']} cells from an earlier run)" if meta.get("resumed_cells") else ""),
+             ""]
     tables = {}
     for squared in (False, True):
         rows, data = summary_table(cfg, results, s.n_synth, s.inf_from, squared)
@@ -335,13 +363,12 @@ def replot(indir: str, metric: str | None = None) -> int:
     """Rebuild the table and the figure from a finished run's figure4_loops.npz and figure4_gen1.npz."""
     cfg, results, meta = load_results(os.path.join(indir, "figure4_loops.npz"))
     meta["metric"] = metric or meta.get("metric", "w2sq")
-    z = read_npz(os.path.join(indir, "figure4_gen1.npz"), required=("w", "mu", "cov"))
+    gen1 = _read_gen1(os.path.join(indir, "figure4_gen1.npz"))
     try:
-        gen1 = {float(w): (z["mu"][i], z["cov"][i]) for i, w in enumerate(z["w"])}
         s = from_dict(Figure4Preset, meta["settings"])
     except (IndexError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{indir}: figure4_gen1.npz or the settings in figure4_loops.npz do not "
-                         f"fit ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{indir}: the settings in figure4_loops.npz do not fit "
+                         f"({type(e).__name__}: {e})") from None
     if s.inf_from > min((r.mu.shape[1] for r in results.values()), default=0):
         raise ValueError(f"{indir}/figure4_loops.npz holds fewer generations than its settings say")
     report(indir, cfg, results, gen1, meta)

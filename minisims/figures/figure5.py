@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import backend
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, fail, float_list, int_at_least, int_list, override,
                         prepare_run, run_command, writable_dir)
+from ..executors import add_executor_options, open_executor
 from ..plots import pyplot, save_figure
 from ..polluted import polluted_experiment
 from .common import ToySizes, loop_config, read_npz, write_npz, write_text
@@ -53,6 +53,7 @@ EXAMPLES = """examples:
   python toy/figure5.py --preset tiny              # seconds
   python toy/figure5.py --preset cpu               # ~10-20 minutes on 2 cores
   python toy/figure5.py --preset cpu --formulation edm --outdir runs/figure5_edm
+  python toy/figure5.py --preset cpu --chunk-size 8 --dask-local 2   # 4 chunks on a local Dask cluster
   python toy/figure5.py --replot runs/figure5      # table + figure again from figure5.npz
 """
 
@@ -64,6 +65,8 @@ def build_parser() -> Parser:
     p.add_argument("--runs", type=int_at_least(1), help="independent runs")
     p.add_argument("--pollution", type=int_list, metavar="N[,N...]", help="|D_p| values")
     p.add_argument("--omega", type=float_list, metavar="W[,W...]", help="SIMS w grid (best is kept)")
+    p.add_argument("--chunk-size", type=int_at_least(1), help="runs trained at once per task")
+    add_executor_options(p)
     add_run_options(p, outdir="runs/figure5", quiet=True)
     p.add_argument("--replot", metavar="DIR", help="only rebuild table and figure from DIR/figure5.npz")
     return p
@@ -89,12 +92,13 @@ def main(argv=None) -> int:
     if not any(w != 0 for w in s.omega):
         fail(parser.prog, "--omega needs a SIMS w other than 0 (w = 0 is ST, which always runs)", 2)
     s = replace(s, pollution=tuple(dict.fromkeys(s.pollution)))
-    outdir = prepare_run(parser.prog, args)
-    cfg = loop_config(s, args.formulation)
-    t0 = time.perf_counter()
-    with backend.blas_threads(blas_limit(args)):
+    with open_executor(parser.prog, args) as executor:  # first: a wrong --scheduler leaves no folder
+        outdir = prepare_run(parser.prog, args)
+        cfg = loop_config(s, args.formulation)
+        t0 = time.perf_counter()
         r = polluted_experiment(cfg, s.pollution, s.omega, s.runs, args.seed, s.chunk_size,
-                                progress=not args.quiet)
+                                progress=not args.quiet, executor=executor,
+                                blas_threads=blas_limit(args))
     elapsed = time.perf_counter() - t0
     write_npz(os.path.join(outdir, "figure5.npz"), **r, seconds=elapsed,
               formulation=args.formulation, n_real=s.n_real)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import backend
 from ..cli_util import (Parser, add_preset, add_run_options, blas_limit, command_parser, fail,
                         finite_float, float_list, int_at_least, override, prepare_run, run_command)
+from ..executors import add_executor_options, open_executor
 from ..plots import pyplot, save_figure
 from ..shift import ShiftConfig, shift_sweep
 from .common import write_npz, write_text
@@ -38,6 +38,7 @@ class Figure6Preset:
     base_epochs: int = 100
     aux_epochs: int = 50
     steps: int = 32                # Heun steps N
+    chunk_size: int = 64           # runs trained at once per task
 
 
 PRESETS = {
@@ -52,6 +53,7 @@ EXAMPLES = """examples:
   python toy/figure6.py --preset tiny       # seconds
   python toy/figure6.py --preset cpu        # 10-30 minutes on 2 cores
   python toy/figure6.py --target 0.9 --omega -1,0,1,2,3
+  python toy/figure6.py --preset cpu --chunk-size 8 --dask-local 2   # 4 chunks on a local Dask cluster
 """
 
 
@@ -61,6 +63,8 @@ def build_parser() -> Parser:
     p.add_argument("--runs", type=int_at_least(1), help="independent runs")
     p.add_argument("--omega", type=float_list, metavar="W[,W...]", help="w values (-1 and 0 are always added)")
     p.add_argument("--target", type=finite_float, default=0.7, help="target group-0 fraction (default: 0.7)")
+    p.add_argument("--chunk-size", type=int_at_least(1), help="runs trained at once per task")
+    add_executor_options(p)
     add_run_options(p, outdir="runs/figure6", quiet=True)
     return p
 
@@ -79,11 +83,12 @@ def main(argv=None) -> int:
     s = replace(s, omega=tuple(sorted(set(s.omega) | {-1.0, 0.0})))
     if not 0 < args.target < 1:
         fail(parser.prog, f"--target must be strictly between 0 and 1, got {args.target}", 2)
-    outdir = prepare_run(parser.prog, args)
     cfg = shift_config(s, args.target)
-    t0 = time.perf_counter()
-    with backend.blas_threads(blas_limit(args)):
-        r = shift_sweep(cfg, list(s.omega), s.runs, args.seed, progress=not args.quiet)
+    with open_executor(parser.prog, args) as executor:  # first: a wrong --scheduler leaves no folder
+        outdir = prepare_run(parser.prog, args)
+        t0 = time.perf_counter()
+        r = shift_sweep(cfg, list(s.omega), s.runs, args.seed, s.chunk_size, progress=not args.quiet,
+                        executor=executor, blas_threads=blas_limit(args))
     elapsed = time.perf_counter() - t0
     write_npz(os.path.join(outdir, "figure6.npz"), **r, target=args.target,
               base_frac=cfg.base_frac, seconds=elapsed)

@@ -131,9 +131,10 @@ def generation_model(data, cfg: SIMSConfig, method: str, seed: int, first_run: i
 
 
 def run_loop_chunk(cfg: LoopConfig, cell: Cell, runs: int, seed: int = 0, first_run: int = 0,
-                   progress: bool = False) -> LoopResult:
+                   progress: bool = False, on_generation=None) -> LoopResult:
     """Run one loop for runs first_run .. first_run + runs - 1 at once (one chunk). Returns
-    moments (R,G,...); run r's rows do not depend on which chunk it is in."""
+    moments (R,G,...); run r's rows do not depend on which chunk it is in. ``on_generation()``,
+    if given, is called after each generation (a sweep's progress bar)."""
     t0 = time.perf_counter()
     G, D = cfg.generations, len(cfg.mean)
     mu = np.zeros((runs, G, D))
@@ -160,6 +161,8 @@ def run_loop_chunk(cfg: LoopConfig, cell: Cell, runs: int, seed: int = 0, first_
                        w=cell.w if aux is not None else 0.0)  # R,n_draw,D
         mu[:, t - 1], cov[:, t - 1] = moments(backend.to_numpy(x[:, :cfg.n_eval]))
         D_s = x[:, :cell.n_synth]  # R,n_synth,D: what generation t passes on
+        if on_generation is not None:
+            on_generation()
     return LoopResult(cell, mu, cov, time.perf_counter() - t0)
 
 
