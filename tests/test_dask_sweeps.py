@@ -101,17 +101,20 @@ def test_chunk_functions_on_a_local_cluster_equal_inline_bit_for_bit(client):
 
 
 @needs_dask
-def test_figure4_on_a_local_dask_cluster_writes_the_inline_table(uninterrupted, tmp_path):
+def test_figure4_on_a_local_dask_cluster_writes_the_inline_table(cluster, uninterrupted, tmp_path, capsys):
+    """The command on the cluster (--scheduler; tests/test_cli_reliability.py starts one with
+    --dask-local in a subprocess and interrupts it)."""
     out = tmp_path / "dask"
-    p = subprocess.run([sys.executable, "toy/figure4.py", *TINY, "--dask-local", "2", "--outdir", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0 and p.stderr.strip() == "", p.stderr  # Dask's own log lines are silenced
+    assert figure4.main(TINY + ["--scheduler", cluster.scheduler_address, "--outdir", str(out)]) == 0
+    assert capsys.readouterr().err == ""  # Dask's own log lines are silenced
     table = (out / "figure4_table.md").read_text().splitlines()
     assert table[1:] == (uninterrupted / "figure4_table.md").read_text().splitlines()[1:]  # [0]: the time
     _, mine, _ = load_results(str(out / "figure4_loops.npz"))
     _, ref, _ = load_results(str(uninterrupted / "figure4_loops.npz"))
     assert list(mine) == list(ref)
     assert all(np.array_equal(mine[c].mu, ref[c].mu) and np.array_equal(mine[c].cov, ref[c].cov) for c in ref)
+    with np.load(out / "figure4_gen1.npz") as a, np.load(uninterrupted / "figure4_gen1.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in b.files)  # panel 1 ran on the cluster too
 
 
 # ---------------------------------------------------------------- 2. resumable sweeps
