@@ -231,8 +231,10 @@ def _chunk(args, cfg, omegas, start: int, runs: int, squared: bool, progress: bo
     divergences and the real data's own distance (one entry per run). Every run draws from its
     own streams, so its numbers do not depend on the chunk it is in."""
     t0 = time.perf_counter()
-    data = backend.asarray(sample_gaussian(args.n_real, TOY_STREAMS.rng(args.seed, "data", runs=range(start, start + runs), numpy=True), runs))  # R,n,2
-    fit = fit_sims(data, cfg, TOY_STREAMS.rng(args.seed, "fit", runs=range(start, start + runs)), progress=progress)
+    ids = range(start, start + runs)  # the global indices of this chunk's runs
+    data = backend.asarray(sample_gaussian(args.n_real, TOY_STREAMS.rng(args.seed, "data", runs=ids, numpy=True),
+                                           runs))  # R,n,2
+    fit = fit_sims(data, cfg, TOY_STREAMS.rng(args.seed, "fit", runs=ids), progress=progress)
     t_fit = time.perf_counter() - t0
     failed = _diverged_training(fit, args, start)  # R bool
     if args.animate and start == 0:
@@ -243,7 +245,7 @@ def _chunk(args, cfg, omegas, start: int, runs: int, squared: bool, progress: bo
               file=sys.stderr)
     dists, blown, first_run = {}, {}, ({} if start == 0 else None)  # run 1's points, for the plot
     for w in omegas:
-        eval_rng = TOY_STREAMS.rng(args.seed, "eval", runs=range(start, start + runs))  # same draws for every w
+        eval_rng = TOY_STREAMS.rng(args.seed, "eval", runs=ids)  # the same draws for every w
         x = backend.to_numpy(sample_sims(fit.base, fit.aux, cfg, w, args.n_eval, eval_rng, progress=progress))
         bad = ~np.isfinite(x).all(axis=(1, 2)) | (np.abs(np.nan_to_num(x)).max(axis=(1, 2)) > SAMPLE_BOUND)  # R
         blown[w] = bad & ~failed["any"]  # diverged here although training did not
