@@ -7,8 +7,9 @@ the generation-1 base model of a run (common random numbers), and switching guid
 never shifts another stream.
 
     streams = Streams(("data", "base", "aux", "sample"))
-    rng = streams.rng(seed, chunk, generation, "base")            # backend generator
-    rng = streams.rng(seed, chunk, generation, "data", numpy=True)  # always NumPy's
+    rng = streams.rng(seed, generation, "base")                     # backend generator
+    rng = streams.rng(seed, generation, "data", numpy=True)         # always NumPy's
+    rng = streams.rng(seed, generation, "base", runs=range(a, b))   # runs a..b-1, one stream each
 
 The key is numpy's ``SeedSequence(seed, spawn_key=(*coords, index of the name))``. A device
 generator (CuPy on the GPU) is seeded with one 32-bit word of that sequence.
