@@ -7,7 +7,9 @@ for --replot that names the file when it is corrupt, and generation 1 over chunk
 """
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..atomic import atomic_write
+from ..cli_util import fail, writable_dir
 from ..loops import LoopConfig, generation_one, map_chunks
 from ..nn import MLPConfig
 from ..sims import SIMSConfig
@@ -57,6 +60,21 @@ def generation_one_runs(cfg: LoopConfig, omegas, runs: int, chunk_size: int, see
     return {w: (np.concatenate([p[w][0] for p in parts]),   # R,D
                 np.concatenate([p[w][1] for p in parts]))   # R,D,D
             for w in omegas}
+
+
+def replot(prog: str, folder: str, needed: str, report, *args) -> int:
+    """--replot: ``report(folder, *args)`` on a finished run's files, written back into ``folder``.
+    A folder without ``needed``, or one that cannot be written, exits 2 with one line; a corrupt
+    or foreign file (report raises ValueError naming it) exits 1 with one line."""
+    if not os.path.exists(os.path.join(folder, needed)):
+        fail(prog, f"no {needed} in {folder!r}", 2)
+    try:
+        writable_dir(folder)  # the tables and figures are written back there
+        return report(folder, *args)
+    except argparse.ArgumentTypeError as e:
+        fail(prog, str(e), 2)
+    except ValueError as e:
+        fail(prog, str(e), 1)
 
 
 def write_text(path: str, text: str) -> None:

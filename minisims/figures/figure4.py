@@ -22,7 +22,6 @@ if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exi
     from minisims import sigint
     sigint.during_startup()
 
-import argparse
 import dataclasses
 import os
 import time
@@ -33,11 +32,12 @@ import numpy as np
 from ..atomic import write_json
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, fail, float_list, from_dict, int_at_least, int_list,
-                        override, prepare_run, run_command, writable_dir)
+                        override, prepare_run, run_command)
 from ..executors import add_executor_options, open_executor
 from ..loops import Cell, LoopConfig, converged_ratio, load_results, ratio_curve, save_results, sweep
 from ..metrics import gaussian_w2_from_moments
 from ..plots import pyplot, save_figure
+from .common import replot as replot_run
 from .common import (ToySizes, generation_one_runs, json_safe, loop_config, read_npz, write_npz,
                      write_text)
 from .sweep_folder import SweepFolder
@@ -247,15 +247,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     prog = parser.prog
     if args.replot:
-        if not os.path.exists(os.path.join(args.replot, "figure4_loops.npz")):
-            fail(prog, f"no figure4_loops.npz in {args.replot!r}", 2)
-        try:
-            writable_dir(args.replot)  # the table and figure are written back there
-            return replot(args.replot, args.metric)
-        except argparse.ArgumentTypeError as e:
-            fail(prog, str(e), 2)
-        except ValueError as e:  # a corrupt or foreign file; read_npz/load_results name it
-            fail(prog, str(e), 1)
+        return replot_run(prog, args.replot, "figure4_loops.npz", replot, args.metric)
     try:
         s = settings(args)
     except ValueError as e:

@@ -12,7 +12,6 @@ if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exi
     from minisims import sigint
     sigint.during_startup()
 
-import argparse
 import os
 import time
 from dataclasses import dataclass, replace
@@ -21,11 +20,12 @@ import numpy as np
 
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, fail, float_list, int_at_least, int_list, override,
-                        prepare_run, run_command, writable_dir)
+                        prepare_run, run_command)
 from ..executors import add_executor_options, open_executor
 from ..plots import pyplot, save_figure
 from ..polluted import polluted_experiment
 from .common import ToySizes, loop_config, read_npz, write_npz, write_text
+from .common import replot as replot_run
 
 # what report() reads from figure5.npz
 FIELDS = ("pollution", "omega", "P", "I", "ST-I", "SIMS-I", "w_SIMS-I", "ST-P", "SIMS-P", "w_SIMS-P",
@@ -76,15 +76,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.replot:
-        if not os.path.exists(os.path.join(args.replot, "figure5.npz")):
-            fail(parser.prog, f"no figure5.npz in {args.replot!r}", 2)
-        try:
-            writable_dir(args.replot)  # the table and figure are written back there
-            return report(args.replot)
-        except argparse.ArgumentTypeError as e:
-            fail(parser.prog, str(e), 2)
-        except ValueError as e:  # a corrupt or foreign file; read_npz names it
-            fail(parser.prog, str(e), 1)
+        return replot_run(parser.prog, args.replot, "figure5.npz", report)
     s = override(PRESETS[args.preset], args)
     # checked before any work: the table needs a SIMS w, and a |D_p| given twice is one run twice
     if min(s.pollution) < 1:

@@ -70,13 +70,14 @@ import numpy as np
 from .. import backend
 from ..cli_util import (Parser, add_preset, add_run_options, blas_limit, command_parser, fail,
                         float_list, from_dict, int_at_least, int_list, override, prepare_run,
-                        run_command, writable_dir)
+                        run_command)
 from ..data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from ..metrics import gaussian_w2_from_moments, moments
 from ..plots import gaussian_contours, pyplot, save_figure
 from ..sims import SIMSConfig, diverged_epoch, sample_sims, synthesize, train_aux, train_base
 from ..streams import Streams
 from .common import ToySizes, read_npz, sims_config, write_npz, write_text
+from .common import replot as replot_run
 
 # R runs, F formulations, Bb base budgets, Ba aux budgets, W guidance values, D data dimension (2)
 # Every per-run array has the run axis first.
@@ -534,15 +535,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.replot:
-        if not os.path.exists(os.path.join(args.replot, f"{NAME}.npz")):
-            fail(parser.prog, f"no {NAME}.npz in {args.replot!r}", 2)
-        try:
-            writable_dir(args.replot)  # the tables and figures are written back there
-            return report(args.replot)
-        except argparse.ArgumentTypeError as e:
-            fail(parser.prog, str(e), 2)
-        except ValueError as e:  # a corrupt or foreign file; the message names it
-            fail(parser.prog, str(e), 1)
+        return replot_run(parser.prog, args.replot, f"{NAME}.npz", report)
     try:
         s = settings(args)
     except ValueError as e:
