@@ -1,7 +1,7 @@
 // CUDA C on the CPU, for tests: the shim that tests/cuda_emu.py compiles every kernel source with.
 //
 // A launch runs the blocks one after another. Inside a block, every CUDA thread is a fiber
-// (ucontext) on the one OS thread of the launch: a fiber runs until it reaches a barrier
+// (ucontext for its stack, _setjmp/_longjmp to switch) on the one OS thread of the launch: a fiber runs until it reaches a barrier
 // (__syncthreads, __syncwarp, a warp shuffle) or returns, then the next fiber runs. A barrier opens
 // when every thread of its scope (block, or warp) that has not returned waits at it (exited
 // threads do not count, as on Volta and later GPUs; every __syncthreads is the one block barrier,
@@ -30,6 +30,7 @@
 #include <utility>
 #include <tuple>
 #include <vector>
+#include <csetjmp>
 #include <ucontext.h>
 
 struct uint3 { unsigned int x, y, z; };
@@ -60,7 +61,9 @@ inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 namespace emu {
 enum State { READY, WAIT_BLOCK, WAIT_WARP, DONE };
 struct Fiber {
-    ucontext_t ctx;
+    ucontext_t ctx;  // the fresh context of a thread that has not run yet
+    std::jmp_buf jb;  // where a waiting thread resumes
+    bool started;
     uint3 tid;
     int lane, warp;
     State state;
@@ -68,7 +71,7 @@ struct Fiber {
 struct Launch {
     Fiber* fibers;
     int nthreads;
-    ucontext_t scheduler;
+    std::jmp_buf scheduler;
     Fiber* current;
     uint3 block, grid_dim;
     dim3 block_dim;
@@ -82,7 +85,7 @@ inline thread_local Launch* L = nullptr;
 inline void wait(State s) {
     Fiber* f = L->current;
     f->state = s;
-    swapcontext(&f->ctx, &L->scheduler);
+    if (!_setjmp(f->jb)) _longjmp(L->scheduler, 1);  // back to the scheduler; resumes here
 }
 }  // namespace emu
 
@@ -144,7 +147,7 @@ inline thread_local Entry entry;
 inline void trampoline() {
     entry.run(entry.data);
     L->current->state = DONE;
-    swapcontext(&L->current->ctx, &L->scheduler);
+    _longjmp(L->scheduler, 1);  // this thread's stack is left behind
 }
 
 // Run one block to the end; 0 on success, 1 on a barrier deadlock.
@@ -152,6 +155,7 @@ inline int run_block(Launch& l) {
     for (int t = 0; t < l.nthreads; ++t) {
         Fiber& f = l.fibers[t];
         f.state = READY;
+        f.started = false;
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = l.stacks + STACK * t;  // fresh stacks for every block
         f.ctx.uc_stack.ss_size = STACK;
@@ -163,8 +167,17 @@ inline int run_block(Launch& l) {
         for (int t = 0; t < l.nthreads; ++t) {
             if (l.fibers[t].state != READY) continue;
             any = true;
-            l.current = &l.fibers[t];
-            swapcontext(&l.scheduler, &l.fibers[t].ctx);
+            Fiber& f = l.fibers[t];
+            l.current = &f;
+            // Switch with _setjmp/_longjmp (no system call); only a thread's first start goes
+            // through setcontext, onto its own stack.
+            if (!_setjmp(l.scheduler)) {
+                if (!f.started) {
+                    f.started = true;
+                    setcontext(&f.ctx);
+                }
+                _longjmp(f.jb, 1);
+            }
         }
         if (any) continue;
         // Nothing ready: open the warp barriers every live lane of a warp reached, else the block one.
