@@ -17,6 +17,7 @@
 // __syncthreads, __syncwarp, __shfl_sync / __shfl_down_sync / __shfl_up_sync / __shfl_xor_sync
 // (all 32 lanes, blockDim a multiple of 32), atomicAdd / atomicMax on int and float (one OS thread:
 // plain read-modify-write), __ldg, the float math intrinsics, float2 / float4 / int2 / int4 / dim3.
+// The shim's own names (emu::..., emu_current_launch_, __emu_*) must not be #defined by a kernel.
 // What is not: memory spaces (any pointer is host memory), races (fibers never interleave between
 // barriers, so a race a GPU would show stays hidden here), texture and cooperative groups.
 #pragma once
@@ -80,21 +81,21 @@ struct Launch {
     char* stacks;  // one STACK-byte stack per thread
 };
 constexpr std::size_t STACK = 64 * 1024;
-inline thread_local Launch* L = nullptr;
+inline thread_local Launch* emu_current_launch_ = nullptr;
 
 inline void wait(State s) {
-    Fiber* f = L->current;
+    Fiber* f = emu_current_launch_->current;
     f->state = s;
-    if (!_setjmp(f->jb)) _longjmp(L->scheduler, 1);  // back to the scheduler; resumes here
+    if (!_setjmp(f->jb)) _longjmp(emu_current_launch_->scheduler, 1);  // back to the scheduler; resumes here
 }
 }  // namespace emu
 
-#define threadIdx (emu::L->current->tid)
-#define blockIdx (emu::L->block)
-#define blockDim (emu::L->block_dim)
-#define gridDim (emu::L->grid_dim)
+#define threadIdx (emu::emu_current_launch_->current->tid)
+#define blockIdx (emu::emu_current_launch_->block)
+#define blockDim (emu::emu_current_launch_->block_dim)
+#define gridDim (emu::emu_current_launch_->grid_dim)
 #define warpSize 32
-#define __emu_dynamic_smem (emu::L->dynamic_smem)
+#define __emu_dynamic_smem (emu::emu_current_launch_->dynamic_smem)
 
 inline void __syncthreads() { emu::wait(emu::WAIT_BLOCK); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::wait(emu::WAIT_WARP); }
@@ -102,13 +103,13 @@ inline void __syncwarp(unsigned = 0xffffffffu) { emu::wait(emu::WAIT_WARP); }
 template <typename T, typename F>
 inline T __emu_shuffle(T v, F source_lane) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
-    emu::Fiber* f = emu::L->current;
-    const int me = int(f - emu::L->fibers);
-    std::memcpy(&emu::L->shfl[me], &v, sizeof(T));
+    emu::Fiber* f = emu::emu_current_launch_->current;
+    const int me = int(f - emu::emu_current_launch_->fibers);
+    std::memcpy(&emu::emu_current_launch_->shfl[me], &v, sizeof(T));
     __syncwarp();
     const int src = source_lane(f->lane);
     T out = v;  // a lane outside the warp reads its own value, as on the GPU
-    if (src >= 0 && src < 32) std::memcpy(&out, &emu::L->shfl[me - f->lane + src], sizeof(T));
+    if (src >= 0 && src < 32) std::memcpy(&out, &emu::emu_current_launch_->shfl[me - f->lane + src], sizeof(T));
     __syncwarp();
     return out;
 }
@@ -146,8 +147,8 @@ struct Entry { void (*run)(void*); void* data; };
 inline thread_local Entry entry;
 inline void trampoline() {
     entry.run(entry.data);
-    L->current->state = DONE;
-    _longjmp(L->scheduler, 1);  // this thread's stack is left behind
+    emu_current_launch_->current->state = DONE;
+    _longjmp(emu_current_launch_->scheduler, 1);  // this thread's stack is left behind
 }
 
 // Run one block to the end; 0 on success, 1 on a barrier deadlock.
@@ -235,8 +236,8 @@ inline int launch(const char* name, void (*kernel)(A...), const unsigned* g, con
             f.lane = t % 32;
             f.warp = t / 32;
         }
-        Launch* saved = L;
-        L = &l;
+        Launch* saved = emu_current_launch_;
+        emu_current_launch_ = &l;
         struct Closure { void (*k)(A...); std::tuple<std::decay_t<A>...>* v; };
         Closure c{kernel, &values};
         entry = {[](void* p) {
@@ -254,7 +255,7 @@ inline int launch(const char* name, void (*kernel)(A...), const unsigned* g, con
                         std::fprintf(stderr, "%s: barrier deadlock in block (%u,%u,%u): threads wait at "
                                      "different barriers or a shuffle in a partial warp\n", name, x, y, z);
                 }
-        L = saved;
+        emu_current_launch_ = saved;
         std::free(l.stacks);
         delete[] l.fibers;
         return rc;
@@ -262,7 +263,7 @@ inline int launch(const char* name, void (*kernel)(A...), const unsigned* g, con
 }
 
 // Each parameter as one character: 'p' pointer, 'f' float, 'd' double, 'i' int32, 'u' uint32,
-// 'l' int64, 'L' uint64; pointers add the pointee's size and kind, e.g. "p4f" for float*.
+// 'l' int64, 'emu_current_launch_' uint64; pointers add the pointee's size and kind, e.g. "p4f" for float*.
 template <typename T> inline void describe_one(char*& out) {
     using U = std::decay_t<T>;
     if constexpr (std::is_pointer_v<U>) {
@@ -273,7 +274,7 @@ template <typename T> inline void describe_one(char*& out) {
     } else if constexpr (std::is_same_v<U, float>) { *out++ = 'f'; }
     else if constexpr (std::is_same_v<U, double>) { *out++ = 'd'; }
     else if constexpr (std::is_integral_v<U> && sizeof(U) == 4) { *out++ = std::is_signed_v<U> ? 'i' : 'u'; }
-    else if constexpr (std::is_integral_v<U> && sizeof(U) == 8) { *out++ = std::is_signed_v<U> ? 'l' : 'L'; }
+    else if constexpr (std::is_integral_v<U> && sizeof(U) == 8) { *out++ = std::is_signed_v<U> ? 'l' : 'emu_current_launch_'; }
     else { *out++ = '?'; }
     *out++ = ' ';
 }
