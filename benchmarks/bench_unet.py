@@ -8,7 +8,8 @@ the ratio ours / torch (the issue's target: within 1.5x). Without PyTorch only o
 
 --profile then runs rounds x steps more of our steps (as minisims.train runs them, EMA update
 included) with every layer kind timed: the layer classes' forward/backward, the two convolution
-gradient kernels that Conv2d.backward calls, the loss, Adam.step and EMA.update are wrapped in this
+gradient kernels that Conv2d.backward calls, the loss, Adam.step and EMA.update (or the fused
+GroupNormSiLU and Adam.fused_step, on the GPU by default; --fused) are wrapped in this
 process for the profile only (the library is unchanged; the wrappers come off afterwards). Each
 row is exclusive time, so nested modules count once; 'other' is the step less every row. On the
 GPU a CUDA event pair brackets each phase and each phase is synchronised, which slows the profiled
@@ -19,6 +20,7 @@ examples:
   python benchmarks/bench_unet.py --profile            # and where our step spends its time
   python benchmarks/bench_unet.py --threads 1          # one BLAS / torch thread each
   python benchmarks/bench_unet.py --device gpu --profile   # ours on CuPy vs torch CUDA, batch 128
+  python benchmarks/bench_unet.py --device gpu --profile --fused off   # without fused kernels
 """
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ from minisims.nn.dropout import Dropout  # noqa: E402
 from minisims.nn.embedding import NoiseEmbedding  # noqa: E402
 from minisims.nn.layers import Linear, SiLU  # noqa: E402
 from minisims.nn.module import Module  # noqa: E402
-from minisims.nn.norm import GroupNorm  # noqa: E402
-from minisims.nn.optim import EMA, Adam  # noqa: E402
+from minisims.nn.norm import GroupNorm, GroupNormSiLU, set_fused  # noqa: E402
+from minisims.nn.optim import EMA, Adam, adam_ema_step  # noqa: E402
 from minisims.nn.resample import AvgPool2x, Upsample2x  # noqa: E402
 from minisims.nn.unet import UNet, UNetConfig  # noqa: E402
 
@@ -79,6 +81,9 @@ def build_parser():
                    help="steps per framework per round (default 1 on cpu, 5 on gpu)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="BLAS and torch threads (default: each library's own default)")
+    p.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
+                   help="GroupNorm+SiLU and Adam+EMA as fused kernels: auto fuses on the GPU only "
+                        "(default auto; 'on' on the CPU runs the NumPy reference of the fusion)")
     p.add_argument("--profile", action="store_true",
                    help="also time our step per layer kind (rounds x steps steps, synchronised per "
                         "phase) and print a markdown table")
@@ -208,6 +213,8 @@ KINDS = {
     "conv wgrad (dW, db)": "conv2d_backward_weight, and Conv2d.backward adding dW, db into its grads",
     "GroupNorm": "GroupNorm.forward and .backward",
     "SiLU": "SiLU.forward and .backward",
+    "GroupNorm+SiLU": "GroupNormSiLU.forward and .backward: the fused kernels when fused; unfused, "
+                      "only the embedding's bias add and its gradient sum (GroupNorm, SiLU above)",
     "dropout": "Dropout.forward (drawing the mask) and .backward",
     "attention": "SelfAttention2d's own work: scores, softmax, the two batched products, backward",
     "resampling": "Upsample2x and AvgPool2x (the convolutions around them are convs)",
@@ -216,6 +223,7 @@ KINDS = {
     "zero grads": "Module.zero_grad at the start of the step",
     "Adam": "Adam.step",
     "EMA": "EMA.update (minisims.train runs one when it keeps an EMA)",
+    "Adam+EMA": "Adam.fused_step: Adam and the EMA update as one kernel (when fused)",
 }
 OTHER = "other"
 OTHER_HOLDS = ("the step less every row above: the UNet's glue (residual adds and scalings, "
@@ -236,8 +244,10 @@ def timed_targets():
                (UNet, "forward", None, False), (UNet, "backward", None, False),
                (EDM, "loss_and_grad", "loss", True),
                (Module, "zero_grad", "zero grads", True),
-               (Adam, "step", "Adam", True), (EMA, "update", "EMA", True)]
-    for cls, kind in [(GroupNorm, "GroupNorm"), (SiLU, "SiLU"), (Dropout, "dropout"),
+               (Adam, "step", "Adam", True), (EMA, "update", "EMA", True),
+               (Adam, "fused_step", "Adam+EMA", True)]
+    for cls, kind in [(GroupNorm, "GroupNorm"), (SiLU, "SiLU"), (GroupNormSiLU, "GroupNorm+SiLU"),
+                      (Dropout, "dropout"),
                       (SelfAttention2d, "attention"), (Upsample2x, "resampling"),
                       (AvgPool2x, "resampling"), (NoiseEmbedding, "embedding"),
                       (Linear, "embedding")]:
@@ -337,12 +347,13 @@ def profile_steps(step, steps: int, clock) -> Profile:
 
 
 def profile_rows(prof: Profile) -> list:
-    """[(kind, ms per step, % of the step, calls per step)]: every kind of :data:`KINDS` in
-    order, then 'other' (the step less all of them; calls None), then 'step' (100%)."""
+    """[(kind, ms per step, % of the step, calls per step)]: every kind of :data:`KINDS` that was
+    called, in order (the fused and the unfused optimiser rows exclude each other), then 'other'
+    (the step less all of them; calls None), then 'step' (100%)."""
     per_step = 1e3 / prof.steps
     rows = [(kind, prof.seconds.get(kind, 0.0) * per_step,
              100 * prof.seconds.get(kind, 0.0) / prof.step_seconds,
-             prof.calls.get(kind, 0) / prof.steps) for kind in KINDS]
+             prof.calls.get(kind, 0) / prof.steps) for kind in KINDS if prof.calls.get(kind, 0)]
     rest = prof.step_seconds - sum(prof.seconds.get(kind, 0.0) for kind in KINDS)
     rows.append((OTHER, rest * per_step, 100 * rest / prof.step_seconds, None))
     rows.append(("step", prof.step_seconds * per_step, 100.0, None))
@@ -370,7 +381,8 @@ def print_profile(prof: Profile, device: str, unprofiled_s: float):
     print(profile_table(prof))
     print("\nrows:")
     for kind, holds in list(KINDS.items()) + [(OTHER, OTHER_HOLDS)]:
-        print(f"  {kind}: {holds}")
+        if kind == OTHER or prof.calls.get(kind, 0):
+            print(f"  {kind}: {holds}")
 
 
 def print_torch_profile(model, topt, yt, torch, gpu: bool, steps: int, sync):
@@ -389,14 +401,12 @@ def print_torch_profile(model, topt, yt, torch, gpu: bool, steps: int, sync):
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14))
 
 
-def train_step(net, edm, opt, y, rng, ema=None):
+def train_step(net, edm, opt, y, rng, ema=None, fused=None):
     """One training step as minisims.train runs it: zero the grads, the EDM loss and backward,
-    Adam, then the EMA update when one is kept."""
+    Adam, then the EMA update when one is kept (one kernel when ``fused``; None: on the GPU)."""
     net.zero_grad()
     edm.loss_and_grad(net, y, rng)
-    opt.step()
-    if ema is not None:
-        ema.update()
+    adam_ema_step(opt, ema, fused)
 
 
 def main(argv=None):
@@ -470,9 +480,12 @@ def run(args):
 
     net.set_dropout(rng)
     opt = Adam(net, lr=1e-3)
+    fused = {"auto": None, "on": True, "off": False}[args.fused]
+    set_fused(net, fused)
+    print(f"fused GroupNorm+SiLU and Adam+EMA: {args.fused}" + (f" ({'on' if gpu else 'off'} on the {args.device})" if fused is None else ""))
 
     def ours():
-        train_step(net, edm, opt, y, rng)
+        train_step(net, edm, opt, y, rng, fused=fused)
 
     def sync():
         if gpu:
@@ -516,11 +529,13 @@ def run(args):
             except Exception as e:  # a profiler without CUPTI must not cost us our own table
                 print(f"\ntorch's profiler failed: {type(e).__name__}: {e}")
         # the profiled step is minisims.train's with an EMA kept: the comparison above has none
+        net.set_dropout(None)  # the copy must not hold the generator (CuPy's cannot be copied)
         ema = EMA(net, beta=0.999)
+        net.set_dropout(rng)
         clock = CudaEventClock(xp) if gpu else HostClock()
-        train_step(net, edm, opt, y, rng, ema)  # warm-up of the EMA's arrays
+        train_step(net, edm, opt, y, rng, ema, fused)  # warm-up of the EMA's arrays
         sync()
-        ours_prof = profile_steps(lambda: train_step(net, edm, opt, y, rng, ema),
+        ours_prof = profile_steps(lambda: train_step(net, edm, opt, y, rng, ema, fused),
                                   args.rounds * args.steps, clock)
         print_profile(ours_prof, args.device, mo)
 

@@ -8,8 +8,8 @@
 # Logs go to $OUT if it is set, else ./gpu_check_logs. Installs nothing (the README's "GPU" says
 # how: the gpu-cuda12 / gpu-cuda13 extras). It first prints what it runs on: the CuPy package
 # (cupy-cuda12x or cupy-cuda13x), the CUDA runtime and driver, numba and numba-cuda, NumPy, torch.
-# Every step runs under its own time limit (20 + 120 + 60 + 30 + 90 s = under 5.5 minutes at
-# worst; most of the time is first-use compilation by NVRTC and numba); the script goes on past a
+# Every step runs under its own time limit (20 + 120 + 90 + 30 + 90 + 60 s = under 7 minutes
+# at worst; most of the time is first-use compilation by NVRTC and numba); the script goes on past a
 # failing or timed-out step and exits non-zero if any step failed. Needs python3 with cupy,
 # numba-cuda, torch, pytest.
 set -u
@@ -81,10 +81,12 @@ EOF
 export ENV_PY PY
 step env 20 bash -c 'nvidia-smi -L; "$PY" -c "$ENV_PY"'
 step pytest_gpu 120 "$PY" -m pytest -q -rs --durations=8 tests/gpu
-step bench_conv_gpu 60 "$PY" benchmarks/bench_conv.py --device gpu --repeats 7
+step bench_conv_gpu 90 "$PY" benchmarks/bench_conv.py --device gpu --repeats 7
 step bench_heun_gpu 30 "$PY" benchmarks/bench_heun.py --device gpu --repeats 30
 # the UNet step against torch, then where our step spends its time (a markdown table per layer kind)
 step bench_unet_gpu 90 "$PY" benchmarks/bench_unet.py --device gpu --profile
+# the same without the fused GroupNorm+SiLU and Adam+EMA kernels: the before/after of the fusion
+step bench_unet_gpu_unfused 60 "$PY" benchmarks/bench_unet.py --device gpu --profile --rounds 2 --fused off
 
 echo "logs in $LOG"
 if [ ${#failed[@]} -gt 0 ]; then

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backend
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .nn.optim import EMA, Adam
+from .nn.optim import EMA, Adam, adam_ema_step
 from .streams import Streams
 
 TRAINABLE = ("all", "decoder")
@@ -201,9 +201,7 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
                 opt.lr = cfg.lr * min(1.0, (st.seen + size) / cfg.warmup_images)
             net.zero_grad()
             loss = formulation.loss_and_grad(net, y, step_rng)  # (R,)
-            opt.step()
-            if ema is not None:
-                ema.update()
+            adam_ema_step(opt, ema)  # Adam, then the EMA update (one kernel on the GPU)
             bad = xp.where((bad < 0) & ~xp.isfinite(loss), st.steps, bad)  # (R,), stays on device
             total = total + loss * size
             st.seen, st.steps, st.batch = st.seen + size, st.steps + 1, b + 1

@@ -25,7 +25,7 @@ from .conv import Conv2d
 from .dropout import Dropout
 from .layers import Linear, SiLU
 from .module import Module
-from .norm import GroupNorm
+from .norm import GroupNorm, GroupNormSiLU
 from .resample import AvgPool2x, Upsample2x
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)  # keeps the variance of a sum of two unit-variance branches
@@ -56,11 +56,18 @@ class ResBlock(Module):
             self.children["skip"] = self.skip
         if self.attn is not None:
             self.children["attn"] = self.attn
+        # silu(norm(.)) as one step, fused into one kernel on the GPU (on norm0/act0 and
+        # norm1/act1's parameters: no parameter names of their own); norm_act1 also adds the
+        # embedding's per-channel bias before normalising
+        self.norm_act0 = GroupNormSiLU(self.norm0, self.act0)
+        self.norm_act1 = GroupNormSiLU(self.norm1, self.act1)
+        self.children.update({"norm_act0": self.norm_act0, "norm_act1": self.norm_act1})
 
     def forward(self, x, emb):
-        h = self.conv0.forward(self.act0.forward(self.norm0.forward(x)))  # N,Cout,H,W
-        h = h + self.affine.forward(emb)[:, :, None, None]  # N,Cout,H,W
-        h = self.conv1.forward(self.dropout.forward(self.act1.forward(self.norm1.forward(h))))
+        h = self.conv0.forward(self.norm_act0.forward(x))  # N,Cout,H,W
+        # h + affine(emb)[:, :, None, None], then norm1 and SiLU
+        h = self.norm_act1.forward(h, self.affine.forward(emb))  # N,Cout,H,W
+        h = self.conv1.forward(self.dropout.forward(h))
         s = x if self.skip is None else self.skip.forward(x)  # N,Cout,H,W
         y = (h + s) * SKIP_SCALE  # N,Cout,H,W
         if self.attn is not None:
@@ -74,12 +81,10 @@ class ResBlock(Module):
         dy = dy * SKIP_SCALE  # the gradient of both h and s
         dh, = self.conv1.backward(dy)
         dh, = self.dropout.backward(dh)
-        dh, = self.act1.backward(dh)
-        dh, = self.norm1.backward(dh)  # N,Cout,H,W
-        demb, = self.affine.backward(dh.sum(axis=(2, 3)))  # N,E
+        dh, dbias = self.norm_act1.backward(dh)  # N,Cout,H,W and N,Cout
+        demb, = self.affine.backward(dbias)  # N,E
         dx, = self.conv0.backward(dh)
-        dx, = self.act0.backward(dx)
-        dx, = self.norm0.backward(dx)  # N,Cin,H,W
+        dx, _ = self.norm_act0.backward(dx)  # N,Cin,H,W
         ds = dy if self.skip is None else self.skip.backward(dy)[0]  # N,Cin,H,W via the skip
         dx += ds
         return dx, demb

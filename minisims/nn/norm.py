@@ -12,10 +12,16 @@ Backward, with dxhat = gamma_c dy and averages <.> over the M values of a group:
 
 In NCHW a group's M values are contiguous, so the statistics are plain reductions over the last
 axis of an (N,G,M) view.
+
+GroupNormSiLU runs silu(groupnorm(x + bias)), the pair every ResBlock applies twice, either as the
+two layers (the reference) or as one kernel each way (kernels/groupnorm_silu.py; on the GPU by
+default).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from kernels.groupnorm_silu import groupnorm_silu_backward, groupnorm_silu_forward
 
 from .. import backend
 from .module import Module
@@ -71,3 +77,63 @@ class GroupNorm(Module):
         dxhat -= xg * mean_dx
         dxhat *= self.rstd
         return (dxhat.reshape(N, C, H, W),)  # N,C,H,W
+
+
+class GroupNormSiLU(Module):
+    """silu(norm(x + bias[:, :, None, None])) on the parameters of an existing GroupNorm ``norm``
+    and its following SiLU ``act``; x (N,C,H,W), bias (N,C) or None -> y (N,C,H,W).
+
+    It owns no parameters: it reads norm.params and adds into norm.grads at call time, so the
+    model's parameter names (norm0.gamma, ...) and checkpoints are the same fused or not, and
+    ``norm`` and ``act`` stay the block's children (this one adds no parameter names).
+
+    ``fused`` picks the path: False runs ``act.forward(norm.forward(x + bias))``, the reference,
+    unchanged; True runs kernels.groupnorm_silu (one CUDA kernel on float32 CuPy arrays, the NumPy
+    reference of the same arithmetic otherwise: bit for bit the two layers on the CPU); None (the
+    default) fuses on float32 CuPy arrays only, where it saves launches and memory passes. On the
+    CPU the two layers are as fast (tests/test_kernels_fused.py's docstring has the numbers).
+    Fused, the forward keeps x, bias and mean, rstd (N,G): nothing of size x beyond the input,
+    where the layers keep three such arrays.
+    """
+
+    def __init__(self, norm: GroupNorm, act: Module, fused: bool | None = None):
+        super().__init__()
+        self.norm, self.act, self.fused = norm, act, fused
+
+    def _fuse(self, x) -> bool:
+        if self.fused is not None:
+            return self.fused
+        return backend.xp(x) is not np and x.dtype == np.float32
+
+    def forward(self, x, bias=None):
+        self.has_bias = bias is not None
+        self.fused_now = self._fuse(x)  # backward takes the path forward took
+        if not self.fused_now:
+            h = x if bias is None else x + bias[:, :, None, None]  # N,C,H,W
+            return self.act.forward(self.norm.forward(h))  # N,C,H,W
+        p = self.norm.params
+        # keep x, bias and the group statistics (N,G): backward recomputes xhat, z, sigmoid(z)
+        self.x, self.bias = x, bias
+        y, self.mean, self.rstd = groupnorm_silu_forward(x, p["gamma"], p["beta"], self.norm.G,
+                                                         self.norm.eps, bias)
+        return y  # N,C,H,W
+
+    def backward(self, dy):
+        """dy (N,C,H,W) -> (dx (N,C,H,W), dbias (N,C) or None without a bias)."""
+        if not self.fused_now:
+            dh, = self.act.backward(dy)
+            dx, = self.norm.backward(dh)  # N,C,H,W
+            return dx, (dx.sum(axis=(2, 3)) if self.has_bias else None)  # N,C
+        p = self.norm.params
+        dx, dgamma, dbeta, dbias = groupnorm_silu_backward(dy, self.x, p["gamma"], p["beta"],
+                                                           self.mean, self.rstd, self.bias)
+        self.norm.grads["gamma"] += dgamma  # C
+        self.norm.grads["beta"] += dbeta  # C
+        return dx, dbias
+
+
+def set_fused(model: Module, fused: bool | None) -> None:
+    """Set ``fused`` on every GroupNormSiLU of ``model`` (None: fused on float32 CuPy arrays)."""
+    for m in model.modules():
+        if isinstance(m, GroupNormSiLU):
+            m.fused = fused

@@ -1,0 +1,156 @@
+"""GroupNorm then SiLU, with an optional per-(image, channel) bias added first, as one kernel each
+way: the pair every ResBlock runs twice (EDM's DDPM++ block, Karras et al. 2022, Appendix F).
+
+# N batch, C channels, G groups, Cg = C/G channels per group, H W spatial, M = Cg*H*W values
+# per group; the bias is (N,C), e.g. the ResBlock's noise embedding affine(emb)
+
+    u    = x + bias[:, :, None, None]                     N,C,H,W (bias optional)
+    xhat = (u - mean_g) * rstd_g,  rstd_g = 1 / sqrt(var_g + eps)   statistics over each group
+    z    = gamma_c xhat + beta_c
+    y    = z * s,  s = sigmoid(z)                         SiLU
+
+Backward, with <.> the average over a group's M values:
+
+    dz     = dy (s + z s (1 - s))                         SiLU
+    dgamma = sum dz xhat,  dbeta = sum dz                 over N, H, W
+    dxhat  = gamma_c dz
+    du     = (dxhat - <dxhat> - xhat <dxhat xhat>) rstd_g
+    dx     = du,  dbias = sum of du over H, W             N,C,H,W and N,C
+
+The forward keeps only mean and rstd (N,G) (and the caller keeps x and bias): the backward
+recomputes xhat, z and s from them, which costs one exp per value but keeps nothing of size x.
+The unfused layers keep three arrays of size x (GroupNorm's xhat, SiLU's input and sigmoid).
+
+    groupnorm_silu_forward(x, gamma, beta, groups, eps, bias=None, impl="auto") -> y, mean, rstd
+    groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="auto")
+        -> dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) or None
+
+Versions (``impl=``):
+- ``"reference"``: NumPy (or CuPy: plain array code), exactly the arithmetic of
+  minisims.nn.norm.GroupNorm followed by minisims.nn.layers.SiLU, operation for operation, so a
+  model using it trains bit for bit as with the two layers (tests/test_kernels_fused.py). The
+  recomputation in backward repeats the forward's operations, so it rounds the same way.
+- ``"cupy"``: CUDA C (``_groupnorm_silu_cupy.py``), one thread block per (image, group): the
+  forward reduces the group's sum, then its squared deviations (two passes, as the reference),
+  with warp shuffles and one shared-memory slot per warp, then writes y; the backward reduces the
+  two per-channel sums (dz, dz xhat) the same way, from which dgamma, dbeta and the group averages
+  follow, then writes dx and reduces dbias. float32 only; sums in another order than NumPy's, so
+  it agrees within float32 tolerances (exp is not correctly rounded on a GPU either).
+"auto" picks "cupy" for float32 CuPy arrays and "reference" otherwise. A numba CPU version was
+measured and left out: one-thread loops lose to NumPy's vectorised exp (the module docstring of
+tests/test_kernels_fused.py gives the numbers).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+IMPLS = ("reference", "cupy")
+
+
+def _xp(a):
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference: the arithmetic of GroupNorm then SiLU (minisims/nn/norm.py, minisims/nn/layers.py)
+# ------------------------------------------------------------------------------------------------
+
+def _xhat(u, mean, rstd):
+    """(u - mean) * rstd per group, as GroupNorm.forward computes it: N,C,H,W."""
+    N, C, H, W = u.shape
+    xc = u.reshape(N, mean.shape[1], -1) - mean[:, :, None]  # N,G,M
+    xc *= rstd[:, :, None]
+    return xc.reshape(N, C, H, W)
+
+
+def _silu_input(xhat, gamma, beta):
+    return xhat * gamma[:, None, None] + beta[:, None, None]  # N,C,H,W: z
+
+
+def groupnorm_silu_forward_reference(x, gamma, beta, groups, eps=1e-5, bias=None):
+    xp = _xp(x)
+    N, C, H, W = x.shape
+    u = x if bias is None else x + bias[:, :, None, None]  # N,C,H,W
+    ug = u.reshape(N, groups, -1)  # N,G,M
+    mean = ug.mean(axis=-1, keepdims=True)  # N,G,1
+    xc = ug - mean  # N,G,M
+    var = xp.einsum("ngm,ngm->ng", xc, xc)[..., None] / xc.shape[-1]  # N,G,1
+    rstd = 1.0 / xp.sqrt(var + eps)  # N,G,1
+    xc *= rstd
+    z = _silu_input(xc.reshape(N, C, H, W), gamma, beta)  # N,C,H,W
+    s = 1.0 / (1.0 + xp.exp(-z))  # N,C,H,W
+    return z * s, mean[..., 0], rstd[..., 0]  # N,C,H,W  N,G  N,G
+
+
+def groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias=None):
+    xp = _xp(dy)
+    N, C, H, W = dy.shape
+    G = mean.shape[1]
+    # recompute what the unfused layers keep: xhat (GroupNorm), z and s (SiLU)
+    u = x if bias is None else x + bias[:, :, None, None]  # N,C,H,W
+    xhat = _xhat(u, mean, rstd)  # N,C,H,W
+    z = _silu_input(xhat, gamma, beta)  # N,C,H,W
+    s = 1.0 / (1.0 + xp.exp(-z))  # N,C,H,W
+    # SiLU backward
+    dz = dy * (s + z * s * (1.0 - s))  # N,C,H,W
+    # GroupNorm backward
+    dgamma = xp.einsum("nchw,nchw->c", dz, xhat)  # C
+    dbeta = dz.sum(axis=(0, 2, 3))  # C
+    dxhat = (dz * gamma[:, None, None]).reshape(N, G, -1)  # N,G,M
+    xg = xhat.reshape(N, G, -1)  # N,G,M
+    M = xg.shape[-1]
+    mean_d = dxhat.mean(axis=-1, keepdims=True)  # N,G,1: <dxhat>
+    mean_dx = xp.einsum("ngm,ngm->ng", dxhat, xg)[..., None] / M  # N,G,1: <dxhat xhat>
+    dxhat -= mean_d
+    dxhat -= xg * mean_dx
+    dxhat *= rstd[:, :, None]
+    dx = dxhat.reshape(N, C, H, W)  # N,C,H,W
+    dbias = None if bias is None else dx.sum(axis=(2, 3))  # N,C
+    return dx, dgamma, dbeta, dbias
+
+
+# ------------------------------------------------------------------------------------------------
+# Dispatch
+# ------------------------------------------------------------------------------------------------
+
+def _resolve(impl, x):
+    if impl == "auto":
+        return "cupy" if _xp(x) is not np and x.dtype == np.float32 else "reference"
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}: use one of {IMPLS} or 'auto'")
+    if impl == "cupy" and (_xp(x) is np or x.dtype != np.float32):
+        raise ValueError(f"impl 'cupy' runs on float32 CuPy arrays, not {type(x).__name__} {x.dtype}")
+    return impl
+
+
+def _check(x, gamma, beta, groups, bias):
+    N, C, H, W = x.shape
+    if C % groups:
+        raise ValueError(f"{C} channels do not split into {groups} groups")
+    if gamma.shape != (C,) or beta.shape != (C,):
+        raise ValueError(f"gamma {gamma.shape} and beta {beta.shape} must be ({C},)")
+    if bias is not None and bias.shape != (N, C):
+        raise ValueError(f"bias {bias.shape} must be ({N}, {C})")
+
+
+def groupnorm_silu_forward(x, gamma, beta, groups, eps=1e-5, bias=None, impl="auto"):
+    """y = silu(groupnorm(x + bias) * gamma + beta), x (N,C,H,W), bias (N,C) or None.
+    Returns y (N,C,H,W) and the statistics mean, rstd (N,G) that backward needs."""
+    _check(x, gamma, beta, groups, bias)
+    if _resolve(impl, x) == "reference":
+        return groupnorm_silu_forward_reference(x, gamma, beta, groups, eps, bias)
+    from . import _groupnorm_silu_cupy as gpu
+    return gpu.forward(gpu.module(), x, gamma, beta, groups, eps, bias)
+
+
+def groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="auto"):
+    """Gradients of y = groupnorm_silu_forward(x, ...) given dy (N,C,H,W) and the forward's mean,
+    rstd (N,G): dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) (None without a bias)."""
+    _check(x, gamma, beta, mean.shape[1], bias)
+    if _resolve(impl, dy) == "reference":
+        return groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias)
+    from . import _groupnorm_silu_cupy as gpu
+    return gpu.backward(gpu.module(), dy, x, gamma, beta, mean, rstd, bias)

@@ -1,0 +1,312 @@
+"""The fused elementwise kernels: GroupNorm + SiLU (kernels/groupnorm_silu.py) and Adam + EMA
+(kernels/adam_ema.py), against the layers and optimiser they replace.
+
+# N batch, C channels, G groups, H W spatial
+
+- The GroupNorm+SiLU reference's backward against centred finite differences, float64.
+- The reference against GroupNorm then SiLU (the current layers), float32: bit for bit, forward
+  and backward, so a model trains the same fused or not on the CPU.
+- The CUDA C kernels, run by the CPU emulator (tests/cuda_emu.py) on NumPy arrays, against the
+  float64 reference: groups of one and of several channels, H*W below, between and above whole
+  warps and the 256-thread block, N = 1. float32 tolerances: sums of M <= 600 values of size ~1
+  in another order (each rounding ~6e-8 relative), and the GPU's expf; measured differences are
+  below 2e-6, asserted at rtol 1e-4 / atol 2e-5 (per-channel sums over N*H*W: atol 1e-4).
+- Both CUDA sources compile with the real nvcc for sm_80 and sm_90 (skipped without nvcc).
+- Adam + EMA: the emulated kernel and the numba loop bit for bit the reference over several
+  steps, and the fused training step bit for bit Adam.step then EMA.update on a tiny UNet
+  (frozen encoder included: its parameters get the EMA update only).
+- A tiny UNet's training steps fused (GroupNorm+SiLU through the reference, Adam+EMA numba) bit
+  for bit unfused; and with the CUDA kernels emulated, within float32 tolerances.
+
+CPU timings that decided the defaults (one thread, this project's 2-core machine shared with other
+jobs, load average 3.8-4.3, so only the large gaps count; /tmp scripts, not kept):
+GroupNorm+SiLU forward + backward on (8,64,32,32), 16 groups: the two layers 8.9 + 7.9 ms, the
+fused reference 14.7 + 21.6 ms (it recomputes xhat, z and exp in backward), a numba loop 5.6 ms
+for the forward alone (~3x that for both ways: no clear gain, 2x slower at (8,128,16,16)), so on
+the CPU the layers stay and no numba version was kept. Adam + EMA over the 6.46M-parameter UNet:
+unfused 44-98 ms, the numba loops 38-93 ms in alternating runs under that load (one 6.4M array:
+NumPy 141 ms, the loop 71 ms): too noisy to call, so the CPU keeps the unfused optimiser by
+default; the fused one is bit for bit the same either way.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernels import _adam_ema_cupy, _groupnorm_silu_cupy
+from kernels import adam_ema as adam_ema_kernels
+from kernels import groupnorm_silu as gn_kernels
+from kernels.adam_ema import adam_ema_update, float32_scalars
+from kernels.groupnorm_silu import groupnorm_silu_backward_reference, groupnorm_silu_forward_reference
+from minisims.diffusion import EDM, EDMPrecond
+from minisims.gradcheck import assert_close, check_gradients
+from minisims.nn.layers import SiLU
+from minisims.nn.norm import GroupNorm, GroupNormSiLU, set_fused
+from minisims.nn.optim import EMA, Adam, adam_ema_step
+from minisims.nn.unet import UNet, UNetConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cuda_emu  # noqa: E402
+
+needs_gpp = pytest.mark.skipif(not cuda_emu.available(), reason="needs g++")
+F64 = np.float64
+
+
+def layer_pair(C, G, rng, dtype):
+    """A GroupNorm with random gamma, beta (never 1 and 0: they would hide wrong terms) and a
+    SiLU."""
+    gn = GroupNorm(C, G, dtype=dtype)
+    gn.params["gamma"][...] = rng.standard_normal(C) * 0.5 + 1.0
+    gn.params["beta"][...] = rng.standard_normal(C) * 0.5
+    return gn, SiLU()
+
+
+# ------------------------------------------------------------------------------------------------
+# GroupNorm + SiLU: the reference
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("C,G,bias", [(4, 4, True), (4, 2, True), (6, 1, True), (4, 2, False)])
+def test_reference_backward_matches_finite_differences(rng, C, G, bias):
+    gn, act = layer_pair(C, G, rng, F64)
+    fused = GroupNormSiLU(gn, act, fused=True)  # the reference on NumPy arrays
+    x = rng.standard_normal((2, C, 3, 5)) * 2 + 1  # N,C,H,W, far from normalised
+    b = rng.standard_normal((2, C)) if bias else None  # N,C
+    # rtol 1e-6 / atol 1e-8: centred differences at eps 1e-6 are exact to ~1e-10 (test_nn_image)
+    check_gradients(fused, [x, b], rng, wrt_inputs=(0, 1) if bias else (0,), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape,G", [((2, 4, 3, 5), 2), ((1, 6, 7, 9), 1), ((3, 8, 4, 4), 8)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_reference_is_the_two_layers_bit_for_bit(rng, shape, G, bias):
+    """float32, the layers' own arithmetic: y, dx, dgamma, dbeta and dbias equal to the bit."""
+    N, C = shape[:2]
+    gn, act = layer_pair(C, G, rng, np.float32)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    b = rng.standard_normal((N, C)).astype(np.float32) if bias else None
+    dy = rng.standard_normal(shape).astype(np.float32)
+    out = {}
+    for fused in (False, True):
+        gn.zero_grad()
+        m = GroupNormSiLU(gn, act, fused=fused)
+        y = m.forward(x, b)
+        dx, db = m.backward(dy)
+        out[fused] = [y, dx, gn.grads["gamma"].copy(), gn.grads["beta"].copy()] + ([db] if bias else [])
+    for name, a, r in zip(["y", "dx", "dgamma", "dbeta", "dbias"], out[True], out[False]):
+        assert a.dtype == np.float32 and a.tobytes() == r.tobytes(), name
+
+
+def test_fused_forward_keeps_only_statistics(rng):
+    gn, act = layer_pair(4, 2, rng, np.float32)
+    m = GroupNormSiLU(gn, act, fused=True)
+    x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    m.forward(x)
+    assert m.x is x and m.mean.shape == m.rstd.shape == (2, 2)
+    assert not hasattr(act, "s") and not hasattr(gn, "xhat")  # the layers kept nothing
+
+
+def test_auto_fuses_only_float32_cupy_arrays(rng):
+    gn, act = layer_pair(4, 2, rng, np.float32)
+    m = GroupNormSiLU(gn, act)
+    m.forward(rng.standard_normal((1, 4, 2, 2)).astype(np.float32))
+    assert m.fused is None and not m.fused_now  # NumPy: the layers
+    assert gn_kernels._resolve("auto", np.zeros((1, 4, 2, 2), np.float32)) == "reference"
+
+
+# ------------------------------------------------------------------------------------------------
+# GroupNorm + SiLU: the CUDA C kernels, emulated on the CPU
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gn_module():
+    if not cuda_emu.available():
+        pytest.skip("needs g++")
+    return cuda_emu.EmulatedModule(_groupnorm_silu_cupy.SOURCE)
+
+
+GN_CASES = [  # N, C, G, H, W
+    (1, 4, 4, 3, 5),    # groups of one channel, H*W 15 (one partial warp), N = 1
+    (2, 6, 2, 7, 9),    # 3 channels per group, H*W 63 (two warps, the second partial)
+    (2, 8, 1, 4, 8),    # one group of all channels, H*W 32 (exactly one warp)
+    (1, 4, 2, 20, 15),  # H*W 300 > 256 threads: each thread takes two values per channel
+]
+
+
+@needs_gpp
+@pytest.mark.parametrize("case", GN_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_cuda_groupnorm_silu_matches_reference(gn_module, rng, case, bias):
+    N, C, G, H, W = case
+    x = (rng.standard_normal((N, C, H, W)) * 2 + 1).astype(np.float32)
+    gamma = (rng.standard_normal(C) * 0.5 + 1).astype(np.float32)
+    beta = (rng.standard_normal(C) * 0.5).astype(np.float32)
+    b = rng.standard_normal((N, C)).astype(np.float32) if bias else None
+    dy = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    f64 = [None if a is None else a.astype(F64) for a in (x, gamma, beta, b, dy)]
+    y_r, mean_r, rstd_r = groupnorm_silu_forward_reference(*f64[:3], G, 1e-5, f64[3])
+    grads_r = groupnorm_silu_backward_reference(f64[4], *f64[:3], mean_r, rstd_r, f64[3])
+    y, mean, rstd = _groupnorm_silu_cupy.forward(gn_module, x, gamma, beta, G, 1e-5, b)
+    grads = _groupnorm_silu_cupy.backward(gn_module, dy, x, gamma, beta, mean, rstd, b)
+    # float32 sums in another order (module docstring): rtol 1e-4, atol 2e-5 per value
+    assert_close("y", y, y_r, rtol=1e-4, atol=2e-5)
+    assert_close("mean", mean, mean_r, rtol=1e-4, atol=2e-5)
+    assert_close("rstd", rstd, rstd_r, rtol=1e-4, atol=2e-5)
+    assert_close("dx", grads[0], grads_r[0], rtol=1e-4, atol=2e-5)
+    for name, mine, ref in zip(["dgamma", "dbeta", "dbias"], grads[1:], grads_r[1:]):
+        if ref is None:
+            assert mine is None, name
+        else:  # sums over N*H*W (dgamma, dbeta) or H*W (dbias) values: atol 1e-4
+            assert_close(name, mine, ref, rtol=1e-4, atol=1e-4)
+
+
+@needs_gpp
+def test_cuda_groupnorm_silu_refuses_float64(gn_module):
+    x = np.zeros((1, 4, 2, 2))
+    with pytest.raises(TypeError, match="float32"):
+        _groupnorm_silu_cupy.forward(gn_module, x, np.ones(4), np.zeros(4), 2, 1e-5)
+
+
+@pytest.mark.parametrize("source,options,entries", [
+    (_groupnorm_silu_cupy.SOURCE, (), ("groupnorm_silu_forward", "groupnorm_silu_backward")),
+    (_adam_ema_cupy.SOURCE, _adam_ema_cupy.OPTIONS, ("adam_ema",))], ids=["groupnorm_silu", "adam_ema"])
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_nvcc_compiles_the_sources(source, options, entries, arch):
+    ptx = cuda_emu.nvcc_ptx(source, arch, options)
+    if ptx is None:
+        pytest.skip("nvcc not installed")
+    for name in entries:
+        assert f".entry {name}" in ptx
+
+
+# ------------------------------------------------------------------------------------------------
+# Adam + EMA
+# ------------------------------------------------------------------------------------------------
+
+def optimiser_entries(seed):
+    """Entries (p, g, m, v, e) of several sizes: Adam + EMA, EMA only (a frozen parameter),
+    Adam only (no shadow); one array bigger than a block's chunk of 4096 values."""
+    r = np.random.default_rng(seed)
+    out = []
+    for i, shape in enumerate([(3,), (5000,), (2, 3, 4), (1,), (7, 5)]):
+        p, g = (r.standard_normal(shape).astype(np.float32) for _ in range(2))
+        m = r.standard_normal(shape).astype(np.float32) * 0.1
+        v = r.random(shape).astype(np.float32) * 0.01
+        e = (p + 0.01 * r.standard_normal(shape)).astype(np.float32)
+        if i == 2:
+            g = m = v = None  # EMA only
+        if i == 3:
+            e = None  # Adam only
+        out.append((p, g, m, v, e))
+    return out
+
+
+def run_optimiser(impl, steps=3, module=None):
+    entries = optimiser_entries(0)
+    for t in range(1, steps + 1):
+        for _, g, _, _, _ in entries:
+            if g is not None:
+                g[...] = np.random.default_rng(t).standard_normal(g.shape)
+        if impl == "emulated":
+            table = _adam_ema_cupy.Table(entries, chunk=1024)  # 1024: several blocks per array
+            _adam_ema_cupy.adam_ema(module, table, float32_scalars(1e-2, (0.9, 0.999), 1e-8, t, 0.9))
+        else:
+            adam_ema_update(entries, 1e-2, (0.9, 0.999), 1e-8, t, 0.9, impl=impl)
+    return [a for e in entries for a in e if a is not None]
+
+
+@pytest.mark.parametrize("impl", ["numba", "emulated"])
+def test_adam_ema_versions_are_the_reference_bit_for_bit(impl):
+    if impl == "emulated" and not cuda_emu.available():
+        pytest.skip("needs g++")
+    module = cuda_emu.EmulatedModule(_adam_ema_cupy.SOURCE) if impl == "emulated" else None
+    ref = run_optimiser("reference")
+    mine = run_optimiser(impl, module=module)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, ref))
+    assert not all(a.tobytes() == b.tobytes() for a, b in zip(ref, run_optimiser("reference", 2)))
+
+
+def test_adam_ema_checks_its_entries():
+    p = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="all be given"):
+        adam_ema_update([(p, p.copy(), None, p.copy(), None)], 1e-3, (0.9, 0.999), 1e-8, 1)
+    with pytest.raises(ValueError, match="twice"):
+        adam_ema_update([(p, None, None, None, p.copy())] * 2, 1e-3, (0.9, 0.999), 1e-8, 1, 0.9)
+    with pytest.raises(ValueError, match="shape or dtype"):
+        adam_ema_update([(p, None, None, None, np.zeros(4, np.float32))], 1e-3, (0.9, 0.999), 1e-8, 1, 0.9)
+
+
+TINY = dict(img_resolution=8, channels=4, channel_mult=(1, 2), blocks_per_level=1,
+            attn_resolutions=(4,), num_freqs=2, emb_mult=2, dropout=0.1)
+
+
+def train_tiny(fused_norm, fused_step, steps=3, frozen_encoder=False, ema=True):
+    """A few EDM training steps of a tiny UNet (dropout on); every parameter, Adam moment and EMA
+    shadow afterwards, and the losses."""
+    net = UNet(UNetConfig(**TINY), np.random.default_rng(0))
+    set_fused(net, fused_norm)
+    rng = np.random.default_rng(1)
+    net.set_dropout(rng)
+    trained = net.decoder if frozen_encoder else net
+    if frozen_encoder:
+        net.train_encoder = False
+    opt = Adam(trained, lr=1e-2)
+    shadow = EMA(net, beta=0.9) if ema else None
+    y = np.random.default_rng(2).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
+    edm = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
+    losses = []
+    for _ in range(steps):
+        net.zero_grad()
+        losses.append(edm.loss_and_grad(net, y, rng))
+        adam_ema_step(opt, shadow, fused=fused_step)
+    arrays = [m.params[k] for _, m, k in net.named_parameters()] + list(opt.m.values()) + \
+        list(opt.v.values())
+    if ema:
+        arrays += [m.params[k] for _, m, k in shadow.shadow.named_parameters()]
+    return arrays, losses, opt.t
+
+
+@pytest.mark.parametrize("frozen_encoder,ema", [(False, True), (True, True), (False, False)])
+def test_fused_optimiser_step_is_adam_then_ema_bit_for_bit(frozen_encoder, ema):
+    ref, _, t_ref = train_tiny(False, False, frozen_encoder=frozen_encoder, ema=ema)
+    mine, _, t = train_tiny(False, True, frozen_encoder=frozen_encoder, ema=ema)
+    assert t == t_ref == 3 and len(mine) == len(ref)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, ref))
+
+
+def test_unet_training_fused_on_cpu_is_unfused_bit_for_bit():
+    ref, loss_ref, _ = train_tiny(False, False)
+    mine, loss, _ = train_tiny(True, True)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, ref))
+    assert [float(v) for v in loss] == [float(v) for v in loss_ref]
+
+
+@needs_gpp
+def test_unet_training_with_emulated_cuda_kernels(monkeypatch, gn_module):
+    """The GPU path end to end without a GPU: every GroupNorm+SiLU and the optimiser step run the
+    CUDA C sources in the emulator on NumPy arrays, against the unfused layers and optimiser.
+
+    The first step's gradients agree to float32 reordering (rtol 1e-3 / atol 1e-6: relative
+    differences ~1e-6 on values that are sums over the batch). After three Adam steps at lr 1e-2
+    (each entry moves by up to 1e-2 a step) the weights agree within atol 1e-3: Adam divides by
+    sqrt(v), so where a gradient entry is itself at the float32 noise level a 1e-7 difference
+    moves its step by up to ~1e-4 (seen: 1.7e-4), while a wrong term would move whole steps."""
+    ae_module = cuda_emu.EmulatedModule(_adam_ema_cupy.SOURCE)
+    patches = [(gn_kernels, "_resolve", lambda impl, x: "cupy"),
+               (_groupnorm_silu_cupy, "module", lambda: gn_module),
+               (adam_ema_kernels, "_resolve", lambda impl, entries: "cupy"),
+               (_adam_ema_cupy, "module", lambda: ae_module)]
+    runs = {}
+    for emulated in (True, False):
+        for owner, name, value in patches if emulated else ():
+            monkeypatch.setattr(owner, name, value)
+        runs[emulated] = (train_tiny(emulated, emulated, steps=1), train_tiny(emulated, emulated))
+        monkeypatch.undo()
+    (grads1, loss1, _), (mine, loss, _) = runs[True]
+    (grads1_ref, loss1_ref, _), (ref, loss_ref, _) = runs[False]
+    # one step: Adam's first update is lr * sign(g) up to eps, so compare the moments m = 0.1 g
+    n = len(grads1) // 4  # parameters, then m, v and the EMA shadows
+    for i, (a, b) in enumerate(zip(grads1[n:2 * n], grads1_ref[n:2 * n])):
+        assert_close(f"m {i} after one step", a, b, rtol=1e-3, atol=1e-6)
+    assert_close("losses", np.array(loss, F64), np.array(loss_ref, F64), rtol=1e-5, atol=1e-7)
+    for i, (a, b) in enumerate(zip(mine, ref)):
+        assert_close(f"array {i}", a, b, rtol=0, atol=1e-3)
