@@ -15,7 +15,7 @@ DEST="${OUT:-./gpu_session_logs}"
 WORK=$(mktemp -d)
 mkdir -p "$DEST"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-TOY_CHECK_SECONDS=${1:-200}
+TOY_CHECK_SECONDS=${1:-260}  # gpu_check times each generation with the fused MLP evaluation on and off
 IMAGES_SECONDS=${2:-420}
 
 echo "=== toy on the GPU ==="
@@ -24,7 +24,7 @@ timeout 120 python3 -m minisims.toy --device gpu --runs 256 --omega 0,0.5,1,2,3 
     --outdir "$WORK/toy_gpu" 2>&1 | tee "$WORK/toy_gpu.log"
 echo "=== toy: $((SECONDS - t0)) s ==="
 
-OUT="$WORK/gpu_check" timeout 360 bash benchmarks/gpu_check.sh
+OUT="$WORK/gpu_check" timeout 420 bash benchmarks/gpu_check.sh
 
 echo "=== per-run random streams on the GPU: the draws at R = 1000, and a toy job at R = 256 ==="
 timeout 150 python3 benchmarks/bench_streams.py --device gpu --runs 1000 --no-job 2>&1 | tee "$WORK/bench_streams_gpu.log"

@@ -7,7 +7,11 @@
 1. On the GPU, the SIMS loop at w = 0 reproduces the standard loop bit for bit (micro models), and
    the tiny presets of figures 4, 5, 6 and the autoguidance comparison run end to end.
 2. One generation of a standard and a SIMS (w = 3) cell at the Figure 4 sizes for R = 256 and
-   R = 1000 runs at once; from these, the projected wall time of the `gpu` and `paper` presets.
+   R = 1000 runs at once, with the samplers' fused MLP evaluation (kernels/mlp_eval.py: one
+   launch per network evaluation) and without it (layer by layer, about 22 launches); from
+   these, the projected wall time of the `gpu` and `paper` presets either way.
+
+    PYTHONPATH=. python toy/gpu_check.py --fused-eval off    # only the layer-by-layer timings
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import numpy as np
 from minisims import backend
 from minisims.figures import autoguidance, figure4, figure5, figure6
 from minisims.loops import Cell, LoopConfig, run_loop_chunk
-from minisims.nn import MLPConfig
+from minisims.nn import MLPConfig, MLPDenoiser
 from minisims.sims import SIMSConfig
 
 
@@ -30,6 +34,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--outdir", default="/tmp/minisims_gpu_check")
     p.add_argument("--sizes", default="256,1000", help="ensemble sizes R to time")
+    p.add_argument("--fused-eval", choices=["both", "on", "off"], default="both",
+                   help="time sampling with the fused MLP evaluation (kernels/mlp_eval.py), "
+                        "without it, or both (default: both)")
     args = p.parse_args(argv)
     os.makedirs(args.outdir, exist_ok=True)
     backend.use_device("gpu")
@@ -52,26 +59,33 @@ def main(argv=None) -> int:
         print(f"[1] {name} tiny on the GPU: ok ({time.perf_counter() - t:.1f} s)", flush=True)
     print(f"[1] done in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    # 2. timings at the Figure 4 sizes
+    # 2. timings at the Figure 4 sizes, sampling with the fused MLP evaluation and/or without
     per_gen = {}
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.fused_eval]
     for R in [int(v) for v in args.sizes.split(",")]:
         cfg = figure4.augmentation_loop(dataclasses.replace(figure4.PRESETS["gpu"], generations=1), "ddpm")
-        for cell in (Cell(500, 0.0, "standard"), Cell(500, 3.0, "sims")):
-            run_loop_chunk(cfg, cell, R)  # warm-up: kernel compilation, memory pool
-            cupy.cuda.runtime.deviceSynchronize()
-            r = run_loop_chunk(cfg, cell, R)
-            per_gen[(R, cell.method)] = r.seconds
-            d = r.distance(cfg.mean, cfg.cov)[:, 0]
-            print(f"[2] R={R:5d} {cell.label:10s}: {r.seconds:6.2f} s per generation "
-                  f"(E[W2(G^1)] {d.mean():.3f})", flush=True)
-    for preset in ("gpu", "paper"):
-        s = figure4.PRESETS[preset]
-        R = min(per_gen, key=lambda k: abs(k[0] - s.chunk_size))[0]
-        scale = s.runs / R
-        n_std, n_sims = len(s.n_synth), len(s.n_synth) * len(s.omega)
-        total = s.generations * scale * (n_std * per_gen[(R, "standard")] + n_sims * per_gen[(R, "sims")])
-        print(f"[2] projected {preset} preset ({s.runs} runs x {s.generations} generations, "
-              f"{n_std} standard + {n_sims} SIMS cells): {total / 60:.1f} min (+ panel 1)", flush=True)
+        for fused in modes:
+            MLPDenoiser.fused_gpu_eval = fused
+            for cell in (Cell(500, 0.0, "standard"), Cell(500, 3.0, "sims")):
+                run_loop_chunk(cfg, cell, R)  # warm-up: kernel compilation, memory pool
+                cupy.cuda.runtime.deviceSynchronize()
+                r = run_loop_chunk(cfg, cell, R)
+                per_gen[(R, cell.method, fused)] = r.seconds
+                d = r.distance(cfg.mean, cfg.cov)[:, 0]
+                print(f"[2] R={R:5d} {cell.label:10s} fused eval {'on ' if fused else 'off'}: "
+                      f"{r.seconds:6.2f} s per generation (E[W2(G^1)] {d.mean():.4f})", flush=True)
+    MLPDenoiser.fused_gpu_eval = True
+    for fused in modes:
+        for preset in ("gpu", "paper"):
+            s = figure4.PRESETS[preset]
+            R = min(per_gen, key=lambda k: abs(k[0] - s.chunk_size))[0]
+            scale = s.runs / R
+            n_std, n_sims = len(s.n_synth), len(s.n_synth) * len(s.omega)
+            total = s.generations * scale * (n_std * per_gen[(R, "standard", fused)]
+                                             + n_sims * per_gen[(R, "sims", fused)])
+            print(f"[2] projected {preset} preset, fused eval {'on' if fused else 'off'} "
+                  f"({s.runs} runs x {s.generations} generations, {n_std} standard + {n_sims} "
+                  f"SIMS cells): {total / 60:.1f} min (+ panel 1)", flush=True)
     return 0
 
 

@@ -33,6 +33,14 @@ from .samplers import STEPS, ddpm_sampler, edm_sampler
 from .schedules import cosine_alpha_bar
 
 
+def _sampling_forward(net):
+    """The network call a sampler makes: ``net.sampling_forward()`` where the network has one
+    (the toy MLP: its fused kernel on the GPU, ``forward`` itself on the CPU), else
+    ``net.forward``. Made once per sampler call: it may hold a copy of the weights."""
+    make = getattr(net, "sampling_forward", None)
+    return net.forward if make is None else make()
+
+
 def _combined(model, net, aux, w, x, level):
     """The model output at (x, level), of eq. 5 when aux is given (the aux is not called at w = 0)."""
     out = model(net)(x, level)  # S
@@ -71,7 +79,8 @@ class DDPM:
     def model(self, net):
         """eps(x, t): the network's epsilon prediction for the integer step t, in x's dtype (the
         sampler's float64 state), so guidance combines in the sampler's precision as EDM's does."""
-        return lambda x, t: net.forward(x, float(t)).astype(x.dtype, copy=False)
+        forward = _sampling_forward(net)
+        return lambda x, t: forward(x, float(t)).astype(x.dtype, copy=False)
 
     def sample(self, net, shape, rng, aux=None, w: float = 0.0,
                interval: GuidanceInterval | None = None, progress: bool = False, on_step=None):
@@ -137,9 +146,11 @@ class EDM:
 
     def model(self, net):
         """D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) for a scalar sigma."""
+        forward = _sampling_forward(net)
+
         def denoise(x, sigma):
             c_skip, c_out, c_in, c_noise = self.precond.coefficients(np.float64(sigma))
-            F = net.forward((c_in * x).astype(net.dtype), float(c_noise))
+            F = forward((c_in * x).astype(net.dtype), float(c_noise))
             return c_skip * x + c_out * F
         return denoise
 
