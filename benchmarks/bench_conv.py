@@ -5,14 +5,16 @@ float32 matmul rate measured in the same run as the ceiling.
 
 # N batch, C channels (in = out), H W spatial
 
-Every version is first validated against the NumPy reference (small shapes, float32 and float64,
-stride 1 and 2, 1x1 and 3x3); then the contenders run interleaved (one forward + backward each, in
-turn, repeated) and the table gives medians. Other processes share the cores: read ratios, and
-rerun when the matmul rate looks low.
+Every version is first validated against the NumPy reference (small shapes, float32 and float64
+(igemm: float32 only), stride 1 and 2, 1x1 and 3x3); then the contenders run interleaved (one
+forward + backward each, in turn, repeated) and the table gives medians. Other processes share
+the cores: read ratios, and rerun when the matmul rate looks low.
 
-    PYTHONPATH=. python benchmarks/bench_conv.py                    # CPU: numpy, numba, torch
+    PYTHONPATH=. python benchmarks/bench_conv.py                    # CPU: numpy, numba, direct, torch
+    PYTHONPATH=. python benchmarks/bench_conv.py --threads 1        # one core for everyone
     PYTHONPATH=. python benchmarks/bench_conv.py --breakdown        # + where the time goes
-    PYTHONPATH=. python benchmarks/bench_conv.py --device gpu       # GPU: cupy, cuda, torch cudnn
+    PYTHONPATH=. python benchmarks/bench_conv.py --device gpu       # GPU: cupy, igemm, cuda (tiled),
+                                                                    #   cuda_naive, numpy, torch cudnn
 """
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ def validate(impls, xp, to_numpy):
             tol = 1e-4 if dtype == np.float32 else 1e-10  # float32: K <= 72 reordered products
             X, W_, B, DY = (xp.asarray(a) for a in (x, w, b, dy))
             for impl in impls:
+                if impl in K.FLOAT32_ONLY and dtype != np.float32:
+                    continue
                 got = [conv2d_forward(X, W_, B, s, p, impl),
                        conv2d_backward_input(DY, W_, x.shape, s, p, impl),
                        *conv2d_backward_weight(DY, X, w.shape, s, p, impl)]
@@ -119,6 +123,7 @@ def timed(runs, repeats, sync):
 
 def breakdown(N, C, H, repeats):
     """Where the CPU versions' forward time goes (N, C, HxH, 3x3, stride 1, padding 1)."""
+    from kernels import _conv2d_direct as KD
     from kernels import _conv2d_numba as KN
     from kernels._conv2d_common import weight_matrix
     rng = np.random.default_rng(1)
@@ -143,6 +148,7 @@ def breakdown(N, C, H, repeats):
         f"numba: GEMM x{-(-N // B)} chunks": lambda: [np.matmul(cb.reshape(-1, 9 * C), wmat.T, out=yb.reshape(-1, C))
                                                       for n0 in range(0, N, B)],
         "numba: NHWC->NCHW": lambda: [KN._nhwc_to_nchw(yb[:min(B, N - n0)], n0, out) for n0 in range(0, N, B)],
+        "direct: whole forward, no columns": lambda: KD.conv2d_forward(x, w, None, 1, 1),
         "sgemm 2048^3 (the ceiling)": lambda: np.matmul(sq, sq),
     }
     med = timed(phases, repeats, lambda: None)
@@ -150,7 +156,7 @@ def breakdown(N, C, H, repeats):
     print(f"\nforward breakdown, N {N}, C {C}, {H}x{H} (median of {repeats}):")
     for k, (t, _) in med.items():
         f = 2 * 2048 ** 3 if k.startswith("sgemm") else flops
-        extra = f"  {f / t / 1e9:6.1f} GFLOP/s" if "GEMM" in k or k.startswith("sgemm") else ""
+        extra = f"  {f / t / 1e9:6.1f} GFLOP/s" if "GEMM" in k or k.startswith(("sgemm", "direct")) else ""
         print(f"  {k:<32} {t * 1e3:8.2f} ms{extra}")
 
 
@@ -162,9 +168,14 @@ def main(argv=None):
     ap.add_argument("--channels", type=int, default=64, help="C in = C out")
     ap.add_argument("--breakdown", action="store_true", help="also time the phases of the CPU versions")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for every contender (BLAS, the direct version's pool, torch); "
+                         "default: each library's own (2 here)")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.batch < 1 or args.channels < 1:
         ap.error("--repeats, --batch and --channels must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be >= 1")
 
     try:
         import torch
@@ -179,7 +190,7 @@ def main(argv=None):
             xp.zeros(1).sum()
         except Exception as e:  # not installed, or installed without a usable GPU
             ap.error(f"--device gpu needs CuPy and a GPU ({type(e).__name__}: {e})")
-        impls = ["cupy", "cuda", "numpy"]
+        impls = ["cupy", "igemm", "cuda", "cuda_naive", "numpy"]  # cuda = the tiled rung
         sync = xp.cuda.Device().synchronize
         to_numpy = xp.asnumpy
         n_mm = 8192
@@ -193,7 +204,15 @@ def main(argv=None):
         tdev = "cuda"
     else:
         xp = np
-        impls = ["numpy", "numba"]
+        impls = ["numpy", "numba", "direct"]
+        if args.threads is not None:  # one count for all: BLAS (numpy, numba), direct's pool, torch
+            from threadpoolctl import threadpool_limits
+
+            from kernels import _conv2d_direct
+            threadpool_limits(limits=args.threads, user_api="blas")
+            _conv2d_direct.THREADS = args.threads
+            if torch is not None:
+                torch.set_num_threads(args.threads)
         sync = lambda: None  # noqa: E731
         to_numpy = np.asarray
         n_mm = 2048

@@ -5,8 +5,9 @@ matrix of im2col, the flipped kernel of the input gradient, and reused scratch b
 # kh kw kernel size, K = kh*kw*Cin the im2col depth, s stride, p padding
 
 This module sits below the public entry point (kernels/conv2d.py) and the backends
-(kernels/_conv2d_numba.py, _conv2d_cuda.py, _conv2d_cupy.py): they all import it, it imports
-only NumPy (and CuPy when a CuPy array arrives), so no backend imports the entry point back.
+(kernels/_conv2d_numba.py, _conv2d_cuda.py, _conv2d_cupy.py, _conv2d_igemm.py): they all import
+it, it imports only NumPy (and CuPy when a CuPy array arrives), so no backend imports the entry
+point back.
 
 The input gradient as a convolution (used by "numpy", "numba" and "cupy"): at stride 1,
 

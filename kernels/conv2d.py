@@ -27,28 +27,48 @@ Versions (``impl=``), each validated against the reference in tests/test_kernels
 - ``"numba"``: the same algorithm over chunks of about 8192 GEMM rows (columns stay near the
   cache), the gathers (NCHW -> padded NHWC -> columns, col2im, NHWC -> NCHW) as compiled loops;
   the GEMMs stay in BLAS. About 1.3x faster than "numpy" here. (kernels/_conv2d_numba.py)
-- ``"cuda"``: direct convolution as numba CUDA kernels, one thread per output value (the input
-  gradient a gather over the taps that read each input, no flipped kernel and no GEMM); runs
-  under the CUDA simulator in CI. (kernels/_conv2d_cuda.py)
+- ``"direct"``: no column buffer at all: each image is copied into a small zero-bordered NHWC
+  buffer (it stays in L2) and a register-blocked micro-kernel (5 output pixels x 16 output
+  channels in 10 AVX registers) reads the taps from it in place and writes the NCHW output
+  directly; the weight gradient is the same micro-kernel as a direct reduction over the pixels.
+  Both cores through 2 threads over the batch; the input gradient at strides other than 1 falls
+  back to "numba". 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 61-64% of
+  sgemm on one core), but not yet "auto": the UNet training step (batch 8) measured 1.52-1.58x
+  PyTorch's time with it against 1.19-1.43x with "numba". (kernels/_conv2d_direct.py)
+- ``"cuda_naive"``: direct convolution as numba CUDA kernels, one thread per output value (the
+  input gradient a gather over the taps that read each input, no flipped kernel and no GEMM);
+  the teaching ladder's first rung. (kernels/_conv2d_cuda.py)
+- ``"cuda"``: the ladder's second rung, the same direct convolution with shared-memory tiles
+  (a block stages the input patch and weights of a 16x16 output tile, each thread keeps 8
+  channels' sums; the weight gradient a parallel reduction per (o, c)). Both numba versions run
+  under the CUDA simulator in CI; their module docstring counts each rung's global reads.
 - ``"cupy"``: the ``"numpy"`` algorithm on CuPy arrays, the gathers as CuPy ElementwiseKernels
   (im2col straight from NCHW, col2im as a gather) and the GEMMs through cuBLAS (cupy.matmul).
   (kernels/_conv2d_cupy.py)
+- ``"igemm"``: implicit GEMM as CuPy raw kernels (CUDA C), float32 only: the im2col GEMM without
+  the column buffer, each block gathering its 64x16 piece of the columns into shared memory,
+  4x4 register tiles per thread, the bias fused into the forward's store, the input gradient the
+  same kernel with a transposed gather, the weight gradient split-K with a deterministic second
+  reduction and db fused. Tested on the CPU through tests/cuda_emu.py. (kernels/_conv2d_igemm.py)
 
 Files: this module holds the public entry point, the reference and "numpy"; each other version
 is a backend module, imported on first use (CuPy's only when a CuPy array arrives). What the
 versions share (the shape check, the array module, the im2col weight matrix, the flipped
 kernel and its padding q = k-1-p for the stride-1 input gradient, the reused scratch buffers)
 is written once in kernels/_conv2d_common.py. Imports point down only: conv2d imports
-_conv2d_common and (lazily) _conv2d_numba, _conv2d_cuda, _conv2d_cupy; the backends import
+_conv2d_common and (lazily) _conv2d_numba, _conv2d_direct, _conv2d_cuda, _conv2d_cupy, _conv2d_igemm; the backends import
 _conv2d_common, never this module (tests/test_architecture.py checks it).
 
 The fast CPU versions reuse module-level scratch buffers (_conv2d_common.scratch): call them from
 one thread at a time.
 
-``"auto"`` picks ``"cupy"`` for CuPy arrays and the fastest measured CPU version, ``AUTO_CPU``
-("numba"), for NumPy arrays (benchmarks/bench_conv.py). CuPy is imported only when a CuPy array
-arrives. "cuda" also accepts NumPy arrays (copied to the device and back; under
-NUMBA_ENABLE_CUDASIM=1 the simulator runs it, which is how CI checks it).
+``"auto"`` picks ``AUTO_GPU_FLOAT32`` ("igemm") for float32 CuPy arrays, ``"cupy"`` for other
+CuPy arrays, and the fastest measured CPU version, ``AUTO_CPU``, for NumPy arrays
+(benchmarks/bench_conv.py). CuPy is imported only when a CuPy array
+arrives. On one H200, "igemm" ran conv fwd + dx + dw 1.2-5.7x faster than "cupy" at the
+shapes in kernels/_conv2d_igemm.py's docstring. "cuda" and "cuda_naive" also accept NumPy arrays
+(copied to the device and back; under NUMBA_ENABLE_CUDASIM=1 the simulator runs them, which is
+how CI checks them).
 
 A note on the layout: the public API is NCHW; the fast versions convert to NHWC inside because
 im2col in (kh, kw, C) order copies C contiguous values at a time. Alternatives measured on the
@@ -66,9 +86,12 @@ import numpy as np
 from ._conv2d_common import (array_module, check_shapes, flipped_padding, flipped_weight_matrix,  # noqa: F401
                              out_size, scratch, weight_matrix)
 
-CPU_IMPLS = ("reference", "numpy", "numba", "cuda")  # "cuda" on NumPy arrays: copies to the
-# device and back, or runs under the CUDA simulator (CI)
-GPU_IMPLS = ("cuda", "cupy", "numpy")  # "numpy" is array-module generic: it also runs on CuPy
+CPU_IMPLS = ("reference", "numpy", "numba", "direct", "cuda", "cuda_naive")  # "cuda*" on NumPy arrays:
+# copies to the device and back, or runs under the CUDA simulator (CI)
+GPU_IMPLS = ("cuda", "cuda_naive", "cupy", "igemm", "numpy")  # "numpy" is array-module generic:
+# it also runs on CuPy
+FLOAT32_ONLY = ("igemm",)  # CUDA C float kernels: float32, the GPU training dtype
+AUTO_GPU_FLOAT32 = "igemm"  # "auto" on float32 CuPy arrays; float64 goes to "cupy"
 AUTO_CPU = "numba"  # fastest CPU version measured by benchmarks/bench_conv.py (report: 1.3x "numpy")
 
 
@@ -257,10 +280,14 @@ def conv2d_backward_weight_numpy(dy, x, w_shape, stride=1, padding=0):
 # Dispatch
 # ------------------------------------------------------------------------------------------------
 
-def _resolve(impl, a):
+def _resolve(impl, a, *others):
+    """The version ``impl`` names, checked against where the arrays live; "auto" picks one."""
     is_gpu = array_module(a) is not np
     if impl == "auto":
-        return "cupy" if is_gpu else AUTO_CPU
+        if not is_gpu:
+            return AUTO_CPU
+        float32 = all(o.dtype == np.float32 for o in (a, *others))
+        return AUTO_GPU_FLOAT32 if float32 else "cupy"  # igemm has float32 kernels only
     allowed = GPU_IMPLS if is_gpu else CPU_IMPLS
     if impl not in allowed:
         where = "CuPy" if is_gpu else "NumPy"
@@ -276,10 +303,17 @@ def _table(impl):
         return conv2d_forward_numpy, conv2d_backward_input_numpy, conv2d_backward_weight_numpy
     if impl == "numba":
         from . import _conv2d_numba as m
+    elif impl == "direct":
+        from . import _conv2d_direct as m
     elif impl == "cuda":
         from . import _conv2d_cuda as m
+    elif impl == "cuda_naive":
+        from . import _conv2d_cuda as m
+        return m.conv2d_forward_naive, m.conv2d_backward_input_naive, m.conv2d_backward_weight_naive
     elif impl == "cupy":
         from . import _conv2d_cupy as m
+    elif impl == "igemm":
+        from . import _conv2d_igemm as m
     else:
         raise ValueError(f"unknown impl {impl!r}")
     return m.conv2d_forward, m.conv2d_backward_input, m.conv2d_backward_weight
@@ -287,14 +321,14 @@ def _table(impl):
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, impl="auto"):
     """x (N,Cin,H,W), w (Cout,Cin,kh,kw), b (Cout,) or None -> y (N,Cout,Ho,Wo)."""
-    return _table(_resolve(impl, x))[0](x, w, b, stride, padding)
+    return _table(_resolve(impl, x, w))[0](x, w, b, stride, padding)
 
 
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0, impl="auto"):
     """dy (N,Cout,Ho,Wo), w (Cout,Cin,kh,kw) -> dx of shape x_shape (N,Cin,H,W)."""
-    return _table(_resolve(impl, dy))[1](dy, w, tuple(x_shape), stride, padding)
+    return _table(_resolve(impl, dy, w))[1](dy, w, tuple(x_shape), stride, padding)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, impl="auto"):
     """dy (N,Cout,Ho,Wo), x (N,Cin,H,W) -> (dw (Cout,Cin,kh,kw), db (Cout,))."""
-    return _table(_resolve(impl, dy))[2](dy, x, tuple(w_shape), stride, padding)
+    return _table(_resolve(impl, dy, x))[2](dy, x, tuple(w_shape), stride, padding)

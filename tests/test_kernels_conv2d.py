@@ -24,7 +24,7 @@ CASES = [
     (2, 3, 4, 7, 5, 1, 2, 0),
     (2, 2, 3, 4, 5, 1, 1, 1),
 ]
-FAST = ["numpy", "numba"]
+FAST = ["numpy", "numba", "direct"]
 
 
 def _data(rng, N, C, O, H, W, k, s, p, dtype=np.float64):
@@ -140,6 +140,63 @@ def test_numba_chunks_cover_the_batch(rng, monkeypatch):
     _check_version("numba", x, w, b, dy, 2, 1)
     x, w, b, dy = _data(rng, 11, 3, 4, 5, 5, 3, 1, 1)
     _check_version("numba", x, w, b, dy, 1, 1)
+
+
+# "direct" (kernels/_conv2d_direct.py) has remainder paths the small cases above never reach: its
+# tiles are 5 pixels x 16 (float64: 8) output channels and 5 input channels x 16 output channels.
+# (N, C, O, H, W, kh, kw, s, p): channels and widths off the tile sizes, padding 2, batch 1,
+# non-square kernels (their input gradient falls back to "numba"), stride 2 with padding 2.
+DIRECT_CASES = [
+    (1, 7, 21, 9, 11, 3, 3, 1, 2),
+    (3, 17, 33, 6, 13, 3, 3, 1, 1),
+    (2, 5, 16, 8, 8, 3, 3, 2, 2),
+    (1, 6, 9, 7, 5, 1, 1, 1, 1),
+    (2, 4, 17, 6, 7, 1, 3, 1, 1),
+    (2, 3, 5, 7, 6, 3, 1, 2, 0),
+    (1, 11, 3, 5, 4, 3, 3, 1, 0),
+]
+
+
+def _data_rect(rng, N, C, O, H, W, kh, kw, s, p, dtype):
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)  # N,C,H,W
+    w = rng.standard_normal((O, C, kh, kw)).astype(dtype)  # O,C,kh,kw
+    b = rng.standard_normal(O).astype(dtype)  # O
+    dy = rng.standard_normal((N, O, out_size(H, kh, s, p), out_size(W, kw, s, p))).astype(dtype)
+    return x, w, b, dy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DIRECT_CASES)
+def test_direct_remainder_paths(rng, dtype, case):
+    x, w, b, dy = _data_rect(rng, *case, dtype=dtype)
+    _check_version("direct", x, w, b, dy, case[7], case[8])
+
+
+@settings(max_examples=20, deadline=None)
+@given(N=st.integers(1, 3), C=st.integers(1, 12), O=st.integers(1, 20), H=st.integers(1, 9),
+       W=st.integers(1, 9), k=st.sampled_from([1, 3]), s=st.sampled_from([1, 2]),
+       p=st.sampled_from([0, 1, 2]), seed=st.integers(0, 2 ** 16))
+def test_direct_any_shape(N, C, O, H, W, k, s, p, seed):
+    if H + 2 * p < k or W + 2 * p < k:
+        return
+    x, w, b, dy = _data(np.random.default_rng(seed), N, C, O, H, W, k, s, p)
+    _check_version("direct", x, w, b, dy, s, p)
+
+
+def test_direct_threads_split_the_batch_only(rng, monkeypatch):
+    # each image is computed by one thread in the same order: y and dx are the same bits with 1
+    # or 2 threads (dw sums the threads' partial sums, so only to rounding)
+    from kernels import _conv2d_direct
+    x, w, b, dy = _data(rng, 5, 6, 20, 7, 9, 3, 1, 1, dtype=np.float32)
+    out = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(_conv2d_direct, "THREADS", threads)
+        out[threads] = (conv2d_forward(x, w, b, 1, 1, impl="direct"),
+                        conv2d_backward_input(dy, w, x.shape, 1, 1, impl="direct"),
+                        conv2d_backward_weight(dy, x, w.shape, 1, 1, impl="direct")[0])
+    assert np.array_equal(out[1][0], out[2][0]) and np.array_equal(out[1][1], out[2][1])
+    # float32, 5 images x 63 pixels summed in two halves instead of one run
+    assert_close("dw 1 vs 2 threads", out[2][2], out[1][2], rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("impl", FAST)

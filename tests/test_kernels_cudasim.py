@@ -1,5 +1,6 @@
-"""The numba CUDA kernels ("cuda" versions of kernels/conv2d.py and kernels/heun.py) run under
-numba's CUDA simulator, on tiny shapes, against the NumPy references.
+"""The numba CUDA kernels ("cuda_naive" of kernels/conv2d.py, the ladder's first rung, and "cuda"
+of kernels/heun.py) run under numba's CUDA simulator, on tiny shapes, against the NumPy
+references. The conv's tiled rung ("cuda") has its own file, tests/test_kernels_cuda_tiled.py.
 
 NUMBA_ENABLE_CUDASIM=1 must be set before numba is first imported, and the rest of the suite
 imports numba normally, so the checks run in a child process: the test below starts this file
@@ -34,17 +35,17 @@ def check_conv():
             # float32: at most 36 products summed in another order; float64: rounding only
             tol = 1e-5 if dtype == np.float32 else 1e-12
             pairs = [
-                ("y", conv2d_forward(x, w, b, s, p, impl="cuda"),
+                ("y", conv2d_forward(x, w, b, s, p, impl="cuda_naive"),
                  conv2d_forward(x, w, b, s, p, impl="reference")),
-                ("dx", conv2d_backward_input(dy, w, x.shape, s, p, impl="cuda"),
+                ("dx", conv2d_backward_input(dy, w, x.shape, s, p, impl="cuda_naive"),
                  conv2d_backward_input(dy, w, x.shape, s, p, impl="reference")),
             ]
-            dw, db = conv2d_backward_weight(dy, x, w.shape, s, p, impl="cuda")
+            dw, db = conv2d_backward_weight(dy, x, w.shape, s, p, impl="cuda_naive")
             dw_ref, db_ref = conv2d_backward_weight(dy, x, w.shape, s, p, impl="reference")
             pairs += [("dw", dw, dw_ref), ("db", db, db_ref)]
             for name, mine, ref in pairs:
-                assert mine.dtype == dtype, f"cuda {name}: dtype {mine.dtype}"
-                assert_close(f"cuda {name} {(N, C, O, H, W, k, s, p)}", mine, ref, tol, tol)
+                assert mine.dtype == dtype, f"cuda_naive {name}: dtype {mine.dtype}"
+                assert_close(f"cuda_naive {name} {(N, C, O, H, W, k, s, p)}", mine, ref, tol, tol)
 
 
 def check_heun():

@@ -1,13 +1,15 @@
-"""kernels/ on a real GPU: the "cupy" and "cuda" convolutions and Heun stages (and the
-array-generic "numpy" / "reference" code on CuPy arrays) against the NumPy references, and the
-fused sampler step against the plain one on CuPy arrays. Skipped where CuPy or a GPU is missing.
+"""kernels/ on a real GPU: the "cupy", "igemm", "cuda" and "cuda_naive" convolutions and Heun
+stages (and the array-generic "numpy" / "reference" code on CuPy arrays) against the NumPy
+references, and the fused sampler step against the plain one on CuPy arrays. Skipped where CuPy
+or a GPU is missing.
 
     PYTHONPATH=. python -m pytest -q tests/gpu/test_kernels_gpu.py
 
 Tolerances: conv float64 agrees to rounding (1e-11); float32 sums K = C*k*k products in another
 order than the reference (cuBLAS, no TF32: CuPy does not enable it), ~1e-6 relative per value,
-so rtol 1e-5 and atol 2e-6 K. The Heun stages are compared bit for bit (tobytes): the kernels
-are compiled without multiply-add contraction (--fmad=false for CuPy, numba's default for cuda).
+so rtol 1e-5 and atol 2e-6 K ("igemm" is float32 only). The Heun stages are compared bit for
+bit (tobytes): the kernels are compiled without multiply-add contraction (--fmad=false for CuPy,
+numba's default for cuda).
 
 # N batch, C channels in, O channels out, H W input size, k kernel size, s stride, p padding
 """
@@ -46,11 +48,14 @@ def _conv_data(rng, N, C, O, H, W, k, s, p, dtype):
     return x, w, b, dy
 
 
-@pytest.mark.parametrize("impl", ["cupy", "cuda", "numpy"])
+@pytest.mark.parametrize("impl", ["cupy", "igemm", "cuda", "cuda_naive", "numpy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_versions_on_gpu_match_reference(cp, impl, dtype, case):
-    from kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+    from kernels.conv2d import (FLOAT32_ONLY, conv2d_backward_input, conv2d_backward_weight,
+                                conv2d_forward)
+    if impl in FLOAT32_ONLY and dtype != np.float32:
+        pytest.skip(f"{impl} is float32 only")
     s, p = case[6], case[7]
     x, w, b, dy = _conv_data(np.random.default_rng(0), *case, dtype)
     X, W_, B, DY = (cp.asarray(a) for a in (x, w, b, dy))
@@ -68,9 +73,24 @@ def test_conv_versions_on_gpu_match_reference(cp, impl, dtype, case):
         assert_close(f"{impl} {name}", cp.asnumpy(g), r, rtol, atol)
 
 
-def test_conv_auto_uses_cupy_on_gpu_arrays(cp):
+def test_igemm_on_gpu_is_deterministic_and_refuses_float64(cp):
+    """Split-K weight gradient: the splits are summed in a fixed order, the same bits every run."""
+    from kernels.conv2d import conv2d_backward_weight, conv2d_forward
+    x, w, b, dy = (cp.asarray(a) for a in _conv_data(np.random.default_rng(3), 16, 32, 40, 16, 16,
+                                                       3, 1, 1, np.float32))
+    first = conv2d_backward_weight(dy, x, w.shape, 1, 1, impl="igemm")
+    again = conv2d_backward_weight(dy, x, w.shape, 1, 1, impl="igemm")
+    for a, c in zip(first, again):
+        assert cp.asnumpy(a).tobytes() == cp.asnumpy(c).tobytes()
+    with pytest.raises(TypeError, match="float32 only"):
+        conv2d_forward(x.astype(cp.float64), w, b, 1, 1, impl="igemm")
+
+
+def test_conv_auto_on_gpu_arrays_igemm_for_float32(cp):
     from kernels.conv2d import _resolve
-    assert _resolve("auto", cp.zeros(1)) == "cupy"
+    assert _resolve("auto", cp.zeros(1)) == "cupy"  # float64
+    assert _resolve("auto", cp.zeros(1, cp.float32), cp.zeros(1, cp.float32)) == "igemm"
+    assert _resolve("auto", cp.zeros(1, cp.float32), cp.zeros(1)) == "cupy"
 
 
 @pytest.mark.parametrize("impl", ["cupy", "cuda", "reference"])

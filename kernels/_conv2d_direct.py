@@ -1,0 +1,345 @@
+"""Convolution, version "direct": no column buffer; a register-blocked micro-kernel reads the
+padded NHWC input in place (numba, both cores through a pool of 2 threads).
+
+# N batch, C/Cin input channels, Cout output channels, H W input size, Ho Wo output size,
+# kh kw kernel size, T = kh*kw taps, s stride, p padding, M = Ho*Wo output pixels of one image
+# P x Q the micro-kernel's tile (P scalars broadcast, Q = 2 vector registers of outputs)
+
+What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
+- No columns. Each image is copied once into a small zero-bordered NHWC buffer (Hp*Wp*C floats,
+  about 300 KB at 32x32x64, so it stays in L2), and the micro-kernel reads its taps from there:
+  output pixel m, tap (i, j), channel c is pad[(s*h + i)*Wp + s*v + j, c]. NHWC inside because
+  then the C values one pixel needs for one tap are contiguous and the P pixels of a tile are
+  C (stride 1) apart; the public API stays NCHW.
+- The micro-kernel (``_tile``) keeps a tile of P x Q results in registers: P values of one
+  operand broadcast, Q consecutive values of the other loaded as two AVX vectors (Q = 16 float32
+  or 8 float64), P*Q/8 fused multiply-adds per step. Forward and input gradient: P output pixels
+  x Q output channels, summed over taps and input channels. Weight gradient: P input channels x
+  Q output channels of one tap, summed over the output pixels (dw[t] = x_tap^T dy, a direct
+  reduction). The same kernel serves both (see ``_tile``'s docstring).
+- The forward writes NCHW output straight from the tile (P*Q scattered stores per
+  T*C*P*Q multiply-adds: negligible), so there is no NHWC -> NCHW pass either.
+- The weights are packed once per call in blocks of Q output channels, (Cout/Q, T, C, Q), zero
+  filled past Cout: a tile's weights are one contiguous 37 KB panel (L1/L2), and the forward
+  runs every pixel tile of an image against one panel before the next (measured 2-10% faster
+  than all panels per pixel tile).
+- The weight gradient is blocked over output rows (ROW_BLOCK_PIXELS pixels: their input rows and
+  dy stay in L1 while all (tap, channel block, output block) tiles pass over them), and its
+  accumulators live in a tiled array (T, C/P, Cout/Q, P, Q), so a tile's P x Q sums are one
+  contiguous block (copying them in and out of a (T, C, Cout) array cost a third of the time).
+  BLAS over shifted NHWC slabs (dw[t] = x_pad[shifted rows]^T dy_pad, no column copy, dy
+  zero-padded to the padded width) lost: 1.3-1.5x slower on one core, and OpenBLAS split its
+  (64, 75k) @ (75k, 64) products so badly over two threads that it took 8x longer.
+- Both cores: the batch is cut into ranges of images (CHUNKS_PER_THREAD per thread, so a thread
+  slowed by another process on its core does not hold up the rest) run by a pool of ``THREADS``
+  threads (NUMBA_NUM_THREADS by default) calling nogil kernels; each image is computed by one
+  thread, so y and dx do not depend on the thread count. Not numba's prange: the module
+  docstring of _conv2d_numba.py explains why OpenMP threads lose on this shared machine.
+- The input gradient at stride 1 (square kernel, p <= k-1) is the forward convolution of dy with
+  the flipped, channel-transposed kernel (kernels/_conv2d_common.py), through the same kernel.
+  At other strides (or shapes) it falls back to the "numba" version's col2im path.
+
+What numba does with the micro-kernel, checked with ``_tile.inspect_asm(sig)``: numba turns off
+LLVM's SLP vectoriser by default, and with it the P*Q accumulators stay scalar (P*Q vfmadd231ss,
+4-8 GFLOP/s on one core). The loop vectoriser cannot help either: it vectorises the innermost
+loop, here the reduction over channels, which needs P*Q vector accumulators and spills. So the
+kernel is compiled with SLP turned on (``numba.core.config.SLP_VECTORIZE`` set around this
+module's eager compilation only) and ``fastmath={"contract"}`` (fused multiply-add allowed, no
+reassociation, so the loop vectoriser leaves the channel loop alone): the asm then holds
+2*P vfmadd231ps on ymm registers plus P vbroadcastss per step, the accumulators in registers
+(about 55 GFLOP/s on one core in a hot-cache loop, 80-85% of this machine's one-core sgemm).
+Tiles measured there: 5x16 and 4x24 (10-12 accumulators) best, 6x16 close, 4x16 (8) and 8x8
+(one vector per pixel, 8 broadcasts per 8 FMAs) 40-70% slower.
+Plain loops with a (P, Q) accumulator array were also unrolled and scalarised by LLVM, never
+vectorised, so the tile is generated source (``_tile_source``): P*Q lines of ``s += x * w``.
+Indices are unsigned (np.uint64) so numba emits no negative-index wraparound in the loop.
+
+Not in "auto" yet: faster than "numba" in benchmarks/bench_conv.py (N 64), but the UNet step
+(batch 8, benchmarks/bench_unet.py) measured no faster with it (see kernels/conv2d.py).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit
+from numba.extending import overload
+from numba.core import config as _numba_config
+
+from ._conv2d_common import check_shapes, flipped_padding
+
+U = np.uint64  # unsigned indices: numba adds no wraparound test for negative values
+TILE = {np.dtype(np.float32): (5, 16), np.dtype(np.float64): (5, 8)}  # (P, Q) per dtype: Q fills
+# two 256-bit registers; P*Q/8 + 2 + 1 <= 16 YMM registers (accumulators, weights, broadcast)
+ROW_BLOCK_PIXELS = 128  # weight gradient: output pixels per block of rows (see below)
+THREADS = max(1, int(numba.config.NUMBA_NUM_THREADS))  # threads over the batch
+
+
+# ------------------------------------------------------------------------------------------------
+# The micro-kernel, written out for a given tile (P, Q)
+# ------------------------------------------------------------------------------------------------
+
+def _tile_source(P, Q):
+    """Python source of the micro-kernel for a P x Q tile:
+
+        acc[p, q] += sum_{r1, r2} a[pa[p] + a1[r1] + r2*sa] * b[b1[r1] + r2*bs + q]
+
+    Forward (P pixels x Q output channels): r1 = tap, r2 = input channel, a = padded NHWC image,
+    pa = the pixels' offsets, a1 = the taps' offsets, sa = 1, b = the packed weight panel.
+    Weight gradient (P input channels x Q output channels of one tap): r1 = output row, r2 =
+    output column, pa = tap offset + channel, a1 = the rows' offsets, sa = s*C, b = dy (NHWC).
+    The accumulators are P*Q scalars s{p}_{q} so that LLVM can hold them in P*Q/8 registers."""
+    L = [f"def _tile_{P}x{Q}(a, pa, a1, sa, n2, b, b1, bs, acc):"]
+    for p in range(P):
+        L.append("    " + "; ".join(f"s{p}_{q} = acc[{p}, {q}]" for q in range(Q)))
+    L.append("    for r1 in range(a1.shape[0]):")
+    for p in range(P):
+        L.append(f"        o{p} = pa[{p}] + a1[r1]")
+    L.append("        for r2 in range(U(n2)):")
+    L.append("            k = b1[r1] + r2 * bs")
+    L.append("            " + "; ".join(f"w{q} = b[k + U({q})]" for q in range(Q)))
+    for p in range(P):
+        L.append(f"            x = a[o{p} + r2 * sa]")
+        L.append("            " + "; ".join(f"s{p}_{q} += x * w{q}" for q in range(Q)))
+    for p in range(P):
+        L.append("    " + "; ".join(f"acc[{p}, {q}] = s{p}_{q}" for q in range(Q)))
+    return "\n".join(L) + "\n"
+
+
+def _tile_signature(dtype):
+    f = numba.from_dtype(np.dtype(dtype))
+    u = numba.uint64
+    return (f[::1], u[::1], u[::1], u, numba.int64, f[::1], u[::1], u, f[:, ::1])
+
+
+def _compile_tile(dtype):
+    """Compile the tile of ``dtype`` eagerly with LLVM's SLP vectoriser on (numba's default is
+    off), restoring the setting afterwards. The source is compiled under this file's name so
+    that numba's on-disk cache (cache=True) can key it to this file, which holds the generator."""
+    P, Q = TILE[np.dtype(dtype)]
+    ns = {"U": U, "__name__": __name__}  # the module numba records for its cache
+    exec(compile(_tile_source(P, Q), __file__, "exec"), ns)  # noqa: S102 (our own source)
+    old = _numba_config.SLP_VECTORIZE
+    _numba_config.SLP_VECTORIZE = 1
+    try:
+        return njit([_tile_signature(dtype)], nogil=True, fastmath={"contract"}, cache=True)(
+            ns[f"_tile_{P}x{Q}"])
+    finally:
+        _numba_config.SLP_VECTORIZE = old
+
+
+_tile32 = _compile_tile(np.float32)
+_tile64 = _compile_tile(np.float64)
+
+
+def _tile(a, pa, a1, sa, n2, b, b1, bs, acc):
+    """The micro-kernel of a's dtype, chosen when numba compiles the caller (overload below)."""
+    raise NotImplementedError("called from numba-compiled code only")
+
+
+@overload(_tile, jit_options={"cache": True, "nogil": True})
+def _tile_for_dtype(a, pa, a1, sa, n2, b, b1, bs, acc):
+    return (lambda a, pa, a1, sa, n2, b, b1, bs, acc: _tile32(a, pa, a1, sa, n2, b, b1, bs, acc)) \
+        if a.dtype == numba.float32 else \
+        (lambda a, pa, a1, sa, n2, b, b1, bs, acc: _tile64(a, pa, a1, sa, n2, b, b1, bs, acc))
+
+
+# ------------------------------------------------------------------------------------------------
+# Image -> padded NHWC buffer; the forward (and stride-1 input gradient) over a range of images
+# ------------------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _pad_image(x, n, p, pad):
+    """pad[((h+p)*Wp + v+p)*C + c] = x[n, c, h, v]; the border of pad stays zero."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Wp = W + 2 * p
+    for h in range(H):
+        for v in range(W):
+            r = ((h + p) * Wp + v + p) * C
+            for c in range(C):
+                pad[r + c] = x[n, c, h, v]
+
+
+@njit(cache=True, nogil=True)
+def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
+    """y[n] (Cout, Ho*Wo), NCHW, for n0 <= n < n1: y[n, o, m] = b[o] + sum_{i,j,c}
+    pad[(s*h + i)*Wp + s*v + j, c] * w[o, c, i, j], m = h*Wo + v.
+
+    x (N,C,H,W); wpk (Cout/Q, kh*kw*C*Q) the weights packed in blocks of Q output channels,
+    wpk[ob, (t*C + c)*Q + q] = w[ob*Q + q, c, i, j], t = i*kw + j; y (N, Cout, Ho*Wo)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Cout, M = y.shape[1], y.shape[2]
+    Wp = W + 2 * p
+    Wo = (W + 2 * p - kw) // s + 1
+    T = kh * kw
+    pad = np.zeros((H + 2 * p) * Wp * C, dtype=x.dtype)  # one image, NHWC, flat; border 0
+    toff = np.empty(T, dtype=U)  # where tap (i, j) starts, relative to a pixel's corner
+    b1 = np.empty(T, dtype=U)  # where tap t's weights start in a packed panel
+    for i in range(kh):
+        for j in range(kw):
+            toff[i * kw + j] = (i * Wp + j) * C
+            b1[i * kw + j] = (i * kw + j) * C * Q
+    nt = -(-M // P)  # pixel tiles per image; the last one may be partial
+    pa = np.empty((nt, P), dtype=U)  # each tile's pixels: offsets of their top-left corners in pad
+    for mt in range(nt):
+        for k in range(P):
+            m = min(mt * P + k, M - 1)  # past the image's end: repeat the last pixel (dropped)
+            pa[mt, k] = (s * (m // Wo) * Wp + s * (m % Wo)) * C
+    acc = np.empty((P, Q), dtype=x.dtype)  # P,Q
+    for n in range(n0, n1):
+        _pad_image(x, n, p, pad)
+        for ob in range(wpk.shape[0]):  # one weight panel (T*C*Q) at a time, over all pixels
+            for mt in range(nt):
+                m0 = mt * P
+                acc[:] = 0
+                _tile(pad, pa[mt], toff, U(1), C, wpk[ob], b1, U(Q), acc)
+                for q in range(min(Q, Cout - ob * Q)):
+                    o = ob * Q + q
+                    for k in range(min(P, M - m0)):
+                        y[n, o, m0 + k] = acc[k, q] + b[o]
+
+
+# ------------------------------------------------------------------------------------------------
+# Weight gradient over a range of images: dw[t] (C, Cout) += x_tap^T dy, a direct reduction
+# ------------------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _weight_grad_images(x, dy, n0, n1, kh, kw, s, p, P, Q, dwp):
+    """dwp[t, c, o] += sum_{n,h,v} pad_n[(s*h + i)*Wp + s*v + j, c] dy[n, o, h, v] for
+    n0 <= n < n1, c = cb*P + k, o = ob*Q + q. x (N,C,H,W), dy (N,Cout,Ho,Wo); dwp (T, Cp/P,
+    Coutp/Q, P, Q) in tiles, each one tile's accumulators (C and Cout rounded up to multiples of
+    P and Q; the extra rows and columns are scratch)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Cout, Ho, Wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    Wp = W + 2 * p
+    Coutp = dwp.shape[2] * Q
+    pad = np.zeros((H + 2 * p) * Wp * C, dtype=x.dtype)  # one image, NHWC, flat
+    dyt = np.zeros(Ho * Wo * Coutp, dtype=x.dtype)  # one image's dy, NHWC (M, Coutp), flat
+    a1 = np.empty(Ho, dtype=U)  # where output row h's pixels start in pad
+    for h in range(Ho):
+        a1[h] = s * h * Wp * C
+    nob = Coutp // Q
+    b1 = np.empty((nob, Ho), dtype=U)  # where output row h of block ob starts in dyt
+    for ob in range(nob):
+        for h in range(Ho):
+            b1[ob, h] = h * Wo * Coutp + ob * Q
+    pa = np.empty(P, dtype=U)
+    rows = max(1, ROW_BLOCK_PIXELS // Wo)  # output rows per block: their x and dy stay in L1
+    for n in range(n0, n1):
+        _pad_image(x, n, p, pad)
+        for o in range(Cout):
+            for h in range(Ho):
+                for v in range(Wo):
+                    dyt[(h * Wo + v) * Coutp + o] = dy[n, o, h, v]
+        for h0 in range(0, Ho, rows):
+            h1 = min(Ho, h0 + rows)
+            for i in range(kh):
+                for j in range(kw):
+                    t = i * kw + j
+                    for cb in range(dwp.shape[1]):
+                        for k in range(P):  # channels past C repeat the last one (dropped)
+                            pa[k] = (i * Wp + j) * C + min(cb * P + k, C - 1)
+                        for ob in range(nob):
+                            _tile(pad, pa, a1[h0:h1], U(s * C), Wo, dyt, b1[ob, h0:h1], U(Coutp),
+                                  dwp[t, cb, ob])
+
+
+# ------------------------------------------------------------------------------------------------
+# Threads over the batch
+# ------------------------------------------------------------------------------------------------
+
+_POOL = None
+CHUNKS_PER_THREAD = 4  # images are handed out in this many chunks per thread, so that a thread
+# on a core another process is using does not hold the others up (this machine is shared)
+
+
+def _split(N):
+    """[(n0, n1)]: the batch in about THREADS * CHUNKS_PER_THREAD ranges of images."""
+    k = max(1, min(N, THREADS * CHUNKS_PER_THREAD if THREADS > 1 else 1))
+    edges = [N * r // k for r in range(k + 1)]
+    return [(edges[r], edges[r + 1]) for r in range(k)]
+
+
+def _run(fn, ranges):
+    """fn(n0, n1) for each range; on a pool of THREADS threads (the kernels release the GIL)
+    when there is more than one range."""
+    global _POOL
+    if len(ranges) == 1:
+        fn(*ranges[0])
+        return
+    if _POOL is None or _POOL._max_workers != THREADS:
+        _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="conv2d_direct")
+    for f in [_POOL.submit(fn, n0, n1) for n0, n1 in ranges]:
+        f.result()
+
+
+def _pack_weights(w, Q):
+    """w (Cout,Cin,kh,kw) -> (Coutp/Q, kh*kw*Cin*Q), zero-filled past Cout (Coutp = Cout rounded
+    up to a multiple of Q): block ob holds w[ob*Q + q, c, i, j] at ((i*kw + j)*Cin + c)*Q + q."""
+    Cout, C, kh, kw = w.shape
+    nb = -(-Cout // Q)
+    wt = np.zeros((nb * Q, kh, kw, C), dtype=w.dtype)  # Coutp,kh,kw,C
+    wt[:Cout] = w.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(wt.reshape(nb, Q, kh * kw * C).transpose(0, 2, 1)).reshape(nb, -1)
+
+
+def _conv(x, w, b, stride, padding, Ho, Wo):
+    """y (N,Cout,Ho,Wo) = b + the convolution of x (N,C,H,W) with w (Cout,C,kh,kw)."""
+    N = x.shape[0]
+    Cout, _, kh, kw = w.shape
+    P, Q = TILE[x.dtype]
+    y = np.empty((N, Cout, Ho * Wo), dtype=x.dtype)  # N,Cout,HoWo
+    b = np.zeros(Cout, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    wpk = _pack_weights(w, Q)  # Cout/Q, T*C*Q
+    _run(lambda n0, n1: _forward_images(x, n0, n1, wpk, b, kh, kw, stride, padding, P, Q, y),
+         _split(N))
+    return y.reshape(N, Cout, Ho, Wo)
+
+
+# ------------------------------------------------------------------------------------------------
+# The three public functions (signatures as in kernels/conv2d.py)
+# ------------------------------------------------------------------------------------------------
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
+    dtype = np.result_type(x.dtype, w.dtype)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return _conv(x, w.astype(dtype, copy=False), b, stride, padding, Ho, Wo)
+
+
+def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
+    Cout, C, kh, kw = w.shape
+    check_shapes(x_shape, w.shape, stride, padding)
+    q = flipped_padding(kh, kw, stride, padding)
+    if q is None:  # stride > 1 (or p > k-1, or a non-square kernel): the "numba" col2im path
+        from . import _conv2d_numba
+        return _conv2d_numba.conv2d_backward_input(dy, w, x_shape, stride, padding)
+    dtype = np.result_type(dy.dtype, w.dtype)
+    dy = np.ascontiguousarray(dy, dtype=dtype)
+    w_flip = w.astype(dtype, copy=False)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # Cin,Cout,kh,kw
+    # stride 1: dx is dy (padded by q = k-1-p) convolved with the flipped, transposed kernel
+    return _conv(dy, w_flip, None, 1, q, x_shape[2], x_shape[3])
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
+    Cout, C, kh, kw = w_shape
+    check_shapes(x.shape, w_shape, stride, padding)
+    dtype = np.result_type(dy.dtype, x.dtype)
+    dy = np.ascontiguousarray(dy, dtype=dtype)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    P, Q = TILE[np.dtype(dtype)]
+    Cp, Coutp = -(-C // P) * P, -(-Cout // Q) * Q
+    ranges = _split(x.shape[0])
+    parts = [np.zeros((kh * kw, Cp // P, Coutp // Q, P, Q), dtype=dtype) for _ in ranges]  # one
+    # T,Cp/P,Coutp/Q,P,Q block of partial sums per range of images, added up below
+    _run(lambda n0, n1: _weight_grad_images(x, dy, n0, n1, kh, kw, stride, padding, P, Q,
+                                            parts[ranges.index((n0, n1))]), ranges)
+    dwp = parts[0]
+    for part in parts[1:]:
+        dwp += part
+    dwp = dwp.transpose(0, 1, 3, 2, 4).reshape(kh * kw, Cp, Coutp)  # T,Cp,Coutp
+    dw = dwp[:, :C, :Cout].reshape(kh, kw, C, Cout).transpose(3, 2, 0, 1)  # Cout,Cin,kh,kw
+    db = dy.sum(axis=(0, 2, 3))  # Cout
+    return np.ascontiguousarray(dw), db
+
