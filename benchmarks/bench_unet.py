@@ -82,7 +82,7 @@ def build_parser():
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="BLAS and torch threads (default: each library's own default)")
     p.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
-                   help="GroupNorm+SiLU and Adam+EMA as fused kernels: auto fuses on the GPU only "
+                   help="GroupNorm(+SiLU) and Adam+EMA as fused kernels: auto fuses on the GPU only "
                         "(default auto; 'on' on the CPU runs the NumPy reference of the fusion)")
     p.add_argument("--profile", action="store_true",
                    help="also time our step per layer kind (rounds x steps steps, synchronised per "
@@ -211,10 +211,11 @@ KINDS = {
     "conv forward": "Conv2d.forward: 3x3, stride-2, 1x1 skip and attention's qkv/proj convolutions",
     "conv dgrad (dx)": "conv2d_backward_input, the input gradient, as Conv2d.backward calls it",
     "conv wgrad (dW, db)": "conv2d_backward_weight, and Conv2d.backward adding dW, db into its grads",
-    "GroupNorm": "GroupNorm.forward and .backward",
+    "GroupNorm": "GroupNorm.forward and .backward: the unfused layer (fused, in GroupNorm+SiLU)",
     "SiLU": "SiLU.forward and .backward",
-    "GroupNorm+SiLU": "GroupNormSiLU.forward and .backward: the fused kernels when fused; unfused, "
-                      "only the embedding's bias add and its gradient sum (GroupNorm, SiLU above)",
+    "GroupNorm+SiLU": "GroupNormSiLU.forward and .backward: the fused kernels when fused, "
+                      "attention's GroupNorm included (SiLU off); unfused, only the embedding's "
+                      "bias add and its gradient sum (GroupNorm, SiLU above)",
     "dropout": "Dropout.forward (drawing the mask) and .backward",
     "attention": "SelfAttention2d's own work: scores, softmax, the two batched products, backward",
     "resampling": "Upsample2x and AvgPool2x (the convolutions around them are convs)",
@@ -482,7 +483,7 @@ def run(args):
     opt = Adam(net, lr=1e-3)
     fused = {"auto": None, "on": True, "off": False}[args.fused]
     set_fused(net, fused)
-    print(f"fused GroupNorm+SiLU and Adam+EMA: {args.fused}" + (f" ({'on' if gpu else 'off'} on the {args.device})" if fused is None else ""))
+    print(f"fused GroupNorm(+SiLU) and Adam+EMA: {args.fused}" + (f" ({'on' if gpu else 'off'} on the {args.device})" if fused is None else ""))
 
     def ours():
         train_step(net, edm, opt, y, rng, fused=fused)

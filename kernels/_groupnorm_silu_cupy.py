@@ -17,7 +17,12 @@ reduction: after the slots are written, after the total is, and before the slots
 - backward: per channel, the sums of dz and dz xhat (dbeta and dgamma for that image; the host
   sums them over N, in a fixed order, instead of atomics), from which every thread forms the
   group's <dxhat> = sum_c gamma_c sum dz / M and <dxhat xhat> likewise; a second pass writes dx
-  and reduces its per-channel sum (dbias). Both passes recompute xhat, z and s from x.
+  and reduces its per-channel sum (dbias). Both passes recompute xhat (and z, s) from x.
+
+``silu`` (an int, 0 or 1, the same for every thread of a launch) switches the SiLU off: the
+forward writes z = gamma xhat + beta, the backward takes dz = dy (attention's GroupNorm). One
+kernel with a uniform branch rather than two compiled variants: the branch costs nothing beside
+the memory traffic, and the two versions cannot drift apart.
 
 The Python side works on NumPy arrays too: ``forward(mod, ...)`` and ``backward(mod, ...)`` take
 the compiled module and allocate with the input's array module, so tests run SOURCE through
@@ -52,9 +57,15 @@ __device__ void block_sum2(float& a, float& b, float* red) {
     __syncthreads();  // every thread has read the totals before red is written again
 }
 
+// dz = dy silu'(z) = dy (s + z s (1 - s)), s = sigmoid(z): SiLU's backward
+__device__ __forceinline__ float dsilu(float dy, float z) {
+    const float s = 1.0f / (1.0f + expf(-z));
+    return dy * (s + z * s * (1.0f - s));
+}
+
 extern "C" __global__ void groupnorm_silu_forward(
         const float* x, const float* bias, const float* gamma, const float* beta,
-        float* y, float* mean_out, float* rstd_out, int C, int G, int HW, float eps) {
+        float* y, float* mean_out, float* rstd_out, int C, int G, int HW, float eps, int silu) {
     __shared__ float red[66];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
     const float M = (float)(Cg * HW);
@@ -81,15 +92,19 @@ extern "C" __global__ void groupnorm_silu_forward(
     block_sum2(sq, unused, red);
     const float rstd = 1.0f / sqrtf(sq / M + eps);
     if (threadIdx.x == 0) { mean_out[blockIdx.x] = mean; rstd_out[blockIdx.x] = rstd; }
-    // y = silu(gamma xhat + beta)
+    // y = silu(z), z = gamma xhat + beta; y = z without the SiLU
     for (int j = 0; j < Cg; ++j) {
         const long long off = group + (long long)j * HW;
         const int c = g * Cg + j;
         const float b = bias[n * C + c], ga = gamma[c], be = beta[c];
         for (int i = threadIdx.x; i < HW; i += blockDim.x) {
             const float z = ((x[off + i] + b) - mean) * rstd * ga + be;
-            const float s = 1.0f / (1.0f + expf(-z));
-            y[off + i] = z * s;
+            if (silu) {
+                const float s = 1.0f / (1.0f + expf(-z));
+                y[off + i] = z * s;
+            } else {
+                y[off + i] = z;
+            }
         }
     }
 }
@@ -97,7 +112,7 @@ extern "C" __global__ void groupnorm_silu_forward(
 extern "C" __global__ void groupnorm_silu_backward(
         const float* dy, const float* x, const float* bias, const float* gamma, const float* beta,
         const float* mean_in, const float* rstd_in, float* dx, float* dgamma_nc, float* dbeta_nc,
-        float* dbias, int C, int G, int HW) {
+        float* dbias, int C, int G, int HW, int silu) {
     __shared__ float red[66];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
     const float M = (float)(Cg * HW);
@@ -113,9 +128,7 @@ extern "C" __global__ void groupnorm_silu_backward(
         float sd = 0.0f, sdx = 0.0f;
         for (int i = threadIdx.x; i < HW; i += blockDim.x) {
             const float xh = ((x[off + i] + b) - mean) * rstd;
-            const float z = xh * ga + be;
-            const float s = 1.0f / (1.0f + expf(-z));
-            const float dz = dy[off + i] * (s + z * s * (1.0f - s));
+            const float dz = silu ? dsilu(dy[off + i], xh * ga + be) : dy[off + i];
             sd += dz;
             sdx += dz * xh;
         }
@@ -134,9 +147,7 @@ extern "C" __global__ void groupnorm_silu_backward(
         float sum = 0.0f, unused = 0.0f;
         for (int i = threadIdx.x; i < HW; i += blockDim.x) {
             const float xh = ((x[off + i] + b) - mean) * rstd;
-            const float z = xh * ga + be;
-            const float s = 1.0f / (1.0f + expf(-z));
-            const float dz = dy[off + i] * (s + z * s * (1.0f - s));
+            const float dz = silu ? dsilu(dy[off + i], xh * ga + be) : dy[off + i];
             const float d = (dz * ga - mean_d - xh * mean_dx) * rstd;
             dx[off + i] = d;
             sum += d;
@@ -179,7 +190,7 @@ def _float32(xp, *arrays):
     return [None if a is None else xp.ascontiguousarray(a) for a in arrays]
 
 
-def forward(mod, x, gamma, beta, groups, eps, bias=None):
+def forward(mod, x, gamma, beta, groups, eps, bias=None, silu=True):
     """See groupnorm_silu_forward; ``mod`` is the compiled SOURCE (CuPy or the emulator)."""
     xp = _xp(x)
     N, C, H, W = x.shape
@@ -191,11 +202,11 @@ def forward(mod, x, gamma, beta, groups, eps, bias=None):
     mod.get_function("groupnorm_silu_forward")(
         (N * groups,), (threads_for(H * W),),
         (x, b, gamma, beta, y, mean, rstd, np.int32(C), np.int32(groups), np.int32(H * W),
-         np.float32(eps)))
+         np.float32(eps), np.int32(silu)))
     return y, mean, rstd
 
 
-def backward(mod, dy, x, gamma, beta, mean, rstd, bias=None):
+def backward(mod, dy, x, gamma, beta, mean, rstd, bias=None, silu=True):
     """See groupnorm_silu_backward; ``mod`` is the compiled SOURCE (CuPy or the emulator)."""
     xp = _xp(dy)
     N, C, H, W = dy.shape
@@ -209,5 +220,5 @@ def backward(mod, dy, x, gamma, beta, mean, rstd, bias=None):
     mod.get_function("groupnorm_silu_backward")(
         (N * G,), (threads_for(H * W),),
         (dy, x, b, gamma, beta, mean, rstd, dx, dgamma_nc, dbeta_nc, dbias, np.int32(C),
-         np.int32(G), np.int32(H * W)))
+         np.int32(G), np.int32(H * W), np.int32(silu)))
     return dx, dgamma_nc.sum(axis=0), dbeta_nc.sum(axis=0), None if bias is None else dbias

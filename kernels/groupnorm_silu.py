@@ -1,5 +1,6 @@
 """GroupNorm then SiLU, with an optional per-(image, channel) bias added first, as one kernel each
 way: the pair every ResBlock runs twice (EDM's DDPM++ block, Karras et al. 2022, Appendix F).
+With ``silu=False`` the same kernels are GroupNorm alone (y = z, dz = dy): attention's norm.
 
 # N batch, C channels, G groups, Cg = C/G channels per group, H W spatial, M = Cg*H*W values
 # per group; the bias is (N,C), e.g. the ResBlock's noise embedding affine(emb)
@@ -7,11 +8,11 @@ way: the pair every ResBlock runs twice (EDM's DDPM++ block, Karras et al. 2022,
     u    = x + bias[:, :, None, None]                     N,C,H,W (bias optional)
     xhat = (u - mean_g) * rstd_g,  rstd_g = 1 / sqrt(var_g + eps)   statistics over each group
     z    = gamma_c xhat + beta_c
-    y    = z * s,  s = sigmoid(z)                         SiLU
+    y    = z * s,  s = sigmoid(z)                         SiLU (silu=False: y = z)
 
 Backward, with <.> the average over a group's M values:
 
-    dz     = dy (s + z s (1 - s))                         SiLU
+    dz     = dy (s + z s (1 - s))                         SiLU (silu=False: dz = dy)
     dgamma = sum dz xhat,  dbeta = sum dz                 over N, H, W
     dxhat  = gamma_c dz
     du     = (dxhat - <dxhat> - xhat <dxhat xhat>) rstd_g
@@ -19,17 +20,20 @@ Backward, with <.> the average over a group's M values:
 
 The forward keeps only mean and rstd (N,G) (and the caller keeps x and bias): the backward
 recomputes xhat, z and s from them, which costs one exp per value but keeps nothing of size x.
-The unfused layers keep three arrays of size x (GroupNorm's xhat, SiLU's input and sigmoid).
+The unfused layers keep three arrays of size x (GroupNorm's xhat, SiLU's input and sigmoid;
+GroupNorm alone keeps its xhat).
 
-    groupnorm_silu_forward(x, gamma, beta, groups, eps, bias=None, impl="auto") -> y, mean, rstd
-    groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="auto")
+    groupnorm_silu_forward(x, gamma, beta, groups, eps, bias=None, impl="auto", silu=True)
+        -> y, mean, rstd
+    groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="auto", silu=True)
         -> dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) or None
 
 Versions (``impl=``):
 - ``"reference"``: NumPy (or CuPy: plain array code), exactly the arithmetic of
-  minisims.nn.norm.GroupNorm followed by minisims.nn.layers.SiLU, operation for operation, so a
-  model using it trains bit for bit as with the two layers (tests/test_kernels_fused.py). The
-  recomputation in backward repeats the forward's operations, so it rounds the same way.
+  minisims.nn.norm.GroupNorm followed by minisims.nn.layers.SiLU (GroupNorm alone when
+  silu=False), operation for operation, so a model using it trains bit for bit as with the layers
+  (tests/test_kernels_fused.py). The recomputation in backward repeats the forward's operations,
+  so it rounds the same way.
 - ``"cupy"``: CUDA C (``_groupnorm_silu_cupy.py``), one thread block per (image, group): the
   forward reduces the group's sum, then its squared deviations (two passes, as the reference),
   with warp shuffles and one shared-memory slot per warp, then writes y; the backward reduces the
@@ -70,7 +74,7 @@ def _silu_input(xhat, gamma, beta):
     return xhat * gamma[:, None, None] + beta[:, None, None]  # N,C,H,W: z
 
 
-def groupnorm_silu_forward_reference(x, gamma, beta, groups, eps=1e-5, bias=None):
+def groupnorm_silu_forward_reference(x, gamma, beta, groups, eps=1e-5, bias=None, silu=True):
     xp = _xp(x)
     N, C, H, W = x.shape
     u = x if bias is None else x + bias[:, :, None, None]  # N,C,H,W
@@ -81,21 +85,25 @@ def groupnorm_silu_forward_reference(x, gamma, beta, groups, eps=1e-5, bias=None
     rstd = 1.0 / xp.sqrt(var + eps)  # N,G,1
     xc *= rstd
     z = _silu_input(xc.reshape(N, C, H, W), gamma, beta)  # N,C,H,W
+    if not silu:
+        return z, mean[..., 0], rstd[..., 0]  # GroupNorm's output: N,C,H,W  N,G  N,G
     s = 1.0 / (1.0 + xp.exp(-z))  # N,C,H,W
     return z * s, mean[..., 0], rstd[..., 0]  # N,C,H,W  N,G  N,G
 
 
-def groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias=None):
+def groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias=None, silu=True):
     xp = _xp(dy)
     N, C, H, W = dy.shape
     G = mean.shape[1]
     # recompute what the unfused layers keep: xhat (GroupNorm), z and s (SiLU)
     u = x if bias is None else x + bias[:, :, None, None]  # N,C,H,W
     xhat = _xhat(u, mean, rstd)  # N,C,H,W
-    z = _silu_input(xhat, gamma, beta)  # N,C,H,W
-    s = 1.0 / (1.0 + xp.exp(-z))  # N,C,H,W
-    # SiLU backward
-    dz = dy * (s + z * s * (1.0 - s))  # N,C,H,W
+    if silu:  # SiLU backward
+        z = _silu_input(xhat, gamma, beta)  # N,C,H,W
+        s = 1.0 / (1.0 + xp.exp(-z))  # N,C,H,W
+        dz = dy * (s + z * s * (1.0 - s))  # N,C,H,W
+    else:
+        dz = dy  # N,C,H,W: read only below
     # GroupNorm backward
     dgamma = xp.einsum("nchw,nchw->c", dz, xhat)  # C
     dbeta = dz.sum(axis=(0, 2, 3))  # C
@@ -136,21 +144,23 @@ def _check(x, gamma, beta, groups, bias):
         raise ValueError(f"bias {bias.shape} must be ({N}, {C})")
 
 
-def groupnorm_silu_forward(x, gamma, beta, groups, eps=1e-5, bias=None, impl="auto"):
-    """y = silu(groupnorm(x + bias) * gamma + beta), x (N,C,H,W), bias (N,C) or None.
-    Returns y (N,C,H,W) and the statistics mean, rstd (N,G) that backward needs."""
+def groupnorm_silu_forward(x, gamma, beta, groups, eps=1e-5, bias=None, impl="auto", silu=True):
+    """y = silu(groupnorm(x + bias) * gamma + beta), x (N,C,H,W), bias (N,C) or None; without
+    the silu when ``silu`` is False. Returns y (N,C,H,W) and the statistics mean, rstd (N,G) that
+    backward needs."""
     _check(x, gamma, beta, groups, bias)
     if _resolve(impl, x) == "reference":
-        return groupnorm_silu_forward_reference(x, gamma, beta, groups, eps, bias)
+        return groupnorm_silu_forward_reference(x, gamma, beta, groups, eps, bias, silu)
     from . import _groupnorm_silu_cupy as gpu
-    return gpu.forward(gpu.module(), x, gamma, beta, groups, eps, bias)
+    return gpu.forward(gpu.module(), x, gamma, beta, groups, eps, bias, silu)
 
 
-def groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="auto"):
-    """Gradients of y = groupnorm_silu_forward(x, ...) given dy (N,C,H,W) and the forward's mean,
-    rstd (N,G): dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) (None without a bias)."""
+def groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="auto", silu=True):
+    """Gradients of y = groupnorm_silu_forward(x, ..., silu=silu) given dy (N,C,H,W) and the
+    forward's mean, rstd (N,G): dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) (None without
+    a bias)."""
     _check(x, gamma, beta, mean.shape[1], bias)
     if _resolve(impl, dy) == "reference":
-        return groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias)
+        return groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias, silu)
     from . import _groupnorm_silu_cupy as gpu
-    return gpu.backward(gpu.module(), dy, x, gamma, beta, mean, rstd, bias)
+    return gpu.backward(gpu.module(), dy, x, gamma, beta, mean, rstd, bias, silu)

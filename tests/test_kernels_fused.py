@@ -3,9 +3,11 @@
 
 # N batch, C channels, G groups, H W spatial
 
+Each GroupNorm+SiLU check runs twice: with the SiLU, and without it (silu=False, act=None: the
+GroupNorm alone, as attention uses it).
 - The GroupNorm+SiLU reference's backward against centred finite differences, float64.
-- The reference against GroupNorm then SiLU (the current layers), float32: bit for bit, forward
-  and backward, so a model trains the same fused or not on the CPU.
+- The reference against GroupNorm then SiLU (the current layers; GroupNorm alone without the SiLU),
+  float32: bit for bit, forward and backward, so a model trains the same fused or not on the CPU.
 - The CUDA C kernels, run by the CPU emulator (tests/cuda_emu.py) on NumPy arrays, against the
   float64 reference: groups of one and of several channels, H*W below, between and above whole
   warps and the 256-thread block, N = 1. float32 tolerances: sums of M <= 600 values of size ~1
@@ -15,8 +17,9 @@
 - Adam + EMA: the emulated kernel and the numba loop bit for bit the reference over several
   steps, and the fused training step bit for bit Adam.step then EMA.update on a tiny UNet
   (frozen encoder included: its parameters get the EMA update only).
-- A tiny UNet's training steps fused (GroupNorm+SiLU through the reference, Adam+EMA numba) bit
-  for bit unfused; and with the CUDA kernels emulated, within float32 tolerances.
+- A tiny UNet's training steps fused (GroupNorm+SiLU and attention's GroupNorm through the
+  reference, Adam+EMA numba) bit for bit unfused; and with the CUDA kernels emulated, within
+  float32 tolerances. set_fused reaches attention's norm; its parameter names stay.
 
 CPU timings that decided the defaults (one thread, this project's 2-core machine shared with other
 jobs, load average 3.8-4.3, so only the large gaps count; /tmp scripts, not kept):
@@ -41,6 +44,7 @@ from kernels.adam_ema import adam_ema_update, float32_scalars
 from kernels.groupnorm_silu import groupnorm_silu_backward_reference, groupnorm_silu_forward_reference
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close, check_gradients
+from minisims.nn.attention import SelfAttention2d
 from minisims.nn.layers import SiLU
 from minisims.nn.norm import GroupNorm, GroupNormSiLU, set_fused
 from minisims.nn.optim import EMA, Adam, adam_ema_step
@@ -67,9 +71,10 @@ def layer_pair(C, G, rng, dtype):
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("C,G,bias", [(4, 4, True), (4, 2, True), (6, 1, True), (4, 2, False)])
-def test_reference_backward_matches_finite_differences(rng, C, G, bias):
+@pytest.mark.parametrize("silu", [True, False])
+def test_reference_backward_matches_finite_differences(rng, C, G, bias, silu):
     gn, act = layer_pair(C, G, rng, F64)
-    fused = GroupNormSiLU(gn, act, fused=True)  # the reference on NumPy arrays
+    fused = GroupNormSiLU(gn, act if silu else None, fused=True)  # the reference on NumPy arrays
     x = rng.standard_normal((2, C, 3, 5)) * 2 + 1  # N,C,H,W, far from normalised
     b = rng.standard_normal((2, C)) if bias else None  # N,C
     # rtol 1e-6 / atol 1e-8: centred differences at eps 1e-6 are exact to ~1e-10 (test_nn_image)
@@ -78,10 +83,13 @@ def test_reference_backward_matches_finite_differences(rng, C, G, bias):
 
 @pytest.mark.parametrize("shape,G", [((2, 4, 3, 5), 2), ((1, 6, 7, 9), 1), ((3, 8, 4, 4), 8)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_fused_reference_is_the_two_layers_bit_for_bit(rng, shape, G, bias):
-    """float32, the layers' own arithmetic: y, dx, dgamma, dbeta and dbias equal to the bit."""
+@pytest.mark.parametrize("silu", [True, False])
+def test_fused_reference_is_the_two_layers_bit_for_bit(rng, shape, G, bias, silu):
+    """float32, the layers' own arithmetic: y, dx, dgamma, dbeta and dbias equal to the bit; the
+    GroupNorm layer alone without the SiLU."""
     N, C = shape[:2]
     gn, act = layer_pair(C, G, rng, np.float32)
+    act = act if silu else None
     x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
     b = rng.standard_normal((N, C)).astype(np.float32) if bias else None
     dy = rng.standard_normal(shape).astype(np.float32)
@@ -96,9 +104,10 @@ def test_fused_reference_is_the_two_layers_bit_for_bit(rng, shape, G, bias):
         assert a.dtype == np.float32 and a.tobytes() == r.tobytes(), name
 
 
-def test_fused_forward_keeps_only_statistics(rng):
+@pytest.mark.parametrize("silu", [True, False])
+def test_fused_forward_keeps_only_statistics(rng, silu):
     gn, act = layer_pair(4, 2, rng, np.float32)
-    m = GroupNormSiLU(gn, act, fused=True)
+    m = GroupNormSiLU(gn, act if silu else None, fused=True)
     x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
     m.forward(x)
     assert m.x is x and m.mean.shape == m.rstd.shape == (2, 2)
@@ -111,6 +120,28 @@ def test_auto_fuses_only_float32_cupy_arrays(rng):
     m.forward(rng.standard_normal((1, 4, 2, 2)).astype(np.float32))
     assert m.fused is None and not m.fused_now  # NumPy: the layers
     assert gn_kernels._resolve("auto", np.zeros((1, 4, 2, 2), np.float32)) == "reference"
+
+
+def test_attention_norm_is_fusable_with_its_names_unchanged(rng):
+    """SelfAttention2d's GroupNorm runs through a GroupNormSiLU without act: on the CPU by default
+    the GroupNorm layer itself (bit for bit the layer called directly), set_fused reaches it, and
+    the parameter names (checkpoints) are the layer's own."""
+    attn = SelfAttention2d(4, 2, rng)
+    assert [n for n, _, _ in attn.named_parameters()] == \
+        ["norm.gamma", "norm.beta", "qkv.W", "qkv.b", "proj.W", "proj.b"]
+    assert attn.norm_fused.norm is attn.norm and attn.norm_fused.act is None
+    x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    y = attn.forward(x)
+    assert attn.norm_fused.fused is None and not attn.norm_fused.fused_now  # NumPy: the layer
+    assert attn.norm.xhat.shape == x.shape
+    set_fused(attn, True)
+    y_fused = attn.forward(x)
+    assert attn.norm_fused.fused is True and attn.norm_fused.fused_now
+    assert y_fused.tobytes() == y.tobytes()  # the reference is the layer's arithmetic
+    net = UNet(UNetConfig(**TINY), np.random.default_rng(0))
+    set_fused(net, True)
+    attns = [m for m in net.modules() if isinstance(m, SelfAttention2d)]
+    assert attns and all(a.norm_fused.fused is True for a in attns)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,7 +166,8 @@ GN_CASES = [  # N, C, G, H, W
 @needs_gpp
 @pytest.mark.parametrize("case", GN_CASES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_cuda_groupnorm_silu_matches_reference(gn_module, rng, case, bias):
+@pytest.mark.parametrize("silu", [True, False])
+def test_cuda_groupnorm_silu_matches_reference(gn_module, rng, case, bias, silu):
     N, C, G, H, W = case
     x = (rng.standard_normal((N, C, H, W)) * 2 + 1).astype(np.float32)
     gamma = (rng.standard_normal(C) * 0.5 + 1).astype(np.float32)
@@ -143,10 +175,10 @@ def test_cuda_groupnorm_silu_matches_reference(gn_module, rng, case, bias):
     b = rng.standard_normal((N, C)).astype(np.float32) if bias else None
     dy = rng.standard_normal((N, C, H, W)).astype(np.float32)
     f64 = [None if a is None else a.astype(F64) for a in (x, gamma, beta, b, dy)]
-    y_r, mean_r, rstd_r = groupnorm_silu_forward_reference(*f64[:3], G, 1e-5, f64[3])
-    grads_r = groupnorm_silu_backward_reference(f64[4], *f64[:3], mean_r, rstd_r, f64[3])
-    y, mean, rstd = _groupnorm_silu_cupy.forward(gn_module, x, gamma, beta, G, 1e-5, b)
-    grads = _groupnorm_silu_cupy.backward(gn_module, dy, x, gamma, beta, mean, rstd, b)
+    y_r, mean_r, rstd_r = groupnorm_silu_forward_reference(*f64[:3], G, 1e-5, f64[3], silu)
+    grads_r = groupnorm_silu_backward_reference(f64[4], *f64[:3], mean_r, rstd_r, f64[3], silu)
+    y, mean, rstd = _groupnorm_silu_cupy.forward(gn_module, x, gamma, beta, G, 1e-5, b, silu)
+    grads = _groupnorm_silu_cupy.backward(gn_module, dy, x, gamma, beta, mean, rstd, b, silu)
     # float32 sums in another order (module docstring): rtol 1e-4, atol 2e-5 per value
     assert_close("y", y, y_r, rtol=1e-4, atol=2e-5)
     assert_close("mean", mean, mean_r, rtol=1e-4, atol=2e-5)

@@ -15,7 +15,9 @@ Backward, step for step in reverse:
     dq = k dS^T / sqrt(C),  dk = q dS / sqrt(C),  dx = dy + GroupNorm^T(W_qkv^T [dq dk dv])
 
 The L x L score matrix costs L^2 memory, which is why attention runs only at low resolution
-(16x16 or 8x8 for 32x32 images).
+(16x16 or 8x8 for 32x32 images). The GroupNorm runs through GroupNormSiLU without its SiLU: one
+fused kernel each way on float32 CuPy arrays (kernels/groupnorm_silu.py), the layer itself
+otherwise, on the same parameters (norm.gamma, norm.beta).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import numpy as np
 from .. import backend
 from .conv import Conv2d
 from .module import Module
-from .norm import GroupNorm
+from .norm import GroupNorm, GroupNormSiLU
 
 
 class SelfAttention2d(Module):
@@ -38,12 +40,15 @@ class SelfAttention2d(Module):
         self.norm = GroupNorm(channels, groups, dtype=dtype)
         self.qkv = Conv2d(channels, 3 * channels, 1, rng, dtype=dtype)
         self.proj = Conv2d(channels, channels, 1, rng, init_scale=init_scale, dtype=dtype)
-        self.children = {"norm": self.norm, "qkv": self.qkv, "proj": self.proj}
+        # norm's parameters, fused on the GPU like the ResBlocks' norm + SiLU (no names of its own)
+        self.norm_fused = GroupNormSiLU(self.norm, act=None)
+        self.children = {"norm": self.norm, "qkv": self.qkv, "proj": self.proj,
+                         "norm_fused": self.norm_fused}
 
     def forward(self, x):
         xp = backend.xp(x)
         N, C, H, W = x.shape
-        qkv = self.qkv.forward(self.norm.forward(x)).reshape(N, 3, C, H * W)  # N,3,C,L
+        qkv = self.qkv.forward(self.norm_fused.forward(x)).reshape(N, 3, C, H * W)  # N,3,C,L
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # N,C,L each
         S = q.transpose(0, 2, 1) @ k  # N,L,L
         S *= 1.0 / math.sqrt(C)
@@ -68,5 +73,5 @@ class SelfAttention2d(Module):
         dk = q @ dS  # N,C,L
         dqkv = xp.stack([dq, dk, dv], axis=1).reshape(N, 3 * C, H, W)  # N,3C,H,W
         dh, = self.qkv.backward(dqkv)  # N,C,H,W
-        dh, = self.norm.backward(dh)
+        dh, _ = self.norm_fused.backward(dh)  # N,C,H,W (no bias: no second gradient)
         return (dy + dh,)  # N,C,H,W

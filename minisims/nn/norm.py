@@ -15,7 +15,8 @@ axis of an (N,G,M) view.
 
 GroupNormSiLU runs silu(groupnorm(x + bias)), the pair every ResBlock applies twice, either as the
 two layers (the reference) or as one kernel each way (kernels/groupnorm_silu.py; on the GPU by
-default).
+default). Without an activation (act=None) it is GroupNorm alone through the same kernels:
+attention's norm.
 """
 from __future__ import annotations
 
@@ -81,22 +82,24 @@ class GroupNorm(Module):
 
 class GroupNormSiLU(Module):
     """silu(norm(x + bias[:, :, None, None])) on the parameters of an existing GroupNorm ``norm``
-    and its following SiLU ``act``; x (N,C,H,W), bias (N,C) or None -> y (N,C,H,W).
+    and its following SiLU ``act``; x (N,C,H,W), bias (N,C) or None -> y (N,C,H,W). With
+    ``act=None``, norm(x + bias) alone: the same kernels with the SiLU switched off.
 
     It owns no parameters: it reads norm.params and adds into norm.grads at call time, so the
     model's parameter names (norm0.gamma, ...) and checkpoints are the same fused or not, and
     ``norm`` and ``act`` stay the block's children (this one adds no parameter names).
 
     ``fused`` picks the path: False runs ``act.forward(norm.forward(x + bias))``, the reference,
-    unchanged; True runs kernels.groupnorm_silu (one CUDA kernel on float32 CuPy arrays, the NumPy
-    reference of the same arithmetic otherwise: bit for bit the two layers on the CPU); None (the
+    unchanged (``norm.forward(x + bias)`` without act); True runs kernels.groupnorm_silu (one CUDA
+    kernel on float32 CuPy arrays, the NumPy reference of the same arithmetic otherwise: bit for
+    bit the layers on the CPU); None (the
     default) fuses on float32 CuPy arrays only, where it saves launches and memory passes. On the
     CPU the two layers are as fast (tests/test_kernels_fused.py's docstring has the numbers).
     Fused, the forward keeps x, bias and mean, rstd (N,G): nothing of size x beyond the input,
-    where the layers keep three such arrays.
+    where the layers keep three such arrays (GroupNorm alone: one, its xhat).
     """
 
-    def __init__(self, norm: GroupNorm, act: Module, fused: bool | None = None):
+    def __init__(self, norm: GroupNorm, act: Module | None, fused: bool | None = None):
         super().__init__()
         self.norm, self.act, self.fused = norm, act, fused
 
@@ -110,30 +113,34 @@ class GroupNormSiLU(Module):
         self.fused_now = self._fuse(x)  # backward takes the path forward took
         if not self.fused_now:
             h = x if bias is None else x + bias[:, :, None, None]  # N,C,H,W
-            return self.act.forward(self.norm.forward(h))  # N,C,H,W
+            h = self.norm.forward(h)  # N,C,H,W
+            return h if self.act is None else self.act.forward(h)  # N,C,H,W
         p = self.norm.params
         # keep x, bias and the group statistics (N,G): backward recomputes xhat, z, sigmoid(z)
         self.x, self.bias = x, bias
         y, self.mean, self.rstd = groupnorm_silu_forward(x, p["gamma"], p["beta"], self.norm.G,
-                                                         self.norm.eps, bias)
+                                                         self.norm.eps, bias,
+                                                         silu=self.act is not None)
         return y  # N,C,H,W
 
     def backward(self, dy):
         """dy (N,C,H,W) -> (dx (N,C,H,W), dbias (N,C) or None without a bias)."""
         if not self.fused_now:
-            dh, = self.act.backward(dy)
+            dh, = (dy,) if self.act is None else self.act.backward(dy)
             dx, = self.norm.backward(dh)  # N,C,H,W
             return dx, (dx.sum(axis=(2, 3)) if self.has_bias else None)  # N,C
         p = self.norm.params
         dx, dgamma, dbeta, dbias = groupnorm_silu_backward(dy, self.x, p["gamma"], p["beta"],
-                                                           self.mean, self.rstd, self.bias)
+                                                           self.mean, self.rstd, self.bias,
+                                                           silu=self.act is not None)
         self.norm.grads["gamma"] += dgamma  # C
         self.norm.grads["beta"] += dbeta  # C
         return dx, dbias
 
 
 def set_fused(model: Module, fused: bool | None) -> None:
-    """Set ``fused`` on every GroupNormSiLU of ``model`` (None: fused on float32 CuPy arrays)."""
+    """Set ``fused`` on every GroupNormSiLU of ``model``, attention's SiLU-free one included
+    (None: fused on float32 CuPy arrays)."""
     for m in model.modules():
         if isinstance(m, GroupNormSiLU):
             m.fused = fused

@@ -1,7 +1,8 @@
-"""The fused kernels on a real GPU (CuPy RawModules): GroupNorm + SiLU against the float64 NumPy
-reference, Adam + EMA bit for bit NumPy's float32 arithmetic, and a UNet training step fused vs
-unfused on CuPy. Skipped where CuPy or a GPU is missing (tests/test_kernels_fused.py runs the same
-CUDA C sources in the CPU emulator).
+"""The fused kernels on a real GPU (CuPy RawModules): GroupNorm + SiLU (and GroupNorm alone, the
+SiLU switched off, as attention runs it) against the float64 NumPy reference, Adam + EMA bit for
+bit NumPy's float32 arithmetic, and a UNet training step (attention included) fused vs unfused on
+CuPy. Skipped where CuPy or a GPU is missing (tests/test_kernels_fused.py runs the same CUDA C
+sources in the CPU emulator).
 
     PYTHONPATH=. python -m pytest -q tests/gpu/test_fused_gpu.py
 
@@ -36,7 +37,8 @@ def _close(name, mine, ref, rtol, atol):
 
 @pytest.mark.parametrize("case", GN_CASES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_groupnorm_silu_kernels_match_reference(case, bias):
+@pytest.mark.parametrize("silu", [True, False])
+def test_groupnorm_silu_kernels_match_reference(case, bias, silu):
     N, C, G, H, W = case
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((N, C, H, W)) * 2 + 1).astype(np.float32)
@@ -45,12 +47,12 @@ def test_groupnorm_silu_kernels_match_reference(case, bias):
     b = rng.standard_normal((N, C)).astype(np.float32) if bias else None
     dy = rng.standard_normal((N, C, H, W)).astype(np.float32)
     f64 = [None if a is None else a.astype(np.float64) for a in (x, gamma, beta, b, dy)]
-    y_r, mean_r, rstd_r = groupnorm_silu_forward_reference(*f64[:3], G, 1e-5, f64[3])
-    grads_r = groupnorm_silu_backward_reference(f64[4], *f64[:3], mean_r, rstd_r, f64[3])
+    y_r, mean_r, rstd_r = groupnorm_silu_forward_reference(*f64[:3], G, 1e-5, f64[3], silu)
+    grads_r = groupnorm_silu_backward_reference(f64[4], *f64[:3], mean_r, rstd_r, f64[3], silu)
     X, Ga, Be, B, DY = (None if a is None else cupy.asarray(a) for a in (x, gamma, beta, b, dy))
     mod = _groupnorm_silu_cupy.module()
-    y, mean, rstd = _groupnorm_silu_cupy.forward(mod, X, Ga, Be, G, 1e-5, B)
-    grads = _groupnorm_silu_cupy.backward(mod, DY, X, Ga, Be, mean, rstd, B)
+    y, mean, rstd = _groupnorm_silu_cupy.forward(mod, X, Ga, Be, G, 1e-5, B, silu)
+    grads = _groupnorm_silu_cupy.backward(mod, DY, X, Ga, Be, mean, rstd, B, silu)
     scale = max(1.0, np.sqrt(C // G * H * W / 600))
     _close("y", y, y_r, 1e-4, 2e-5)
     _close("rstd", rstd, rstd_r, 1e-4, 2e-5)
@@ -92,6 +94,34 @@ def test_adam_ema_kernel_is_numpy_float32_bit_for_bit():
         for a, b in zip(he, de):
             if a is not None:
                 assert cupy.asnumpy(b).tobytes() == a.tobytes(), i
+
+
+def test_attention_norm_fused_on_gpu_by_default():
+    """On float32 CuPy arrays SelfAttention2d's GroupNorm takes the fused kernels without being
+    asked (fused=None), and agrees with the GroupNorm layer within float32 reordering."""
+    from minisims import backend
+    from minisims.nn.attention import SelfAttention2d
+    backend.use_device("gpu")
+    try:
+        attn = SelfAttention2d(64, 16, np.random.default_rng(0))
+        x = cupy.asarray(np.random.default_rng(1).standard_normal((8, 64, 16, 16)).astype(np.float32))
+        dy = cupy.asarray(np.random.default_rng(2).standard_normal(x.shape).astype(np.float32))
+        out = {}
+        for fused in (None, False):
+            attn.norm_fused.fused = fused
+            attn.zero_grad()
+            y = attn.forward(x)
+            dx, = attn.backward(dy)
+            out[fused] = [cupy.asnumpy(a) for a in (y, dx, attn.norm.grads["gamma"],
+                                                    attn.norm.grads["beta"])]
+            assert attn.norm_fused.fused_now == (fused is None)
+        # float32 sums of M = 4*256 values in another order: rtol 1e-4, atol 1e-4 (x, dy ~ 1;
+        # dgamma, dbeta sum over N*H*W = 2048 values: atol 1e-3)
+        for name, a, b, atol in zip(["y", "dx", "dgamma", "dbeta"], out[None], out[False],
+                                    [1e-4, 1e-4, 1e-3, 1e-3]):
+            _close(name, a, b, 1e-4, atol)
+    finally:
+        backend.use_device("cpu")
 
 
 def test_unet_training_step_fused_vs_unfused_on_gpu():
