@@ -36,64 +36,151 @@ The GEMM views (A gathered on the fly, B the weights in their own layout, no cop
   the first K tile also sum the dy tile they already hold in shared memory into the same
   workspace.
 
-Tiles (one set for all three GEMMs; constants in SOURCE): a block of 256 threads owns a 64 x 64
-tile of the output and walks the depth in steps of BK = 16. Per step it stages A (64 x 16) and
-B (16 x 64) in shared memory (4 values per thread each, loaded so that consecutive threads read
-consecutive addresses: consecutive output pixels for A, consecutive k for B), then every thread
-accumulates a 4 x 4 register tile from them: rows tx + 16a, columns ty + 16b (strided, so the
-16 threads of a half-warp read 16 consecutive shared words and store 16 consecutive output
-pixels). Per output value and depth step a thread does 1 multiply-add for 0.5 shared loads; each
-global value staged is reused 64 times from shared memory. B's shared tile has 2 words of
-padding per row so that the transposing store hits 32 different banks. Padding and stride are
-bounds checks in the gather (a masked load of zero), never a padded copy; remainder tiles (M,
-Cout, K not multiples of 64 or 16) load zeros and skip their stores. No double buffering and no
-vector loads: the simple form first, to be measured before it is made harder to read. All
-indices are int32: the entry point refuses arrays of 2^31 elements or more.
+Tiles (TILES; SOURCE is written once for any of them, source(name) puts the constants in front
+and each is compiled as its own module): a block owns a BM x BN tile of the output and walks the
+depth in steps of BK = 16; each thread owns TM x TN outputs, rows 4*tx + 4*(BM/TM)*g + q and
+columns likewise (groups g of 4 consecutive rows), so it reads its rows from shared memory as
+float4s (As and Bs are stored depth-major, A[kk][row], rows padded by 4 floats so every row stays
+16-byte aligned) and the forward stores 4 consecutive pixels as one float4 where the plane size
+allows. Double-buffered: while the tile multiplies slice k0 from one pair of shared buffers, the
+slice k0 + BK is loaded from global memory into registers and then stored into the other pair,
+with one __syncthreads per step. The gather's (c, i, j) is divided out once per slice and then
+carried (no integer division per load); the weight gradient decodes its block's BM depths once
+into shared tables. Three tiles:
 
-Run time, measured once on an NVIDIA H200 (CuPy 14.2, CUDA events, median of 20 calls each;
-PyTorch 2.11 cuDNN with TF32 off), fwd + dx + dw in ms, float32, N 64:
+    "64"      64 x 64,  4 x 4 per thread, 256 threads (the first version's tile)
+    "128"     128 x 128, 8 x 8 per thread, 256 threads: 4 multiply-adds per shared word read
+    "128x64"  128 x 64, 8 x 8 per thread, 128 threads: the 8 x 8 tile for 64-channel layers
 
-    shape                    cupy (im2col+cuBLAS)   igemm   torch cuDNN
-    C 64, 32x32, 3x3 s1      3.34                   1.24    0.69
-    C 64, 16x16, 3x3 s1      0.80                   0.40    0.22
-    C 128, 16x16, 3x3 s1     1.43                   1.21    0.51
-    C 64, 32x32, 3x3 s2      0.82                   0.76    0.33   (dx 0.51: the 3/4 wasted taps)
-    C 64, 32x32, 1x1         1.24                   0.22    0.23
+Selection (choose_tile, choose_tile_dw; TILE = "64" / "128" / "128x64" forces one everywhere,
+for measuring): forward and input gradient take "128" when the GEMM has more than 64 columns and
+"128x64" otherwise, but only if that grid has at least MIN_BLOCKS = 240 blocks (about one full
+wave of 2 blocks on each of an H100/H200's 132 SMs); else "64", whose 4x more blocks fill the GPU.
+For the UNet at batch 128: 64 channels at 32x32 -> "128x64" (1024 blocks), 128 at 16x16 -> "128"
+(256), 128 at 8x8 -> "64". The weight gradient's grid is filled by split-K whatever the tile, so
+it picks by fit: K = Cin*kh*kw on the 128-row side, "128" above 64 output channels, "128x64" up
+to 64, "64" when K <= 64. Registers (ptxas, sm_90): "64" 64 / 63 (forward / weight gradient),
+"128" 128 / 167, "128x64" 153 / 167, none spilled; __launch_bounds__ asks for 4 / 4, 2 / 1 and
+3 / 3 blocks per SM ("128"'s weight gradient at 2 blocks would spill 84 bytes).
 
-So igemm is 1.2x to 5.7x faster than "cupy" (the split-K weight gradient gains most: 0.35 ms
-against cuBLAS's 2.0 at the first shape) but still 1.8x cuDNN at the first shape (goal: 1.3x);
-its forward at C 128 is 15% slower than cuBLAS's. Next steps, in order of expected gain: a
-128-row tile with 8x8 per thread, double-buffered shared tiles, the parity split for strided
-dx. A second H200 run, of benchmarks/bench_conv.py --device gpu --repeats 9 (wall clock per call,
-host time included, as the issue's table measured), gave 1.26 ms for igemm, 3.41 for "cupy" and
-1.25 for torch at the first shape: by wall clock igemm ties PyTorch, whose autograd call is
-bound by host time there; by GPU time alone (the table above) cuDNN is still 1.8x faster.
-``impl="auto"`` picks igemm for float32 CuPy arrays since, and "cupy" for float64.
+The weight gradient's db: the blocks of the first k tile also add up the dy values they stage,
+per thread, and sum their BK partials per channel in a fixed order at the end. Padding and stride
+are bounds checks in the gather (a masked load of zero), never a padded copy; remainder tiles (M,
+Cout, K not multiples of the tile) load zeros and skip their stores. All indices are int32: the
+entry point refuses arrays of 2^31 elements or more.
 
-Testing without a GPU: the functions below take the compiled module as an argument (anything
-with ``get_function``) and allocate with the array module of their inputs, so the same code
-launches SOURCE through cupy.RawModule on CuPy arrays (the public entry points at the bottom)
+Measured on one NVIDIA H200 (CuPy 14.2, PyTorch 2.11 cuDNN with TF32 off; CUDA events, median
+of 20 calls; `python benchmarks/bench_igemm_tiles.py`, one run), fwd + dx + dw in ms, float32,
+N 128, the tile "auto" took in brackets:
+
+    shape              auto               64      128     128x64   cuDNN
+    C 64, 32x32, s1    1.60 (128x64)      1.67    2.92    1.61     1.31
+    C 128, 16x16, s1   1.49 (128)         1.69    1.56    1.61     0.79
+    C 128, 8x8, s1     0.45 (64/64/128)   0.47    0.61    0.64     0.31
+    C 64, 32x32, s2    1.26 (128x64)      1.03    1.56    1.26     0.53   (dx 0.97: 3/4 wasted taps)
+
+So by GPU time cuDNN is still 1.2x-2.4x faster, most at the stride-2 input gradient (a parity
+split would remove its zero taps) and at C 128, 16x16 (cuDNN's weight gradient 0.19 ms against
+0.36-0.70 here); MIN_BLOCKS and the dw rule are reasoned, not tuned (the "64" tile won the
+stride-2 shape). By wall clock per call, as the issue's table measures
+(benchmarks/bench_conv.py --device gpu --repeats 7, N 64, C 64), igemm took 1.00 ms at 32x32
+and 0.39 ms at 16x16 against PyTorch's 1.21 and 1.04 (its autograd call is bound by host time at
+these sizes) and "cupy"'s 3.54 and 1.43. ``impl="auto"`` picks igemm for float32 CuPy arrays and
+"cupy" for float64.
+
+The first version (a 64 x 64 tile with strided 4 x 4 per thread, no vector loads, no double
+buffering), measured the same way at N 64: 1.24 ms at C 64, 32x32 (cupy 3.34, cuDNN 0.69), 1.21
+ms at C 128, 16x16 (cupy 1.43, cuDNN 0.51).
+
+Testing without a GPU: the functions below take the compiled modules as an argument (``mods[tile]``
+has ``get_function``) and allocate with the array module of their inputs, so the same code
+launches source(tile) through cupy.RawModule on CuPy arrays (the public entry points at the bottom)
 and through tests/cuda_emu.EmulatedModule on NumPy arrays (tests/test_kernels_igemm.py).
 float32 only, as the GPU trains; "cupy" covers float64.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from ._conv2d_common import array_module, check_shapes
 
-BM, BN, BK = 64, 64, 16  # block tile (rows x columns) and depth step; must match SOURCE
-THREADS = 256  # 16 x 16 threads, each a 4 x 4 register tile
-SPLIT_MIN_STEPS = 16  # a weight-gradient split reduces at least 16 * BK = 256 GEMM rows
-SPLIT_TARGET_BLOCKS = 528  # about 4 blocks per SM on a 132-SM H100: enough to fill it, no more
+
+@dataclass(frozen=True)
+class Tile:
+    """One block-tile configuration of SOURCE: a block owns bm x bn outputs (GEMM rows x columns),
+    walks the depth bk at a time, and each of its threads owns tm x tn of them."""
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+    sm_blocks: int     # blocks per SM the compiler must fit (__launch_bounds__): caps registers
+    sm_blocks_dw: int  # the same for the weight gradient, which holds more (its gather's columns)
+
+    @property
+    def threads(self):
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    @property
+    def split_blocks(self):
+        """Blocks a weight-gradient launch aims for: every SM of a 132-SM H100/H200 full."""
+        return SMS * self.sm_blocks_dw
+
+
+SMS = 132
+# Registers per thread from ptxas (sm_90, CUDA 13), none spilled: "64" 64 / 63 (fwd / dw),
+# "128" 128 / 167, "128x64" 153 / 167. "128"'s dw at 2 blocks per SM would spill 84 bytes.
+TILES = {
+    "64": Tile(64, 64, 16, 4, 4, sm_blocks=4, sm_blocks_dw=4),        # 256 threads, 4 x 4 each
+    "128": Tile(128, 128, 16, 8, 8, sm_blocks=2, sm_blocks_dw=1),     # 256 threads, 8 x 8 each
+    "128x64": Tile(128, 64, 16, 8, 8, sm_blocks=3, sm_blocks_dw=3),   # 128 threads, 8 x 8 each
+}
+TILE = "auto"  # or a key of TILES: force one tile for every call (to measure them one by one)
+MIN_BLOCKS = 240  # a big tile only when its grid is at least about one full wave on a 132-SM H100/H200
+SPLIT_MIN_STEPS = 16  # a weight-gradient split reduces at least 16 depth steps of 16 GEMM rows
 
 SOURCE = r'''
-#define BM 64
-#define BN 64
-#define BK 16
-#define PAD 2  // shared rows stored across a warp's threads are padded: 32 banks, no conflict
+// Set in front of this text by source(): the block tile BM x BN, the depth step BK, the thread tile
+// TM x TN (both multiples of 4), THREADS = (BM / TM) * (BN / TN), and the blocks per SM the
+// register allocation must allow, SM_BLOCKS (conv_igemm) and SM_BLOCKS_DW (conv_igemm_dw).
+#define TX (BM / TM)   // threads along a tile's rows
+#define TY (BN / TN)   // threads along its columns
+#define PAD 4          // shared rows padded by one float4: rows stay 16-byte aligned
+
+static_assert(THREADS == TX * TY && TM % 4 == 0 && TN % 4 == 0, "thread tile of float4 groups");
+static_assert(THREADS % BM == 0 && THREADS % BK == 0 && (BK * BN) % THREADS == 0, "staging layout");
+#define A_STEP (THREADS / BM)          // the gathered tile: a thread loads 1 row, every A_STEP-th depth
+#define A_LOADS (BK / A_STEP)
+#define B_STEP (THREADS / BK)          // the dense tile: a thread loads 1 depth, every B_STEP-th column
+#define B_LOADS (BN / B_STEP)
+#define X_LOADS (BM / B_STEP)          // the weight gradient's gathered tile, laid out like B
+
+__device__ __forceinline__ void load4(float* dst, const float* src) {
+    const float4 v = *reinterpret_cast<const float4*>(src);
+    dst[0] = v.x; dst[1] = v.y; dst[2] = v.z; dst[3] = v.w;
+}
+
+// One depth step of the register tile: acc[TM][TN] += As[kk][rows] * Bs[kk][columns], kk < BK.
+// Thread (tx, ty) owns rows 4*tx + 4*TX*g + q and columns 4*ty + 4*TY*g + q (g a float4 group,
+// q = 0..3): its rows are read as TM/4 float4, and a warp's 16 tx read 64 consecutive words.
+__device__ __forceinline__ void tile_step(const float (*As)[BM + PAD], const float (*Bs)[BN + PAD],
+                                          int tx, int ty, float (*acc)[TN]) {
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+        float a[TM], b[TN];
+#pragma unroll
+        for (int g = 0; g < TM / 4; ++g) load4(a + 4 * g, &As[kk][4 * tx + 4 * TX * g]);
+#pragma unroll
+        for (int g = 0; g < TN / 4; ++g) load4(b + 4 * g, &Bs[kk][4 * ty + 4 * TY * g]);
+#pragma unroll
+        for (int qa = 0; qa < TM; ++qa)
+#pragma unroll
+            for (int qb = 0; qb < TN; ++qb) acc[qa][qb] += a[qa] * b[qb];
+    }
+}
 
 // Forward (src = x) and input gradient (src = dy) as one implicit GEMM:
 //   out[n, col, hd, wd] = sum_k A[(n, hd, wd), k] * B[k, col] (+ bias[col])
@@ -101,36 +188,38 @@ SOURCE = r'''
 //                                (ws likewise with wd, j), zero unless hs, ws are multiples
 //                                of div and land inside src
 //   B[(cs, i, j), col] = wt[cs*w_step_k + col*w_step_col + i*kw + j]
-// 256 threads; thread (tx, ty) = (t % 16, t / 16) owns rows m0 + tx + 16a, columns n0 + ty + 16b.
-extern "C" __global__ void __launch_bounds__(256) conv_igemm(
+// Double-buffered: the slice k0 + BK is loaded from global memory into registers while the tile
+// multiplies slice k0 from shared memory, then stored into the other buffer; one barrier a step.
+extern "C" __global__ void __launch_bounds__(THREADS, SM_BLOCKS) conv_igemm(
         const float* __restrict__ src, const float* __restrict__ wt,
         const float* __restrict__ bias, float* __restrict__ out,
         int N, int Cs, int Hs, int Ws, int Cd, int Hd, int Wd, int kh, int kw,
         int mul, int add, int sgn, int div, int w_step_k, int w_step_col, int has_bias) {
-    __shared__ float As[BK][BM];
-    __shared__ float Bs[BK][BN + PAD];
-    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
+    __align__(16) __shared__ float As[2][BK][BM + PAD];
+    __align__(16) __shared__ float Bs[2][BK][BN + PAD];
+    const int t = threadIdx.x, tx = t % TX, ty = t / TX;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int M = N * Hd * Wd, khw = kh * kw, K = Cs * khw;
 
     // The A row this thread gathers (the same row at every depth step): decoded once.
-    const int a_row = t % BM, a_k = t / BM;  // loads A[a_row, a_k + 4r], r = 0..3
+    const int a_row = t % BM, a_k = t / BM;  // loads A[a_row, a_k + A_STEP r], r < A_LOADS
     const int m = m0 + a_row;
     const bool m_ok = m < M;
     const int mm = m_ok ? m : 0;
     const int img = mm / (Hd * Wd), hd = (mm / Wd) % Hd, wd = mm % Wd;
     const float* src_img = src + (long long)img * Cs * Hs * Ws;
     const int h_base = hd * mul + add, w_base = wd * mul + add;
-    const int b_k = t % BK, b_col = t / BK;  // loads B[b_k, b_col + 16r], r = 0..3
+    const int b_k = t % BK, b_col = t / BK;  // loads B[b_k, b_col + B_STEP r], r < B_LOADS
 
-    float acc[4][4] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
-        // Stage A: the gather. Consecutive threads take consecutive output pixels.
-        for (int r = 0; r < 4; ++r) {
-            const int kk = a_k + 4 * r, k = k0 + kk;
+    float a_next[A_LOADS], b_next[B_LOADS];
+    const auto load_slice = [&](int k0) {
+        // A, the gather: consecutive threads take consecutive output pixels. The depth's
+        // (cs, i, j) is divided out once per slice, then carried along by A_STEP.
+        int k = k0 + a_k, cs = k / khw, i = (k - cs * khw) / kw, j = k - cs * khw - i * kw;
+#pragma unroll
+        for (int r = 0; r < A_LOADS; ++r, k += A_STEP) {
             float v = 0.0f;
             if (m_ok && k < K) {
-                const int cs = k / khw, tap = k - cs * khw, i = tap / kw, j = tap - i * kw;
                 int hs = h_base + sgn * i, ws = w_base + sgn * j;
                 bool ok = hs >= 0 && ws >= 0;
                 if (div > 1) {  // input gradient at stride div: only taps that hit a dy pixel
@@ -140,112 +229,147 @@ extern "C" __global__ void __launch_bounds__(256) conv_igemm(
                 }
                 if (ok && hs < Hs && ws < Ws) v = src_img[((long long)cs * Hs + hs) * Ws + ws];
             }
-            As[kk][a_row] = v;
+            a_next[r] = v;
+            for (j += A_STEP; j >= kw; j -= kw) ++i;
+            for (; i >= kh; i -= kh) ++cs;
         }
-        // Stage B: the weights. Consecutive threads take consecutive k.
-        for (int r = 0; r < 4; ++r) {
-            const int col = n0 + b_col + 16 * r, k = k0 + b_k;
-            float v = 0.0f;
-            if (col < Cd && k < K) {
-                const int cs = k / khw;
-                v = wt[cs * w_step_k + col * w_step_col + (k - cs * khw)];
-            }
-            Bs[b_k][b_col + 16 * r] = v;
+        // B, the weights: consecutive threads take consecutive k.
+        const int kb = k0 + b_k, cb = kb / khw;
+        const float* wt_k = wt + cb * w_step_k + (kb - cb * khw);
+#pragma unroll
+        for (int r = 0; r < B_LOADS; ++r) {
+            const int col = n0 + b_col + B_STEP * r;
+            b_next[r] = (col < Cd && kb < K) ? wt_k[col * w_step_col] : 0.0f;
         }
-        __syncthreads();
-        // The 4 x 4 register tile: 16 multiply-adds per 8 shared loads, per depth step.
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[4], b[4];
-            for (int q = 0; q < 4; ++q) a[q] = As[kk][tx + 16 * q];
-            for (int q = 0; q < 4; ++q) b[q] = Bs[kk][ty + 16 * q];
-            for (int qa = 0; qa < 4; ++qa)
-                for (int qb = 0; qb < 4; ++qb) acc[qa][qb] += a[qa] * b[qb];
-        }
-        __syncthreads();  // before the next step overwrites the tiles
+    };
+
+    float acc[TM][TN] = {};
+    load_slice(0);
+    for (int k0 = 0, buf = 0; k0 < K; k0 += BK, buf ^= 1) {
+#pragma unroll
+        for (int r = 0; r < A_LOADS; ++r) As[buf][a_k + A_STEP * r][a_row] = a_next[r];
+#pragma unroll
+        for (int r = 0; r < B_LOADS; ++r) Bs[buf][b_k][b_col + B_STEP * r] = b_next[r];
+        __syncthreads();  // buf is full; and everyone is done with buf ^ 1, read one step ago
+        if (k0 + BK < K) load_slice(k0 + BK);  // in flight while the tile multiplies
+        tile_step(As[buf], Bs[buf], tx, ty, acc);
     }
-    // Epilogue: bias, NCHW store (consecutive tx: consecutive pixels of one channel).
+
+    // Epilogue: bias, NCHW store. A thread's 4 rows of a group are 4 consecutive pixels: one
+    // float4 store when they lie in one image and the plane size keeps it 16-byte aligned.
     const int HWd = Hd * Wd;
-    for (int qa = 0; qa < 4; ++qa) {
-        const int row = m0 + tx + 16 * qa;
+#pragma unroll
+    for (int g = 0; g < TM / 4; ++g) {
+        const int row = m0 + 4 * tx + 4 * TX * g;
         if (row >= M) continue;
         const int o_img = row / HWd, o_pix = row - o_img * HWd;
-        for (int qb = 0; qb < 4; ++qb) {
-            const int col = n0 + ty + 16 * qb;
+        const bool whole = HWd % 4 == 0 && row + 3 < M;
+#pragma unroll
+        for (int qb = 0; qb < TN; ++qb) {
+            const int col = n0 + 4 * ty + 4 * TY * (qb / 4) + qb % 4;
             if (col >= Cd) continue;
-            out[((long long)o_img * Cd + col) * HWd + o_pix] = acc[qa][qb] + (has_bias ? bias[col] : 0.0f);
+            const float bb = has_bias ? bias[col] : 0.0f;
+            if (whole) {
+                *reinterpret_cast<float4*>(out + ((long long)o_img * Cd + col) * HWd + o_pix) =
+                    make_float4(acc[4 * g][qb] + bb, acc[4 * g + 1][qb] + bb,
+                                acc[4 * g + 2][qb] + bb, acc[4 * g + 3][qb] + bb);
+            } else {  // the last rows of M, or planes of odd size: one pixel at a time
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    if (row + q >= M) continue;
+                    const int n = (row + q) / HWd, pix = row + q - n * HWd;
+                    out[((long long)n * Cd + col) * HWd + pix] = acc[4 * g + q][qb] + bb;
+                }
+            }
         }
     }
 }
 
 // Weight and bias gradients, split-K: block (bx, by, split) computes the partial
-//   dw[o, k] = sum_{m in its split} dy[m, o] * A[m, k],   db[o] = sum_{m in its split} dy[m, o]
-// for o in the 64 rows of bx and k in the 64 columns of by, A the forward's gather from x, and
-// writes them to ws[split, o*K + k] and (by == 0 only) ws[split, Cout*K + o].
-// Thread (tx, ty) owns columns k0 + tx + 16a and rows o0 + ty + 16b (consecutive threads store
-// consecutive k).
-extern "C" __global__ void __launch_bounds__(256) conv_igemm_dw(
+//   dw[o, k] = sum_{m in its split} A[m, k] * dy[m, o],   db[o] = sum_{m in its split} dy[m, o]
+// for k in the BM tile rows of bx and o in the BN tile columns of by (the long axis K on the
+// tile's long side), A the forward's gather from x, and writes them to ws[split, o*K + k] and
+// (bx == 0 only) ws[split, Cout*K + o]. The depth is the pixels m, BK at a time, double-buffered.
+extern "C" __global__ void __launch_bounds__(THREADS, SM_BLOCKS_DW) conv_igemm_dw(
         const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
         int N, int C, int H, int W, int Cout, int Ho, int Wo, int kh, int kw,
         int stride, int pad, int rows_per_split) {
-    __shared__ float Ds[BK][BM + PAD];  // dy tile: BK GEMM rows (pixels) x 64 output channels
-    __shared__ float Xs[BK][BN + PAD];  // A tile: BK GEMM rows x 64 columns k = (c, i, j)
-    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
-    const int o0 = blockIdx.x * BM, k0 = blockIdx.y * BN;
+    __align__(16) __shared__ float Xs[2][BK][BM + PAD];  // A tile: BK pixels x BM depths (c, i, j)
+    __align__(16) __shared__ float Ds[2][BK][BN + PAD];  // dy tile: BK pixels x BN output channels
+    __shared__ int col_off[BM], col_i[BM], col_j[BM];    // the block's BM depths, decoded once
+    const int t = threadIdx.x, tx = t % TX, ty = t / TX;
+    const int k0 = blockIdx.x * BM, o0 = blockIdx.y * BN;
     const int HWo = Ho * Wo, M = N * HWo, khw = kh * kw, K = C * khw;
     const int m_begin = blockIdx.z * rows_per_split;
     const int m_end = min(M, m_begin + rows_per_split);
     const int E = Cout * K + Cout;  // one split's share of the workspace
 
-    // The four A columns this thread gathers (the same at every step): decoded once.
-    const int l_row = t % BK, l_col = t / BK;  // loads row l_row, columns l_col + 16r
-    int x_off[4], x_i[4], x_j[4];
-    for (int r = 0; r < 4; ++r) {
-        const int k = k0 + l_col + 16 * r;
-        const int c = k / khw, tap = k - c * khw;
-        x_i[r] = k < K ? tap / kw : -(1 << 20);  // a column past K: a row far outside x, so zero
-        x_j[r] = tap % kw;
-        x_off[r] = c * H * W;
+    for (int c = t; c < BM; c += THREADS) {
+        const int k = k0 + c, ch = k / khw, tap = k - ch * khw;
+        col_i[c] = k < K ? tap / kw : -(1 << 20);  // a depth past K: a row far outside x, so zero
+        col_j[c] = tap % kw;
+        col_off[c] = ch * H * W;
     }
+    __syncthreads();
 
-    float acc[4][4] = {}, dbacc[4] = {};
-    const bool sums_db = blockIdx.y == 0 && tx == 0;
-    for (int mb = m_begin; mb < m_end; mb += BK) {
+    const int l_row = t % BK, l_col = t / BK;  // loads pixel l_row, columns l_col + B_STEP r
+    float x_next[X_LOADS], d_next[B_LOADS];
+    const auto load_slice = [&](int mb) {
         const int m = mb + l_row;
         const bool m_ok = m < m_end;
         const int mm = m_ok ? m : 0;
         const int img = mm / HWo, pix = mm - img * HWo, h = pix / Wo, v = pix - h * Wo;
-        for (int r = 0; r < 4; ++r) {  // dy tile: consecutive threads, consecutive pixels
-            const int o = o0 + l_col + 16 * r;
-            Ds[l_row][l_col + 16 * r] =
-                (m_ok && o < Cout) ? dy[((long long)img * Cout + o) * HWo + pix] : 0.0f;
+#pragma unroll
+        for (int r = 0; r < B_LOADS; ++r) {  // dy tile: consecutive threads, consecutive pixels
+            const int o = o0 + l_col + B_STEP * r;
+            d_next[r] = (m_ok && o < Cout) ? dy[((long long)img * Cout + o) * HWo + pix] : 0.0f;
         }
         const float* x_img = x + (long long)img * C * H * W;
-        for (int r = 0; r < 4; ++r) {  // the gather, as in the forward
-            const int hh = stride * h - pad + x_i[r], vv = stride * v - pad + x_j[r];
+#pragma unroll
+        for (int r = 0; r < X_LOADS; ++r) {  // the gather, as in the forward
+            const int c = l_col + B_STEP * r;
+            const int hh = stride * h - pad + col_i[c], vv = stride * v - pad + col_j[c];
             const bool ok = m_ok && hh >= 0 && hh < H && vv >= 0 && vv < W;
-            Xs[l_row][l_col + 16 * r] = ok ? x_img[x_off[r] + hh * W + vv] : 0.0f;
+            x_next[r] = ok ? x_img[col_off[c] + hh * W + vv] : 0.0f;
+        }
+    };
+
+    float acc[TM][TN] = {}, db_part[B_LOADS] = {};
+    const bool sums_db = blockIdx.x == 0;  // the first k tile's blocks also sum the dy they stage
+    load_slice(m_begin);
+    for (int mb = m_begin, buf = 0; mb < m_end; mb += BK, buf ^= 1) {
+#pragma unroll
+        for (int r = 0; r < X_LOADS; ++r) Xs[buf][l_row][l_col + B_STEP * r] = x_next[r];
+#pragma unroll
+        for (int r = 0; r < B_LOADS; ++r) {
+            Ds[buf][l_row][l_col + B_STEP * r] = d_next[r];
+            if (sums_db) db_part[r] += d_next[r];
         }
         __syncthreads();
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[4], b[4];
-            for (int q = 0; q < 4; ++q) a[q] = Xs[kk][tx + 16 * q];
-            for (int q = 0; q < 4; ++q) b[q] = Ds[kk][ty + 16 * q];
-            for (int qa = 0; qa < 4; ++qa)
-                for (int qb = 0; qb < 4; ++qb) acc[qa][qb] += a[qa] * b[qb];
-            if (sums_db)
-                for (int qb = 0; qb < 4; ++qb) dbacc[qb] += b[qb];
-        }
-        __syncthreads();
+        if (mb + BK < m_end) load_slice(mb + BK);
+        tile_step(Xs[buf], Ds[buf], tx, ty, acc);
     }
     float* part = ws + (long long)blockIdx.z * E;
-    for (int qb = 0; qb < 4; ++qb) {
-        const int o = o0 + ty + 16 * qb;
+#pragma unroll
+    for (int qb = 0; qb < TN; ++qb) {
+        const int o = o0 + 4 * ty + 4 * TY * (qb / 4) + qb % 4;
         if (o >= Cout) continue;
-        for (int qa = 0; qa < 4; ++qa) {
-            const int k = k0 + tx + 16 * qa;
+#pragma unroll
+        for (int qa = 0; qa < TM; ++qa) {  // consecutive tx: consecutive float4 groups of k
+            const int k = k0 + 4 * tx + 4 * TX * (qa / 4) + qa % 4;
             if (k < K) part[(long long)o * K + k] = acc[qa][qb];
         }
-        if (sums_db) part[Cout * K + o] = dbacc[qb];
+    }
+    if (sums_db) {  // db: the BK partial sums of each channel (one per l_row), added in row order
+        __syncthreads();  // everyone is done reading Ds
+#pragma unroll
+        for (int r = 0; r < B_LOADS; ++r) Ds[0][l_row][l_col + B_STEP * r] = db_part[r];
+        __syncthreads();
+        for (int c = t; c < BN && o0 + c < Cout; c += THREADS) {
+            float s = 0.0f;
+            for (int kk = 0; kk < BK; ++kk) s += Ds[0][kk][c];
+            part[Cout * K + o0 + c] = s;
+        }
     }
 }
 
@@ -259,6 +383,40 @@ extern "C" __global__ void sum_splits(const float* __restrict__ ws, float* __res
     out[e] = s;
 }
 '''
+
+
+def source(tile):
+    """SOURCE for the tile named ``tile`` (a key of TILES): its constants defined in front."""
+    t = TILES[tile]
+    return (f"#define BM {t.bm}\n#define BN {t.bn}\n#define BK {t.bk}\n#define TM {t.tm}\n"
+            f"#define TN {t.tn}\n#define THREADS {t.threads}\n#define SM_BLOCKS {t.sm_blocks}\n"
+            f"#define SM_BLOCKS_DW {t.sm_blocks_dw}\n" + SOURCE)
+
+
+def choose_tile(rows, cols):
+    """The tile for an output GEMM of rows x cols (forward: M x Cout, input gradient: M x Cin).
+    The 8 x 8 tiles do twice the multiply-adds per shared load of the 4 x 4 one and gather each
+    input value for twice as many columns, but a block covers 4x (or 2x) the outputs: they are
+    taken only when their grid still fills the GPU (MIN_BLOCKS, about one wave of 2 blocks on
+    each of 132 SMs); 128 x 128 where there are more than 64 columns, 128 x 64 otherwise so
+    that a 64-channel layer does not pay for 64 empty columns. TILE, if not "auto", wins."""
+    if TILE != "auto":
+        return TILE
+    big = "128" if cols > 64 else "128x64"
+    t = TILES[big]
+    return big if math.ceil(rows / t.bm) * math.ceil(cols / t.bn) >= MIN_BLOCKS else "64"
+
+
+def choose_tile_dw(K, Cout):
+    """The tile for the weight gradient (K = Cin*kh*kw tile rows x Cout tile columns). Split-K
+    fills the GPU whatever the tile, so only the fit counts: 128 rows of K unless K <= 64, and
+    128 columns for more than 64 output channels."""
+    if TILE != "auto":
+        return TILE
+    if K <= 64:
+        return "64"
+    return "128" if Cout > 64 else "128x64"
+
 
 _INT32_MAX = 2 ** 31 - 1
 _i32 = np.int32
@@ -275,9 +433,10 @@ def _check_int32(*sizes):
         raise ValueError('impl="igemm" indexes with int32: arrays must have fewer than 2^31 elements')
 
 
-def forward(mod, x, w, b=None, stride=1, padding=0):
+def forward(mods, x, w, b=None, stride=1, padding=0, tile=None):
     """x (N,Cin,H,W), w (Cout,Cin,kh,kw), b (Cout,) or None -> y (N,Cout,Ho,Wo), float32.
-    ``mod`` is the compiled SOURCE: a cupy.RawModule, or tests' EmulatedModule."""
+    ``mods[name]`` is source(name) compiled: a cupy.RawModule, or tests' EmulatedModule;
+    ``tile`` (a key of TILES) overrides choose_tile."""
     xp = array_module(x)
     N, C, H, W = x.shape
     Cout, _, kh, kw = w.shape
@@ -287,16 +446,18 @@ def forward(mod, x, w, b=None, stride=1, padding=0):
     _check_int32(x.size, N * Cout * Ho * Wo)
     y = xp.empty((N, Cout, Ho, Wo), dtype=np.float32)  # N,Cout,Ho,Wo
     M = N * Ho * Wo
-    grid = (math.ceil(M / BM), math.ceil(Cout / BN))
+    tile = tile or choose_tile(M, Cout)
+    t = TILES[tile]
+    grid = (math.ceil(M / t.bm), math.ceil(Cout / t.bn))
     # row of x read by output row h at tap i: s*h - p + i (mul s, add -p, sgn +1, div 1)
-    mod.get_function("conv_igemm")(grid, (THREADS,), (
+    mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
         x, w, bias, y, _i32(N), _i32(C), _i32(H), _i32(W), _i32(Cout), _i32(Ho), _i32(Wo),
         _i32(kh), _i32(kw), _i32(stride), _i32(-padding), _i32(1), _i32(1),
         _i32(kh * kw), _i32(C * kh * kw), _i32(b is not None)))
     return y
 
 
-def backward_input(mod, dy, w, x_shape, stride=1, padding=0):
+def backward_input(mods, dy, w, x_shape, stride=1, padding=0, tile=None):
     """dy (N,Cout,Ho,Wo), w (Cout,Cin,kh,kw) -> dx (N,Cin,H,W), float32."""
     xp = array_module(dy)
     N, C, H, W = x_shape
@@ -306,73 +467,78 @@ def backward_input(mod, dy, w, x_shape, stride=1, padding=0):
     _check_int32(dy.size, N * C * H * W)
     dx = xp.empty((N, C, H, W), dtype=np.float32)  # N,Cin,H,W
     M = N * H * W
-    grid = (math.ceil(M / BM), math.ceil(C / BN))
+    tile = tile or choose_tile(M, C)
+    t = TILES[tile]
+    grid = (math.ceil(M / t.bm), math.ceil(C / t.bn))
     # row of dy read by dx row hh at tap i: (hh + p - i) / s when exact (mul 1, add p, sgn -1,
     # div s); the depth runs over (o, i, j), so w[o, c, i, j] = w[o*Cin*kh*kw + c*kh*kw + i*kw + j]
-    mod.get_function("conv_igemm")(grid, (THREADS,), (
+    mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
         dy, w, w, dx, _i32(N), _i32(Cout), _i32(Ho), _i32(Wo), _i32(C), _i32(H), _i32(W),
         _i32(kh), _i32(kw), _i32(1), _i32(padding), _i32(-1), _i32(stride),
         _i32(C * kh * kw), _i32(kh * kw), _i32(0)))
     return dx
 
 
-def split_rows(M, Cout, K):
-    """Rows of M per weight-gradient split: enough splits to give the GPU about
-    SPLIT_TARGET_BLOCKS blocks, none shorter than SPLIT_MIN_STEPS depth steps."""
-    tiles = math.ceil(Cout / BM) * math.ceil(K / BN)
-    steps = math.ceil(M / BK)
-    splits = max(1, min(math.ceil(SPLIT_TARGET_BLOCKS / tiles), steps // SPLIT_MIN_STEPS))
-    return math.ceil(steps / splits) * BK
+def split_rows(M, Cout, K, tile="64"):
+    """Rows of M per weight-gradient split: enough splits to give the GPU about the tile's
+    split_blocks blocks, none shorter than SPLIT_MIN_STEPS depth steps."""
+    t = TILES[tile]
+    tiles = math.ceil(K / t.bm) * math.ceil(Cout / t.bn)
+    steps = math.ceil(M / t.bk)
+    splits = max(1, min(math.ceil(t.split_blocks / tiles), steps // SPLIT_MIN_STEPS))
+    return math.ceil(steps / splits) * t.bk
 
 
-def backward_weight(mod, dy, x, w_shape, stride=1, padding=0, rows_per_split=None):
+def backward_weight(mods, dy, x, w_shape, stride=1, padding=0, rows_per_split=None, tile=None):
     """dy (N,Cout,Ho,Wo), x (N,Cin,H,W) -> (dw (Cout,Cin,kh,kw), db (Cout,)), float32.
-    ``rows_per_split`` (a multiple of BK) overrides split_rows, for tests."""
+    ``rows_per_split`` (a multiple of the tile's bk) overrides split_rows, for tests."""
     xp = array_module(dy)
     Cout, C, kh, kw = w_shape
     N, _, H, W = x.shape
     Ho, Wo = check_shapes(x.shape, w_shape, stride, padding)
     dy, x = _float32(xp, dy, "dy"), _float32(xp, x, "x")
     M, K = N * Ho * Wo, C * kh * kw
-    rows = rows_per_split or split_rows(M, Cout, K)
-    if rows % BK:
-        raise ValueError(f"rows_per_split must be a multiple of {BK}, got {rows}")
+    tile = tile or choose_tile_dw(K, Cout)
+    t = TILES[tile]
+    rows = rows_per_split or split_rows(M, Cout, K, tile)
+    if rows % t.bk:
+        raise ValueError(f"rows_per_split must be a multiple of {t.bk}, got {rows}")
     splits = math.ceil(M / rows)
     E = Cout * K + Cout  # dw, then db
     _check_int32(x.size, dy.size, splits * E)
     ws = xp.empty((splits, E), dtype=np.float32)  # splits,Cout*K+Cout: every entry written
-    grid = (math.ceil(Cout / BM), math.ceil(K / BN), splits)
-    mod.get_function("conv_igemm_dw")(grid, (THREADS,), (
+    grid = (math.ceil(K / t.bm), math.ceil(Cout / t.bn), splits)
+    mods[tile].get_function("conv_igemm_dw")(grid, (t.threads,), (
         dy, x, ws, _i32(N), _i32(C), _i32(H), _i32(W), _i32(Cout), _i32(Ho), _i32(Wo),
         _i32(kh), _i32(kw), _i32(stride), _i32(padding), _i32(rows)))
     out = xp.empty(E, dtype=np.float32)  # Cout*K + Cout
-    mod.get_function("sum_splits")((math.ceil(E / THREADS),), (THREADS,), (ws, out, _i32(E), _i32(splits)))
+    mods[tile].get_function("sum_splits")((math.ceil(E / 256),), (256,), (ws, out, _i32(E), _i32(splits)))
     return out[:Cout * K].reshape(w_shape), out[Cout * K:]
 
 
 # ------------------------------------------------------------------------------------------------
-# Public entry points (CuPy arrays): the module is compiled once, on first use
+# Public entry points (CuPy arrays): each tile's module is compiled once, on first use
 # ------------------------------------------------------------------------------------------------
 
-_MODULE = None
+class _Modules(dict):
+    """source(name) compiled by CuPy (NVRTC) on first use, once per process."""
 
-
-def module():
-    """SOURCE compiled by CuPy (NVRTC), once per process."""
-    global _MODULE
-    if _MODULE is None:
+    def __missing__(self, name):
         import cupy
-        _MODULE = cupy.RawModule(code=SOURCE)
-    return _MODULE
+        self[name] = cupy.RawModule(code=source(name))
+        return self[name]
+
+
+MODULES = _Modules()
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
-    return forward(module(), x, w, b, stride, padding)
+    return forward(MODULES, x, w, b, stride, padding)
 
 
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
-    return backward_input(module(), dy, w, x_shape, stride, padding)
+    return backward_input(MODULES, dy, w, x_shape, stride, padding)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
-    return backward_weight(module(), dy, x, w_shape, stride, padding)
+    return backward_weight(MODULES, dy, x, w_shape, stride, padding)

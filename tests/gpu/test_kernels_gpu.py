@@ -73,6 +73,30 @@ def test_conv_versions_on_gpu_match_reference(cp, impl, dtype, case):
         assert_close(f"{impl} {name}", cp.asnumpy(g), r, rtol, atol)
 
 
+@pytest.mark.parametrize("tile", ["auto", "64", "128", "128x64"])
+@pytest.mark.parametrize("case", CONV_CASES + [(4, 15, 130, 11, 13, 3, 1, 1), (16, 128, 128, 16, 16, 3, 1, 1)])
+def test_igemm_every_tile_on_gpu(cp, monkeypatch, tile, case):
+    """Each of igemm's block tiles forced through the module constant TILE (remainders of the
+    128-row tiles included), float32, against the float64 reference."""
+    from kernels import _conv2d_igemm as G
+    from kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+    monkeypatch.setattr(G, "TILE", tile)
+    s, p = case[6], case[7]
+    x, w, b, dy = _conv_data(np.random.default_rng(0), *case, np.float32)
+    X, W_, B, DY = (cp.asarray(a) for a in (x, w, b, dy))
+    got = [conv2d_forward(X, W_, B, s, p, impl="igemm"),
+           conv2d_backward_input(DY, W_, x.shape, s, p, impl="igemm"),
+           *conv2d_backward_weight(DY, X, w.shape, s, p, impl="igemm")]
+    x, w, b, dy = (a.astype(np.float64) for a in (x, w, b, dy))
+    ref = [conv2d_forward(x, w, b, s, p, impl="reference"),
+           conv2d_backward_input(dy, w, x.shape, s, p, impl="reference"),
+           *conv2d_backward_weight(dy, x, w.shape, s, p, impl="reference")]
+    M = case[0] * dy.shape[2] * dy.shape[3]
+    for name, g, r, depth in zip(("y", "dx", "dw", "db"), got, ref,
+                                 (case[1] * case[5] ** 2, case[2] * case[5] ** 2, M, M)):
+        assert_close(f"igemm {tile} {name}", cp.asnumpy(g), r, 1e-5, 2e-6 * depth)
+
+
 def test_igemm_on_gpu_is_deterministic_and_refuses_float64(cp):
     """Split-K weight gradient: the splits are summed in a fixed order, the same bits every run."""
     from kernels.conv2d import conv2d_backward_weight, conv2d_forward
