@@ -39,7 +39,8 @@ anyway), so the result equals MLPDenoiser.forward within float32 rounding, not b
 Indices are int32 within a member and int64 across members.
 
 Launches per network evaluation: 1 (unfused on CuPy: about 22, see kernels/mlp_eval.py).
-Run time: not yet measured on a GPU (toy/gpu_check.py times a generation with it on and off).
+Run time on one H200: kernels/mlp_eval.py's docstring (toy/gpu_check.py times a generation with it
+on and off; benchmarks/profile_toy_gpu.py lists it among a generation's kernels).
 """
 from __future__ import annotations
 

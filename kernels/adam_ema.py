@@ -104,30 +104,29 @@ def _numba_loops():
     """The three compiled loops (numba is imported on first use: the GPU path needs none)."""
     from numba import njit
 
+    @njit(cache=True, inline="always")
+    def _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps):
+        """Adam on entry i, in the reference's order of operations; returns the new p_i."""
+        gi = g[i]
+        mi = m[i] * b1
+        mi = mi + omb1 * gi
+        vi = v[i] * b2
+        vi = vi + omb2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        pi = p[i] - lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
+        p[i] = pi
+        return pi
+
     @njit(cache=True)
     def _adam(p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps):
         for i in range(p.size):
-            gi = g[i]
-            mi = m[i] * b1
-            mi = mi + omb1 * gi
-            vi = v[i] * b2
-            vi = vi + omb2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            p[i] = p[i] - lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
+            _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
 
     @njit(cache=True)
     def _adam_ema(p, g, m, v, e, lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb):
-        for i in range(p.size):  # _adam's body, then the EMA of the new p_i
-            gi = g[i]
-            mi = m[i] * b1
-            mi = mi + omb1 * gi
-            vi = v[i] * b2
-            vi = vi + omb2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            pi = p[i] - lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
-            p[i] = pi
+        for i in range(p.size):  # Adam, then the EMA of the new p_i
+            pi = _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
             e[i] = e[i] * beta + omb * pi
 
     @njit(cache=True)
