@@ -7,7 +7,8 @@ padded NHWC input in place (numba, both cores through a pool of 2 threads).
 
 What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
 - No columns. Each image is copied once into a small zero-bordered NHWC buffer (Hp*Wp*C floats,
-  about 300 KB at 32x32x64, so it stays in L2), and the micro-kernel reads its taps from there:
+  about 300 KB at 32x32x64, so it stays in L2; the copy is a transpose, done 8 channels at a
+  time, see ``_pad_image``), and the micro-kernel reads its taps from there:
   output pixel m, tap (i, j), channel c is pad[(s*h + i)*Wp + s*v + j, c]. NHWC inside because
   then the C values one pixel needs for one tap are contiguous and the P pixels of a tile are
   C (stride 1) apart; the public API stays NCHW.
@@ -23,10 +24,12 @@ What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
   filled past Cout: a tile's weights are one contiguous 37 KB panel (L1/L2), and the forward
   runs every pixel tile of an image against one panel before the next (measured 2-10% faster
   than all panels per pixel tile).
-- The weight gradient is blocked over output rows (ROW_BLOCK_PIXELS pixels: their input rows and
-  dy stay in L1 while all (tap, channel block, output block) tiles pass over them), and its
-  accumulators live in a tiled array (T, C/P, Cout/Q, P, Q), so a tile's P x Q sums are one
-  contiguous block (copying them in and out of a (T, C, Cout) array cost a third of the time).
+- The weight gradient is blocked over output rows (ROW_BLOCK_PIXELS pixels), and inside a block
+  it loops over (channel block, output block, tap), taps innermost: the block's input rows of
+  P channels (about 9 KB at 32x32: one line per pixel) and its dy of Q output channels (4 KB)
+  stay in L1 across the taps. Its accumulators live in a tiled array (T, C/P, Cout/Q, P, Q),
+  so a tile's P x Q sums are one contiguous block (copying them in and out of a (T, C, Cout)
+  array cost a third of the time).
   BLAS over shifted NHWC slabs (dw[t] = x_pad[shifted rows]^T dy_pad, no column copy, dy
   zero-padded to the padded width) lost: 1.3-1.5x slower on one core, and OpenBLAS split its
   (64, 75k) @ (75k, 64) products so badly over two threads that it took 8x longer.
@@ -54,6 +57,32 @@ Plain loops with a (P, Q) accumulator array were also unrolled and scalarised by
 vectorised, so the tile is generated source (``_tile_source``): P*Q lines of ``s += x * w``.
 Indices are unsigned (np.uint64) so numba emits no negative-index wraparound in the loop.
 
+Measured on one core (issue 9 part 4; A/B in one process, load average 1-2.7, this machine is
+shared; N 64, C 64, 3x3; every kept change gives bit-identical results, the sums' order is
+unchanged):
+- Won: the padded copy. Reading all C channels of one pixel, as it did, touches C lines H*W
+  floats apart; at 32x32 that is 4 KB, one L1 set, and each line was evicted before its next
+  use. Row by row, 8 channels at a time: the copy of 64 images 15-21 -> 7-9 ms at 32x32
+  (unchanged at 16x16, about 2 ms), forward 83-85 -> 70-76 ms. It runs once per image in the
+  forward, the input gradient and the weight gradient.
+- Won: the weight gradient's loop order (channel block, output block, tap) instead of (tap,
+  channel block, output block): with the copy above, 103 -> 88 and 123 -> 102 ms at 32x32
+  (the copy alone about 10 ms of that); unchanged at 16x16. (output block, channel block, tap):
+  the same as kept. Then ROW_BLOCK_PIXELS 128 -> 64, seven A/B runs: 32x32 9-15% faster in
+  three, within 2% in three, 7% slower in one; 16x16 2-9% faster in all seven. 32 was 5%
+  slower than 64, 256 16% slower than 128.
+- Whole benchmark (bench_conv.py --repeats 9 --threads 1, load 0.9-1.1), 32x32: 320-324 ->
+  244-250 ms, 58-62% -> 76-80% of sgemm, 0.96-1.07x -> 0.80-0.83x PyTorch's time. 16x16: no
+  gain that the noise lets through: 58-72 ms, 1.03-1.04x before; 63-78 ms, 0.96-1.15x after
+  (forward and input gradient on a par with PyTorch's, the weight gradient 5-10% behind).
+  Two threads (default, load 0.8-1.3): 32x32 189-194 ms, 57-58% of the two-core sgemm,
+  1.06-1.13x PyTorch's time; 16x16 65-69 ms, 0.93-1.18x.
+- Lost or no change: the same padded copy for dy's NHWC copy (about 10% slower at 16x16, kept
+  the channel-by-channel loop); grouping the forward's taps by kernel row so that a third of
+  the 37 KB weight panel stays in L1, with the sums kept in memory between rows (99 -> 109 ms
+  at 32x32; with blocks of 16 pixel tiles, no change); a 6x16 tile (40-50% slower); taking
+  the row slices out of the tap loop (no change: the tile is inlined, no spills in the asm).
+
 Not in "auto" yet: faster than "numba" in benchmarks/bench_conv.py (N 64), but the UNet step
 (batch 8, benchmarks/bench_unet.py) measured no faster with it (see kernels/conv2d.py).
 """
@@ -72,7 +101,7 @@ from ._conv2d_common import check_shapes, flipped_padding
 U = np.uint64  # unsigned indices: numba adds no wraparound test for negative values
 TILE = {np.dtype(np.float32): (5, 16), np.dtype(np.float64): (5, 8)}  # (P, Q) per dtype: Q fills
 # two 256-bit registers; P*Q/8 + 2 + 1 <= 16 YMM registers (accumulators, weights, broadcast)
-ROW_BLOCK_PIXELS = 128  # weight gradient: output pixels per block of rows (see below)
+ROW_BLOCK_PIXELS = 64  # weight gradient: output pixels per block of rows (see below)
 THREADS = max(1, int(numba.config.NUMBA_NUM_THREADS))  # threads over the batch
 
 
@@ -151,14 +180,19 @@ def _tile_for_dtype(a, pa, a1, sa, n2, b, b1, bs, acc):
 
 @njit(cache=True, nogil=True)
 def _pad_image(x, n, p, pad):
-    """pad[((h+p)*Wp + v+p)*C + c] = x[n, c, h, v]; the border of pad stays zero."""
+    """pad[((h+p)*Wp + v+p)*C + c] = x[n, c, h, v]; the border of pad stays zero.
+    A transpose, done row by row and 8 channels at a time: the rows of x read together are H*W
+    floats apart, all in one L1 set when that is 4 KB (32x32), so reading all C of them per
+    pixel evicted each line before its next use (2x slower at 32x32, see the docstring)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     Wp = W + 2 * p
+    xn = x[n]  # C,H,W
     for h in range(H):
-        for v in range(W):
-            r = ((h + p) * Wp + v + p) * C
-            for c in range(C):
-                pad[r + c] = x[n, c, h, v]
+        r = ((h + p) * Wp + p) * C
+        for c0 in range(0, C, 8):
+            for v in range(W):
+                for c in range(c0, min(C, c0 + 8)):
+                    pad[r + v * C + c] = xn[c, h, v]
 
 
 @njit(cache=True, nogil=True)
@@ -225,7 +259,7 @@ def _weight_grad_images(x, dy, n0, n1, kh, kw, s, p, P, Q, dwp):
         for h in range(Ho):
             b1[ob, h] = h * Wo * Coutp + ob * Q
     pa = np.empty(P, dtype=U)
-    rows = max(1, ROW_BLOCK_PIXELS // Wo)  # output rows per block: their x and dy stay in L1
+    rows = max(1, ROW_BLOCK_PIXELS // Wo)  # output rows per block (see the docstring)
     for n in range(n0, n1):
         _pad_image(x, n, p, pad)
         for o in range(Cout):
@@ -234,13 +268,13 @@ def _weight_grad_images(x, dy, n0, n1, kh, kw, s, p, P, Q, dwp):
                     dyt[(h * Wo + v) * Coutp + o] = dy[n, o, h, v]
         for h0 in range(0, Ho, rows):
             h1 = min(Ho, h0 + rows)
-            for i in range(kh):
-                for j in range(kw):
-                    t = i * kw + j
-                    for cb in range(dwp.shape[1]):
-                        for k in range(P):  # channels past C repeat the last one (dropped)
-                            pa[k] = (i * Wp + j) * C + min(cb * P + k, C - 1)
-                        for ob in range(nob):
+            for cb in range(dwp.shape[1]):  # taps innermost: the block's x rows of P channels
+                for ob in range(nob):  # and its dy of Q output channels stay in L1 over them
+                    for i in range(kh):
+                        for j in range(kw):
+                            t = i * kw + j
+                            for k in range(P):  # channels past C repeat the last one (dropped)
+                                pa[k] = (i * Wp + j) * C + min(cb * P + k, C - 1)
                             _tile(pad, pa, a1[h0:h1], U(s * C), Wo, dyt, b1[ob, h0:h1], U(Coutp),
                                   dwp[t, cb, ob])
 
