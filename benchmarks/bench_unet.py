@@ -84,6 +84,9 @@ def build_parser():
     p.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
                    help="GroupNorm(+SiLU) and Adam+EMA as fused kernels: auto fuses on the GPU only "
                         "(default auto; 'on' on the CPU runs the NumPy reference of the fusion)")
+    p.add_argument("--conv", default="auto",
+                   help="the convolution version 'auto' picks for this run (kernels/conv2d.py: "
+                        "numba or direct on the cpu, igemm or cupy on the gpu; default: auto's own)")
     p.add_argument("--profile", action="store_true",
                    help="also time our step per layer kind (rounds x steps steps, synchronised per "
                         "phase) and print a markdown table")
@@ -425,6 +428,17 @@ def run(args):
     except ValueError as e:
         fail(PROG, str(e))
     gpu = args.device == "gpu"
+    if args.conv != "auto":  # what Conv2d(impl="auto") resolves to, for this run only
+        from kernels import conv2d as K
+        allowed = K.GPU_IMPLS if gpu else K.CPU_IMPLS
+        if args.conv not in allowed:
+            fail(PROG, f"--conv {args.conv} does not run on the {args.device}: one of "
+                       f"{', '.join(allowed)}", 2)
+        if gpu:
+            K.AUTO_GPU_FLOAT32 = args.conv
+        else:
+            K.AUTO_CPU = args.conv
+        print(f"convolutions: {args.conv}")
     if args.batch is None:
         args.batch = 128 if gpu else 8
     if args.steps is None:

@@ -83,8 +83,9 @@ unchanged):
   at 32x32; with blocks of 16 pixel tiles, no change); a 6x16 tile (40-50% slower); taking
   the row slices out of the tap loop (no change: the tile is inlined, no spills in the asm).
 
-Not in "auto" yet: faster than "numba" in benchmarks/bench_conv.py (N 64), but the UNet step
-(batch 8, benchmarks/bench_unet.py) measured no faster with it (see kernels/conv2d.py).
+Not in "auto": faster than "numba" in benchmarks/bench_conv.py (N 64) and in the UNet step on one
+thread, slower in the UNet step with two threads on the shared machine (kernels/conv2d.py has the
+numbers); `bench_unet.py --conv direct` picks it for a run.
 """
 from __future__ import annotations
 

@@ -32,9 +32,11 @@ Versions (``impl=``), each validated against the reference in tests/test_kernels
   channels in 10 AVX registers) reads the taps from it in place and writes the NCHW output
   directly; the weight gradient is the same micro-kernel as a direct reduction over the pixels.
   Both cores through 2 threads over the batch; the input gradient at strides other than 1 falls
-  back to "numba". 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 61-64% of
-  sgemm on one core), but not yet "auto": the UNet training step (batch 8) measured 1.52-1.58x
-  PyTorch's time with it against 1.19-1.43x with "numba". (kernels/_conv2d_direct.py)
+  back to "numba". 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 76-80% of
+  sgemm on one core at 32x32). Not "auto": with one thread it makes the UNet training step
+  (batch 8, `bench_unet.py --threads 1 --conv direct|numba`, two A/B runs) 0.80-0.89x PyTorch's
+  time against 1.24-1.27x with "numba", but with the default two threads on this shared 2-core
+  machine 1.61-1.64x against 1.38-1.50x. (kernels/_conv2d_direct.py)
 - ``"cuda_naive"``: direct convolution as numba CUDA kernels, one thread per output value (the
   input gradient a gather over the taps that read each input, no flipped kernel and no GEMM);
   the teaching ladder's first rung. (kernels/_conv2d_cuda.py)

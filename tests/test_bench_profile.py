@@ -115,3 +115,12 @@ def test_the_cuda_event_clock_measures_between_its_two_events(bench):
     # one synchronisation per phase, no more: every counted call, each Conv2d.backward (it adds
     # time, not a call), UNet.forward and .backward (the glue), and the step
     assert Event.synced == sum(prof.calls.values()) + prof.calls["conv dgrad (dx)"] + 2 + 1
+
+
+def test_conv_option_refuses_a_version_that_cannot_run_here(bench, capsys):
+    # --conv sets what "auto" resolves to for one run; a GPU-only version on the CPU is one line
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--conv", "igemm"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--conv igemm does not run on the cpu" in err[0]
