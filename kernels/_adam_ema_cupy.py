@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._array import array_module as _xp
+
 SOURCE = r'''
 extern "C" __global__ void adam_ema(
         const unsigned long long* ptrs, const int* sizes, const int* block_array,
@@ -65,13 +67,6 @@ def module():
         import cupy
         _MODULE = cupy.RawModule(code=SOURCE, options=OPTIONS)
     return _MODULE
-
-
-def _xp(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-    return cupy
 
 
 def _address(a) -> int:

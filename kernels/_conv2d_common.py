@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._array import array_module  # noqa: F401  (the versions import it from here)
+
 
 def out_size(h: int, k: int, stride: int, padding: int) -> int:
     """Output length along one axis: (h + 2p - k) // s + 1."""
@@ -40,14 +42,6 @@ def check_shapes(x_shape, w_shape, stride, padding):
     if ho < 1 or wo < 1:
         raise ValueError(f"kernel {w_shape[2:]} larger than padded input {x_shape[2:]}")
     return ho, wo
-
-
-def array_module(a):
-    """numpy, or cupy when ``a`` is a CuPy array (imported only then)."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
 
 
 def weight_matrix(w):

@@ -36,8 +36,8 @@ Rung 2, "cuda" (the default numba-CUDA version): shared-memory tiles.
   in registers (1 dy and kh*kw x reads per pixel for kh*kw products: 1.1 reads per product, rung
   1 reads 2), then a tree reduction in shared memory adds the 256 threads' partials. The blocks
   with c = 0 also sum dy, for db.
-Measured once on an NVIDIA H200 (CUDA events, median of 20; fwd + dx + dw, N 64, C 64, 32x32,
-3x3): rung 2 6.26 ms (fwd 0.99, dx 1.04, dw 4.23), "cupy" 3.34 ms, PyTorch cuDNN 0.69 ms: rung 2
+Measured once on an NVIDIA H200 by a one-off timing script of the session that wrote this rung
+(not in the repository; CUDA events, median of 20; fwd + dx + dw, N 64, C 64, 32x32, 3x3): rung 2 6.26 ms (fwd 0.99, dx 1.04, dw 4.23), "cupy" 3.34 ms, PyTorch cuDNN 0.69 ms: rung 2
 is 1.9x the CuPy version (goal: within 3x) and 9x cuDNN; its weight-gradient reduction is now
 the slow part. By wall clock per call (benchmarks/bench_conv.py --device gpu --repeats 7, a later
 H200 run, same shape): rung 1 28.65 ms, rung 2 7.21 ms, "cupy" 3.54 ms, PyTorch 1.21 ms: rung 2
@@ -281,7 +281,7 @@ def _reduce_weight_kernel(dtype, kh, kw):
         part = cuda.shared.array((REDUCE, KK1), nbtype)  # each thread's partial sums, + db's
         mine = cuda.local.array(KK1, nbtype)
         N, Cout, Ho, Wo = dy.shape
-        C, H, W = x.shape[1], x.shape[2], x.shape[3]
+        H, W = x.shape[2], x.shape[3]
         c, o, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
         for q in range(KK1):
             mine[q] = zero

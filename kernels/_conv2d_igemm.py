@@ -89,7 +89,8 @@ these sizes) and "cupy"'s 3.54 and 1.43. ``impl="auto"`` picks igemm for float32
 "cupy" for float64.
 
 The first version (a 64 x 64 tile with strided 4 x 4 per thread, no vector loads, no double
-buffering), measured the same way at N 64: 1.24 ms at C 64, 32x32 (cupy 3.34, cuDNN 0.69), 1.21
+buffering), timed with CUDA events at N 64 by a one-off script of that session (not in the
+repository): 1.24 ms at C 64, 32x32 (cupy 3.34, cuDNN 0.69), 1.21
 ms at C 128, 16x16 (cupy 1.43, cuDNN 0.51).
 
 Testing without a GPU: the functions below take the compiled modules as an argument (``mods[tile]``

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._array import array_module as _xp
+
 SOURCE = r'''
 // the sum over a warp's 32 lanes, in lane 0
 __device__ __forceinline__ float warp_sum(float v) {
@@ -169,13 +171,6 @@ def module():
         import cupy
         _MODULE = cupy.RawModule(code=SOURCE)
     return _MODULE
-
-
-def _xp(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-    return cupy
 
 
 def threads_for(hw: int) -> int:

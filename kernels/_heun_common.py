@@ -8,14 +8,12 @@ none of them), and, like all of kernels/, it imports nothing of minisims.
 """
 from __future__ import annotations
 
+from ._array import is_cupy  # noqa: F401  (the versions ask it here)
+
 # What D is, chosen once per call on the host (the rule of minisims.guidance.sims_combine):
 # the base output alone (unguided, or w = 0: aux is ignored, even inf or nan, and signed zeros
 # are kept), the aux output alone (w = -1, exactly), or eq. 5 (1 + w) D_base - w D_aux.
 BASE, AUX, COMBINE = 0, 1, 2
-
-
-def is_cupy(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
 
 
 def combine_mode(aux, w: float) -> int:

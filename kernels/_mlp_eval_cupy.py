@@ -48,6 +48,8 @@ import math
 
 import numpy as np
 
+from ._array import array_module, is_cupy  # noqa: F401  (kernels.mlp_eval imports them here)
+
 TILE = 128            # threads per block = points per block
 MAX_HIDDEN = 64       # a layer's H accumulators are registers of each thread
 
@@ -185,16 +187,6 @@ def supported(spec) -> str | None:
     return None
 
 
-def is_cupy(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
-def array_module(a):
-    """numpy or cupy: the module of array ``a`` (cupy imported only for a CuPy array)."""
-    if is_cupy(a):
-        import cupy
-        return cupy
-    return np
 
 
 def evaluate(mod, x, c: float, params, freqs, spec):

@@ -42,14 +42,9 @@ import functools
 
 import numpy as np
 
+from ._array import array_module as _xp
+
 IMPLS = ("reference", "numba", "cupy")
-
-
-def _xp(a):
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
 
 
 def bias_corrections(betas, t: int):

@@ -48,14 +48,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._array import array_module as _xp
+
 IMPLS = ("reference", "cupy")
-
-
-def _xp(a):
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
 
 
 # ------------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._array import array_module as _xp
+
 M0, M1 = 0xD2511F53, 0xCD9E8D57   # the multipliers
 W0, W1 = 0x9E3779B9, 0xBB67AE85   # the key schedule (golden ratio, sqrt(3) - 1)
 ROUNDS = 10
@@ -114,10 +116,6 @@ def run_words_numba(key, runs, draw: int, per_run: int):
 # ------------------------------------------------------------------------------------------------
 # Dispatch
 # ------------------------------------------------------------------------------------------------
-
-def _xp(a):
-    return np if isinstance(a, np.ndarray) else __import__("cupy")
-
 
 def run_words(key, runs, draw: int, per_run: int, impl: str = "auto"):
     """The P words of run ``runs[i]`` for draw number ``draw`` under ``key`` (two 32-bit words),

@@ -12,14 +12,11 @@ case runs the shipped constants (16 x 16, 8, 256), where every tiny image is one
 # N batch, C channels in, O channels out, H W input size, k kernel size, s stride, p padding
 """
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from cudasim import run_under_simulator
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # (N, C, O, H, W, k, s, p), float64 too for the first two
 SMALL_TILE_CASES = [(1, 4, 5, 9, 7, 3, 1, 1), (1, 5, 4, 9, 10, 3, 2, 1), (1, 4, 3, 7, 9, 1, 2, 0),
@@ -75,12 +72,8 @@ def check_tiled():
 
 
 def test_tiled_cuda_conv_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, f"simulator checks failed:\n{out.stdout}\n{out.stderr[-3000:]}"
-    assert "tiled ok" in out.stdout, out.stdout
+    stdout = run_under_simulator(__file__)
+    assert "tiled ok" in stdout, stdout
 
 
 if __name__ == "__main__":

@@ -9,13 +9,10 @@ as a script with the variable set, and the script's checks raise on any mismatch
 # N batch, C channels in, O channels out, H W input size, k kernel size, s stride, p padding
 """
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
+from cudasim import run_under_simulator
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def check_conv():
@@ -84,12 +81,8 @@ def check_heun():
 
 
 def test_cuda_kernels_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, f"simulator checks failed:\n{out.stdout}\n{out.stderr[-3000:]}"
-    assert "conv ok" in out.stdout and "heun ok" in out.stdout, out.stdout
+    stdout = run_under_simulator(__file__)
+    assert "conv ok" in stdout and "heun ok" in stdout, stdout
 
 
 if __name__ == "__main__":
