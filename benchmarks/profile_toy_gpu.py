@@ -8,6 +8,7 @@ device is a GPU, its profiler then lists the CUDA kernels of one SIMS generation
 the time goes to.
 
     PYTHONPATH=. python benchmarks/profile_toy_gpu.py                     # GPU, R = 1000
+    PYTHONPATH=. python benchmarks/profile_toy_gpu.py --fused-train off   # training layer by layer
     PYTHONPATH=. python benchmarks/profile_toy_gpu.py --device cpu --runs 4 --preset tiny   # smoke
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minisims import backend, sims  # noqa: E402
 from minisims.figures import figure4  # noqa: E402
 from minisims.loops import Cell, loop, run_loop_chunk  # noqa: E402
+from minisims.nn import MLPDenoiser  # noqa: E402
 
 TIMES: dict = defaultdict(float)
 
@@ -64,8 +66,12 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=1000, help="runs R at once (default 1000)")
     p.add_argument("--n-synth", type=int, default=500, help="|D_s| of the cells (default 500)")
     p.add_argument("--kernels", type=int, default=25, help="kernel rows to print (default 25)")
+    p.add_argument("--fused-train", choices=["on", "off"], default="on",
+                   help="train with the fused kernels of kernels/mlp_train.py (on, the default "
+                        "on a GPU) or layer by layer (off)")
     args = p.parse_args(argv)
     backend.use_device(args.device)
+    MLPDenoiser.fused_gpu_train = args.fused_train == "on"
     cfg = figure4.augmentation_loop(dataclasses.replace(figure4.PRESETS[args.preset], generations=1),
                                     "ddpm")
     cells = (Cell(args.n_synth, 0.0, "standard"), Cell(args.n_synth, 3.0, "sims"))

@@ -87,16 +87,17 @@ class MLPSpec:
         return sum(din * dout + dout for din, dout in self.layer_shapes())
 
 
-def pack(Ws, bs):
+def pack(Ws, bs, dtype=np.float32):
     """The weights of every Linear, W (R,Din,Dout) or (Din,Dout) and b (R,Dout) or (Dout,), as one
-    contiguous float32 array (R,P) (one network: (1,P)): per member W_0, b_0, W_1, b_1, ... each
-    row-major, the layout the kernel reads. A copy, on the weights' device."""
+    contiguous array (R,P) (one network: (1,P)), float32 unless ``dtype`` says otherwise: per
+    member W_0, b_0, W_1, b_1, ... each row-major, the layout the kernel reads. A copy, on the
+    weights' device."""
     xp = array_module(Ws[0])
     lead = Ws[0].shape[:-2] or (1,)  # R, or 1 for one network
     rows = []
     for W, b in zip(Ws, bs):
         rows += [W.reshape(lead + (-1,)), b.reshape(lead + (-1,))]  # R,Din*Dout and R,Dout
-    return xp.ascontiguousarray(xp.concatenate(rows, axis=-1), dtype=np.float32)  # R,P
+    return xp.ascontiguousarray(xp.concatenate(rows, axis=-1), dtype=dtype)  # R,P
 
 
 def unpack(params, spec: MLPSpec):

@@ -8,10 +8,13 @@
    the tiny presets of figures 4, 5, 6 and the autoguidance comparison run end to end.
 2. One generation of a standard and a SIMS (w = 3) cell at the Figure 4 sizes for R = 256 and
    R = 1000 runs at once, with the samplers' fused MLP evaluation (kernels/mlp_eval.py: one
-   launch per network evaluation) and without it (layer by layer, about 22 launches); from
-   these, the projected wall time of the `gpu` and `paper` presets either way.
+   launch per network evaluation) and without it (layer by layer, about 22 launches), and with
+   the fused training step (kernels/mlp_train.py: one launch for the forward, one for the
+   backward) and without it (about 60 launches); from these, the projected wall time of the
+   `gpu` and `paper` presets each way.
 
-    PYTHONPATH=. python toy/gpu_check.py --fused-eval off    # only the layer-by-layer timings
+    PYTHONPATH=. python toy/gpu_check.py --fused-eval off --fused-train off   # layers only
+    PYTHONPATH=. python toy/gpu_check.py --fused-eval on --sizes 1000         # training both ways
 """
 from __future__ import annotations
 
@@ -37,6 +40,9 @@ def main(argv=None) -> int:
     p.add_argument("--fused-eval", choices=["both", "on", "off"], default="both",
                    help="time sampling with the fused MLP evaluation (kernels/mlp_eval.py), "
                         "without it, or both (default: both)")
+    p.add_argument("--fused-train", choices=["both", "on", "off"], default="both",
+                   help="time training with the fused forward and backward kernels "
+                        "(kernels/mlp_train.py), without them, or both (default: both)")
     args = p.parse_args(argv)
     os.makedirs(args.outdir, exist_ok=True)
     backend.use_device("gpu")
@@ -59,34 +65,40 @@ def main(argv=None) -> int:
         print(f"[1] {name} tiny on the GPU: ok ({time.perf_counter() - t:.1f} s)", flush=True)
     print(f"[1] done in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    # 2. timings at the Figure 4 sizes, sampling with the fused MLP evaluation and/or without
+    # 2. timings at the Figure 4 sizes, with and/or without the fused sampling and training
     per_gen = {}
-    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.fused_eval]
+    choice = {"both": (True, False), "on": (True,), "off": (False,)}
+    modes = [(ev, tr) for ev in choice[args.fused_eval] for tr in choice[args.fused_train]]
     for R in [int(v) for v in args.sizes.split(",")]:
         cfg = figure4.augmentation_loop(dataclasses.replace(figure4.PRESETS["gpu"], generations=1), "ddpm")
-        for fused in modes:
-            MLPDenoiser.fused_gpu_eval = fused
+        for mode in modes:
+            MLPDenoiser.fused_gpu_eval, MLPDenoiser.fused_gpu_train = mode
             for cell in (Cell(500, 0.0, "standard"), Cell(500, 3.0, "sims")):
                 run_loop_chunk(cfg, cell, R)  # warm-up: kernel compilation, memory pool
                 cupy.cuda.runtime.deviceSynchronize()
                 r = run_loop_chunk(cfg, cell, R)
-                per_gen[(R, cell.method, fused)] = r.seconds
+                per_gen[(R, cell.method, mode)] = r.seconds
                 d = r.distance(cfg.mean, cfg.cov)[:, 0]
-                print(f"[2] R={R:5d} {cell.label:10s} fused eval {'on ' if fused else 'off'}: "
-                      f"{r.seconds:6.2f} s per generation (E[W2(G^1)] {d.mean():.4f})", flush=True)
-    MLPDenoiser.fused_gpu_eval = True
-    for fused in modes:
+                print(f"[2] R={R:5d} {cell.label:10s} {_label(mode)}: {r.seconds:6.2f} s per "
+                      f"generation (E[W2(G^1)] {d.mean():.4f})", flush=True)
+    MLPDenoiser.fused_gpu_eval = MLPDenoiser.fused_gpu_train = True
+    for mode in modes:
         for preset in ("gpu", "paper"):
             s = figure4.PRESETS[preset]
             R = min(per_gen, key=lambda k: abs(k[0] - s.chunk_size))[0]
             scale = s.runs / R
             n_std, n_sims = len(s.n_synth), len(s.n_synth) * len(s.omega)
-            total = s.generations * scale * (n_std * per_gen[(R, "standard", fused)]
-                                             + n_sims * per_gen[(R, "sims", fused)])
-            print(f"[2] projected {preset} preset, fused eval {'on' if fused else 'off'} "
-                  f"({s.runs} runs x {s.generations} generations, {n_std} standard + {n_sims} "
-                  f"SIMS cells): {total / 60:.1f} min (+ panel 1)", flush=True)
+            total = s.generations * scale * (n_std * per_gen[(R, "standard", mode)]
+                                             + n_sims * per_gen[(R, "sims", mode)])
+            print(f"[2] projected {preset} preset, {_label(mode)} ({s.runs} runs x "
+                  f"{s.generations} generations, {n_std} standard + {n_sims} SIMS cells): "
+                  f"{total / 60:.1f} min (+ panel 1)", flush=True)
     return 0
+
+
+def _label(mode) -> str:
+    """'fused eval on , train off' for (True, False)."""
+    return f"fused eval {'on ' if mode[0] else 'off'}, train {'on ' if mode[1] else 'off'}"
 
 
 if __name__ == "__main__":

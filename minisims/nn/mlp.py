@@ -6,7 +6,10 @@ Linear(H -> D). It predicts whatever the formulation asks of it (epsilon for DDP
 
 The samplers call :meth:`MLPDenoiser.sampling_forward`: ``forward`` itself on the CPU, and on a
 GPU the fused evaluation of kernels/mlp_eval.py (every layer of all R members in one launch,
-within float32 rounding of ``forward``).
+within float32 rounding of ``forward``). Training on a GPU (CuPy float32 weights, ReLU, H 32 or
+64) runs ``forward`` and ``backward`` as the two fused kernels of kernels/mlp_train.py instead of
+layer by layer: the same gradients within float32 rounding. Elsewhere (the CPU, float64, SiLU)
+the layers run as written below, unchanged.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import mlp_eval
+from kernels import mlp_eval, mlp_train
 
 from .. import backend
 from .embedding import NoiseEmbedding
@@ -38,6 +41,9 @@ class MLPDenoiser(Module):
     # Sampling on CuPy float32 weights uses the fused kernel (kernels/mlp_eval.py); False: the
     # layer-by-layer forward everywhere (toy/gpu_check.py times a generation both ways).
     fused_gpu_eval: bool = True
+    # forward/backward on CuPy float32 weights use the fused training kernels
+    # (kernels/mlp_train.py); False: the layers (toy/gpu_check.py times a generation both ways).
+    fused_gpu_train: bool = True
 
     def __init__(self, cfg: MLPConfig, rng: np.random.Generator, ensemble: int | None = None,
                  dtype=np.float32):
@@ -52,6 +58,7 @@ class MLPDenoiser(Module):
         layers.append(Linear(H, cfg.dim, rng, ensemble, dtype))
         self.net = Sequential(*layers)
         self.children = {"embed": self.embed, "net": self.net}
+        self._fused = None  # what the fused backward needs, when forward took the fused path
 
     def sample_shape(self, n: int) -> tuple:
         """The shape of n samples per member: (R,n,D) for an ensemble, (n,D) for one model."""
@@ -63,7 +70,28 @@ class MLPDenoiser(Module):
         c = xp.broadcast_to(xp.asarray(c, dtype=self.dtype), x.shape[:-1])  # R,N
         e = self.embed.forward(c)  # R,N,E
         h = xp.concatenate([x.astype(self.dtype, copy=False), e], axis=-1)  # R,N,D+E
-        return self.net.forward(h)  # R,N,D
+        self._fused = None
+        if not self._takes_fused_path(h):
+            return self.net.forward(h)  # R,N,D
+        layers = self._linears()
+        params = mlp_train.pack([m.params["W"] for m in layers],
+                                [m.params["b"] for m in layers])  # R,P (one model: 1,P)
+        h3 = h.reshape((layers[0].ensemble or 1, -1, h.shape[-1]))  # R,N,D+E
+        y, saved = mlp_train.forward(h3, params, self.spec())  # R,N,D
+        self._fused = (h3, params, saved, h.shape)  # what _fused_backward needs
+        return y.reshape(h.shape[:-1] + (self.cfg.dim,))
+
+    def _linears(self) -> list:
+        return [m for m in self.net.layers if isinstance(m, Linear)]
+
+    def _takes_fused_path(self, h) -> bool:
+        """True when forward and backward run kernels/mlp_train.py's fused kernels: CuPy float32
+        weights, a network they support, and for an ensemble an (R,N,D+E) batch."""
+        first = self._linears()[0]
+        W0, R = first.params["W"], first.ensemble
+        return (self.fused_gpu_train and mlp_train.is_cupy(W0) and W0.dtype == np.float32
+                and (R is None or (h.ndim == 3 and h.shape[0] == R))
+                and mlp_train.gpu_ready(self.spec()))
 
     def spec(self) -> mlp_eval.MLPSpec:
         """The network's shape, as the fused kernel is compiled for it."""
@@ -92,7 +120,7 @@ class MLPDenoiser(Module):
         def fused(x, c):
             if not isinstance(c, (int, float, np.integer, np.floating)) or x.shape[-1] != spec.dim \
                     or (R is not None and (x.ndim != 3 or x.shape[0] != R)):
-                return self.forward(x, c)  # not a sampler's call: the layer-by-layer forward
+                return self.forward(x, c)  # not a sampler's call: forward itself
             x3 = x.astype(np.float32, copy=False).reshape((R or 1, -1, spec.dim))  # R,N,D
             return mlp_eval.mlp_eval(x3, float(c), params, freqs, spec).reshape(x.shape)
         return fused
@@ -100,7 +128,22 @@ class MLPDenoiser(Module):
     def backward(self, dy):
         """dy (R,N,D) -> (dx (R,N,D), dc (R,N)): one gradient per argument of forward (dc per
         point, whatever shape c had before it was broadcast)."""
-        dh, = self.net.backward(dy)  # R,N,D+E
+        if self._fused is None:
+            dh, = self.net.backward(dy)  # R,N,D+E
+        else:
+            dh = self._fused_backward(dy)  # R,N,D+E
         D = self.cfg.dim
         dc, = self.embed.backward(dh[..., D:])  # R,N
         return dh[..., :D], dc  # R,N,D and R,N
+
+    def _fused_backward(self, dy):
+        """backward through every Linear with kernels/mlp_train.py: each layer's dW and db added
+        into its grads, as Linear.backward adds them; returns dh (R,N,D+E) for the embedding."""
+        h3, params, saved, shape = self._fused
+        dy3 = dy.astype(np.float32, copy=False).reshape(h3.shape[:2] + (self.cfg.dim,))  # R,N,D
+        grads, dh = mlp_train.backward(dy3, h3, saved, params, self.spec())  # R,P and R,N,D+E
+        one = self._linears()[0].ensemble is None
+        for (dW, db), m in zip(mlp_train.unpack(grads, self.spec()), self._linears()):
+            m.grads["W"] += dW[0] if one else dW  # (R,)Din,Dout
+            m.grads["b"] += db[0, 0] if one else db[:, 0]  # (R,)Dout
+        return dh.reshape(shape)
