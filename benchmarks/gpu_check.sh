@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # One short GPU run for the whole repository: the GPU tests (tests/gpu) and the GPU timings
-# (conv: ours vs torch cuDNN; fused Heun step vs unfused CuPy; the UNet step vs torch and its
-# per-layer-kind profile). Run from the repository root:
+# (the toy MLP's training step and evaluation vs torch; conv: ours vs torch cuDNN; fused Heun step
+# vs unfused CuPy; the UNet step vs torch and its per-layer-kind profile). Run from the repository root:
 #
 #     bash benchmarks/gpu_check.sh
+#     bash benchmarks/gpu_check.sh toy   # only the toy MLP's fused kernels: tests, bench_mlp_gpu,
+#                                        # toy/gpu_check.py timings at R = 1000, the toy profile
+#                                        # (120 + 90 + 240 + 150 s at most; about 4-5 minutes)
 #
 # Logs go to $OUT if it is set, else ./gpu_check_logs. Installs nothing (the README's "GPU" says
 # how: the gpu-cuda12 / gpu-cuda13 extras). It first prints what it runs on: the CuPy package
 # (cupy-cuda12x or cupy-cuda13x), the CUDA runtime and driver, numba and numba-cuda, NumPy, torch.
-# Every step runs under its own time limit (20 + 120 + 90 + 30 + 90 + 60 s = under 7 minutes
+# Every step runs under its own time limit (20 + 120 + 90 + 90 + 30 + 90 + 60 s = under 9 minutes
 # at worst; most of the time is first-use compilation by NVRTC and numba); the script goes on past a
 # failing or timed-out step and exits non-zero if any step failed. Needs python3 with cupy,
 # numba-cuda, torch, pytest.
@@ -80,7 +83,22 @@ sys.exit(0 if ok else 1)
 EOF
 export ENV_PY PY
 step env 20 bash -c 'nvidia-smi -L; "$PY" -c "$ENV_PY"'
+if [ "${1:-all}" = toy ]; then
+    # the toy MLP's fused kernels alone: their GPU tests, the training step and the evaluation
+    # against PyTorch, a Figure 4 generation at R = 1000 with the fused training on and off (and
+    # the presets projected from it), and where a generation's time goes
+    step pytest_mlp 120 "$PY" -m pytest -q -rs tests/gpu/test_mlp_train_gpu.py tests/gpu/test_mlp_eval_gpu.py
+    step bench_mlp_gpu 90 "$PY" benchmarks/bench_mlp_gpu.py --runs 1000 --points 2000 --repeats 15
+    step toy_timings 240 "$PY" toy/gpu_check.py --sizes 1000 --fused-eval on --fused-train both \
+        --outdir "$LOG/toy_gpu_check"
+    step toy_profile 150 "$PY" benchmarks/profile_toy_gpu.py --runs 1000 --kernels 20
+    echo "logs in $LOG"
+    [ ${#failed[@]} -eq 0 ] || { echo "FAILED: ${failed[*]}"; exit 1; }
+    echo "all toy GPU steps passed"
+    exit 0
+fi
 step pytest_gpu 120 "$PY" -m pytest -q -rs --durations=8 tests/gpu
+step bench_mlp_gpu 90 "$PY" benchmarks/bench_mlp_gpu.py --runs 1000 --points 2000 --repeats 15
 step bench_conv_gpu 90 "$PY" benchmarks/bench_conv.py --device gpu --repeats 7
 step bench_heun_gpu 30 "$PY" benchmarks/bench_heun.py --device gpu --repeats 30
 # the UNet step against torch, then where our step spends its time (a markdown table per layer kind)

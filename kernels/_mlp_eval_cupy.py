@@ -193,6 +193,13 @@ def evaluate(mod, x, c: float, params, freqs, spec):
     """x (R,N,D) float32, params (R,P) or (1,P) (one network for every member), freqs (K,) float32
     -> y (R,N,D) float32, the network at (x, c). ``mod`` is the compiled ``source(spec)``: a
     cupy.RawModule, or tests' EmulatedModule."""
+    return launch(mod, "mlp_eval", TILE, shared_bytes(spec), x, c, params, freqs, spec)
+
+
+def launch(mod, name: str, threads: int, nbytes: int, x, c: float, params, freqs, spec):
+    """``evaluate`` for any kernel with mlp_eval's arguments and a block per (128 points, member):
+    the checks, the output, the launch of ``name`` with ``threads`` and ``nbytes`` of dynamic
+    shared memory (_mlp_eval_tiled.py's kernel is launched here too)."""
     xp = array_module(x)
     R, N, D = x.shape
     if x.dtype != np.float32 or params.dtype != np.float32 or freqs.dtype != np.float32:
@@ -206,9 +213,9 @@ def evaluate(mod, x, c: float, params, freqs, spec):
     if N == 0:
         return y
     stride = 0 if params.shape[0] == 1 else spec.size  # one network: every block reads row 0
-    mod.get_function("mlp_eval")((math.ceil(N / TILE), R), (TILE,), (
+    mod.get_function(name)((math.ceil(N / TILE), R), (threads,), (
         xp.ascontiguousarray(x), xp.ascontiguousarray(params), xp.ascontiguousarray(freqs),
-        np.float32(c), y, np.int32(N), np.int32(stride)), shared_mem=shared_bytes(spec))
+        np.float32(c), y, np.int32(N), np.int32(stride)), shared_mem=nbytes)
     return y
 
 

@@ -41,8 +41,14 @@ Versions (``impl=``):
   a Figure 4 generation took 1.84 s standard and 3.50 s SIMS with it against 2.06 and 4.22 s
   layer by layer; the kernel itself was 0.58 s of a SIMS generation's 3.26 s of device time
   (benchmarks/profile_toy_gpu.py): the training step is the larger part.
-"auto" picks "cupy" for CuPy arrays, "reference" for NumPy arrays. A numba CPU version is not
-written: on the CPU the samplers keep MLPDenoiser.forward (NumPy + BLAS), unchanged.
+- ``"tiled"``: the CUDA C kernel of _mlp_eval_tiled.py: the same grid, 256 threads per tile of
+  128 points, each layer one register-tiled product of the tile (kernels/_mlp_tiles.py, shared
+  with the fused training step), the weights staged a layer at a time (84,224 bytes per block).
+  It needs H a multiple of 32 (at most 64). Tested like "cupy" (the same tolerance); its run time
+  is unmeasured so far (benchmarks/bench_mlp_gpu.py times both versions against PyTorch).
+"auto" picks "tiled" for CuPy arrays where the network's width allows it, else "cupy", and
+"reference" for NumPy arrays. A numba CPU version is not written: on the CPU the samplers keep
+MLPDenoiser.forward (NumPy + BLAS), unchanged.
 """
 from __future__ import annotations
 
@@ -50,10 +56,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _mlp_eval_cupy
+from . import _mlp_eval_cupy, _mlp_eval_tiled
 from ._mlp_eval_cupy import array_module, is_cupy
 
-IMPLS = ("reference", "cupy")
+IMPLS = ("reference", "cupy", "tiled")
 
 
 @dataclass(frozen=True)
@@ -136,15 +142,16 @@ def mlp_eval(x, c: float, params, freqs, spec: MLPSpec, impl: str = "auto"):
     """The network at (x, c): x (R,N,D), c one host number for every point, params = pack(...)
     (R,P) or (1,P), freqs (K,) (the fourier frequencies; any float32 array for raw) -> (R,N,D)."""
     if impl == "auto":
-        impl = "cupy" if is_cupy(x) else "reference"
+        impl = ("tiled" if _mlp_eval_tiled.fits(spec) else "cupy") if is_cupy(x) else "reference"
     if impl == "reference":
         return mlp_eval_reference(x, c, params, freqs, spec)
-    if impl != "cupy":
+    if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}: use one of {IMPLS} or 'auto'")
-    return _mlp_eval_cupy.evaluate(_mlp_eval_cupy.module(spec), x, c, params, freqs, spec)
+    version = _mlp_eval_tiled if impl == "tiled" else _mlp_eval_cupy
+    return version.evaluate(version.module(spec), x, c, params, freqs, spec)
 
 
 def gpu_ready(spec: MLPSpec) -> bool:
-    """True when the "cupy" version runs this network on the current GPU (its width fits the
+    """True when a GPU version runs this network on the current GPU (its width fits the
     registers and its weights the shared memory the device gives a block)."""
-    return _mlp_eval_cupy.fits(spec)
+    return _mlp_eval_tiled.fits(spec) or _mlp_eval_cupy.fits(spec)

@@ -61,6 +61,23 @@ def test_fused_evaluation_matches_forward(gpu, cfg_kw, R, N):
             _close(f"{cfg_kw} R={R} N={N} c={c}", y, net.forward(xin, c))
 
 
+@pytest.mark.parametrize("impl", ["cupy", "tiled"])
+@pytest.mark.parametrize("cfg_kw", [{}, dict(hidden=32, depth=2, activation="silu",
+                                             embedding="fourier", num_freqs=3)])
+def test_both_versions_match_forward(gpu, impl, cfg_kw):
+    from kernels import mlp_eval
+    from minisims.nn import Linear, MLPConfig
+    cp, rng = gpu, np.random.default_rng(17)
+    cfg = MLPConfig(**cfg_kw)
+    net = _net(cp, cfg, rng, 64)
+    layers = [m for m in net.net.layers if isinstance(m, Linear)]
+    params = mlp_eval.pack([m.params["W"] for m in layers], [m.params["b"] for m in layers])
+    x = cp.asarray((rng.standard_normal((64, 2000, 2)) * 3).astype(np.float32))
+    for c in (-1.55, 0.3, 17.0):
+        y = mlp_eval.mlp_eval(x, c, params, net.embed.freqs, net.spec(), impl=impl)
+        _close(f"{impl} {cfg_kw} c={c}", y, net.forward(x, c))
+
+
 def test_fused_evaluation_does_not_synchronise(gpu, no_sync):
     from minisims.nn import MLPConfig
     cp, rng = gpu, np.random.default_rng(0)
