@@ -25,7 +25,8 @@ The products, per tile (TP x H x H multiply-adds each for a hidden layer):
   load of its 4 points' in[k] (4 shared-memory wavefronts for the warp) and TJ / 4 128-bit loads
   of M's row k (the same address for the whole warp: a broadcast, 1 wavefront each), for 4 TJ
   multiply-adds (32 at H = 64: 4 x 8 accumulators in registers); 6 wavefronts per 8 cycles of
-  the SM's multiply-adds, so the arithmetic, not shared memory, bounds it. ``hidden_layers``
+  the SM's multiply-adds, so by this count (not a measurement) the arithmetic, not shared
+  memory, bounds it. ``hidden_layers``
   runs the forward with it: + b[j] after the sum, the activation, the result into the other tile
   buffer (and with ``save`` to global memory). The training backward's input gradient is the same
   product with W^T.

@@ -189,6 +189,26 @@ def emulated_gpu(request, monkeypatch, modules):
     monkeypatch.setattr(mlp_eval, "mlp_eval", launch)
 
 
+def test_auto_picks_tiled_where_the_width_allows(monkeypatch, modules):
+    """mlp_eval's dispatch on a GPU: "tiled" for 32 | H, else "cupy" (each version's module
+    stands in for CuPy's; which one launched is recorded)."""
+    launched = []
+    monkeypatch.setattr(mlp_eval, "is_cupy", lambda a: True)
+    for v, mod in VERSIONS.items():
+        monkeypatch.setattr(mod, "fits", lambda spec, mod=mod: mod.supported(spec) is None)
+        by_spec = {_spec(cfg): modules[v, name] for name, cfg in CONFIGS.items()
+                   if (v, name) in modules}
+        monkeypatch.setattr(mod, "module", lambda spec, v=v, by_spec=by_spec:
+                            launched.append(v) or by_spec[spec])
+    for name, expected in (("toy", "tiled"), ("small-silu-fourier", "cupy")):
+        cfg, rng = CONFIGS[name], np.random.default_rng(0)
+        net = _net(cfg, rng, 2)
+        x = rng.standard_normal((2, 30, cfg.dim)).astype(np.float32)
+        y = mlp_eval.mlp_eval(x, 0.3, _packed(net), net.embed.freqs, _spec(cfg))
+        assert launched.pop() == expected
+        _close(name, y, net.forward(x, 0.3))
+
+
 def test_on_the_cpu_sampling_forward_is_forward():
     net = MLPDenoiser(MLPConfig(), np.random.default_rng(0), ensemble=2)
     assert net.sampling_forward() == net.forward  # NumPy weights: the samplers' path is unchanged
