@@ -7,8 +7,8 @@ padded NHWC input in place (numba, both cores through a pool of 2 threads).
 
 What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
 - No columns. Each image is copied once into a small zero-bordered NHWC buffer (Hp*Wp*C floats,
-  about 300 KB at 32x32x64, so it stays in L2; the copy is a transpose, done 8 channels at a
-  time, see ``_pad_image``), and the micro-kernel reads its taps from there:
+  about 300 KB at 32x32x64, so it stays in L2; the copy is a transpose, done channel by channel,
+  see ``_channel_blocks``), and the micro-kernel reads its taps from there:
   output pixel m, tap (i, j), channel c is pad[(s*h + i)*Wp + s*v + j, c]. NHWC inside because
   then the C values one pixel needs for one tap are contiguous and the P pixels of a tile are
   C (stride 1) apart; the public API stays NCHW.
@@ -24,12 +24,15 @@ What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
   filled past Cout: a tile's weights are one contiguous 37 KB panel (L1/L2), and the forward
   runs every pixel tile of an image against one panel before the next (measured 2-10% faster
   than all panels per pixel tile).
-- The weight gradient is blocked over output rows (ROW_BLOCK_PIXELS pixels), and inside a block
-  it loops over (channel block, output block, tap), taps innermost: the block's input rows of
-  P channels (about 9 KB at 32x32: one line per pixel) and its dy of Q output channels (4 KB)
-  stay in L1 across the taps. Its accumulators live in a tiled array (T, C/P, Cout/Q, P, Q),
+- The weight gradient copies each image, and its dy, into channel blocks instead of NHWC:
+  x as (C/P, Hp*Wp, P), dy as (Cout/Q, Ho*Wo, Q) (``_channel_blocks``). A tile (P input
+  channels x Q output channels of one tap, summed over all the image's output pixels) then reads
+  two sequential streams, P floats and Q floats a pixel, where in NHWC each pixel was a new
+  cache line of which it used P of 16 floats. It loops over (channel block, output block, tap),
+  each tile over the whole image. Its accumulators live in a tiled array (T, C/P, Cout/Q, P, Q),
   so a tile's P x Q sums are one contiguous block (copying them in and out of a (T, C, Cout)
-  array cost a third of the time).
+  array cost a third of the time). Each sum still runs over the pixels in order (n, h, v), so
+  the blocking does not change a result.
   BLAS over shifted NHWC slabs (dw[t] = x_pad[shifted rows]^T dy_pad, no column copy, dy
   zero-padded to the padded width) lost: 1.3-1.5x slower on one core, and OpenBLAS split its
   (64, 75k) @ (75k, 64) products so badly over two threads that it took 8x longer.
@@ -64,13 +67,14 @@ unchanged):
   floats apart; at 32x32 that is 4 KB, one L1 set, and each line was evicted before its next
   use. Row by row, 8 channels at a time: the copy of 64 images 15-21 -> 7-9 ms at 32x32
   (unchanged at 16x16, about 2 ms), forward 83-85 -> 70-76 ms. It runs once per image in the
-  forward, the input gradient and the weight gradient.
+  forward, the input gradient and the weight gradient. (Since replaced: channel by channel,
+  below.)
 - Won: the weight gradient's loop order (channel block, output block, tap) instead of (tap,
   channel block, output block): with the copy above, 103 -> 88 and 123 -> 102 ms at 32x32
   (the copy alone about 10 ms of that); unchanged at 16x16. (output block, channel block, tap):
   the same as kept. Then ROW_BLOCK_PIXELS 128 -> 64, seven A/B runs: 32x32 9-15% faster in
   three, within 2% in three, 7% slower in one; 16x16 2-9% faster in all seven. 32 was 5%
-  slower than 64, 256 16% slower than 128.
+  slower than 64, 256 16% slower than 128. (Row blocks are gone since: see channel blocks.)
 - Whole benchmark (bench_conv.py --repeats 9 --threads 1, load 0.9-1.1), 32x32: 320-324 ->
   244-250 ms, 58-62% -> 76-80% of sgemm, 0.96-1.07x -> 0.80-0.83x PyTorch's time. 16x16: no
   gain that the noise lets through: 58-72 ms, 1.03-1.04x before; 63-78 ms, 0.96-1.15x after
@@ -82,6 +86,39 @@ unchanged):
   the 37 KB weight panel stays in L1, with the sums kept in memory between rows (99 -> 109 ms
   at 32x32; with blocks of 16 pixel tiles, no change); a 6x16 tile (40-50% slower); taking
   the row slices out of the tap loop (no change: the tile is inlined, no spills in the asm).
+
+Then the 16x16 shape (issue 9 part 4; A/B of the module versions, or of variants of one phase, in
+one process, per phase, PyTorch's phases through torch.ops.aten.convolution_backward; results
+bit-identical to the previous version, checked with np.array_equal, stride 1 to 3, float32/64):
+- Where the time went, one core, load 0.4-0.6: forward 20.6-21.3 ms (PyTorch 19.0-19.8), input
+  gradient 20.1-21.9 (18.7-20.2), weight gradient 27.5-28.4 (23.9-29.4); in the weight gradient,
+  4.3-4.4 ms the copies of x and dy, 24.5 ms the tiles (about 50 GFLOP/s). The tile alone in a
+  hot loop: 90-94 GFLOP/s reading as the forward does (contiguous channels), 74-78 reading NHWC
+  pixel after pixel over 4x16 pixels, 53-56 over 16x16 pixels (two new lines a pixel, 32 KB:
+  all of L1). So the weight gradient lost on its NHWC reads, not on its arithmetic.
+- Won: channel blocks for the weight gradient (see above), each tile over the whole image.
+  Weight gradient alone, two to four A/B runs each, load 0.6-1.1: 16x16 29.6-29.9 -> 23.5-25.3
+  ms, 32x32 80-115 -> 65-88 ms, 64x64 (N 16) 86-130 -> 68-106 ms; its two copies 4.4 -> 2.2 ms
+  at 16x16. Row blocks were no faster than the whole image (64 pixels 1-34% slower, 256 and
+  512 up to 26% slower or equal), so ROW_BLOCK_PIXELS is gone.
+- Won: the forward's (and input gradient's) NHWC copy channel by channel, the same function
+  with B = C, instead of row by row 8 channels at a time: the copy alone 1.7-2.7 -> 1.4-1.8 ms
+  at 16x16, 8.3-9.6 -> 6.2-6.7 ms at 32x32; the forward 22.3-22.6 -> 20.1-20.7 ms at 16x16,
+  83-85 -> 75-81 ms at 32x32 (three runs each, load 1.3-1.6). Copy timings differ 2-4x from one
+  process to the next (where the buffers fall relative to each other: 4K aliasing, it seems),
+  so copies were only compared within a process, over several processes.
+- Lost or no change (one run each unless said): in the NHWC weight gradient, two or four
+  images per block of rows (26.4-28.9 vs 27.5 ms), whole-image blocks (27.0 vs 27.5), the
+  accumulators ordered (C/P, Cout/Q, T, P, Q) so that a block's taps follow each other (28.1 vs
+  28.1); an unrolled 8-channel copy (four runs; x: 1.1-2.0 ms, no better than channel by
+  channel; dy: 1.35-2.0 vs 1.0-1.2 ms); an 8x8 transpose written as 64 scalars for the SLP
+  vectoriser (it emitted no shuffles; 1.65 vs 1.71 ms at 16x16, 7.3 vs 6.5 at 32x32).
+- Whole benchmark, three before/after pairs of runs, interleaved. One core (bench_conv.py
+  --threads 1 --repeats 9, load 1.0-1.2): 16x16 57-69 ms, 65-75% of sgemm, 1.05-1.13x
+  PyTorch's time -> 52-68 ms, 73-84%, 0.93-0.99x; 32x32 222-285 ms, 62-79%, 0.81-0.95x ->
+  246-261 ms, 72-78%, 0.79-0.94x (no loss the noise lets through). Two threads (default,
+  load 0.9-1.6): 16x16 59-79 ms, 35-46% of the two-core sgemm, 1.14-1.58x -> 49-58 ms, 49-55%,
+  0.78-0.93x; 32x32 189-206 ms, 52-58%, 1.05-1.26x -> 160-172 ms, 64-66%, 0.96-1.05x.
 
 Not in "auto": faster than "numba" in benchmarks/bench_conv.py (N 64) and in the UNet step on one
 thread, slower in the UNet step with two threads on the shared machine (kernels/conv2d.py has the
@@ -102,7 +139,6 @@ from ._conv2d_common import check_shapes, flipped_padding
 U = np.uint64  # unsigned indices: numba adds no wraparound test for negative values
 TILE = {np.dtype(np.float32): (5, 16), np.dtype(np.float64): (5, 8)}  # (P, Q) per dtype: Q fills
 # two 256-bit registers; P*Q/8 + 2 + 1 <= 16 YMM registers (accumulators, weights, broadcast)
-ROW_BLOCK_PIXELS = 64  # weight gradient: output pixels per block of rows (see below)
 THREADS = max(1, int(numba.config.NUMBA_NUM_THREADS))  # threads over the batch
 
 
@@ -118,7 +154,8 @@ def _tile_source(P, Q):
     Forward (P pixels x Q output channels): r1 = tap, r2 = input channel, a = padded NHWC image,
     pa = the pixels' offsets, a1 = the taps' offsets, sa = 1, b = the packed weight panel.
     Weight gradient (P input channels x Q output channels of one tap): r1 = output row, r2 =
-    output column, pa = tap offset + channel, a1 = the rows' offsets, sa = s*C, b = dy (NHWC).
+    output column, a = the padded image in blocks of P channels, pa = block + tap offset +
+    channel, a1 = the rows' offsets, sa = s*P, b = dy in blocks of Q channels, bs = Q.
     The accumulators are P*Q scalars s{p}_{q} so that LLVM can hold them in P*Q/8 registers."""
     L = [f"def _tile_{P}x{Q}(a, pa, a1, sa, n2, b, b1, bs, acc):"]
     for p in range(P):
@@ -176,24 +213,26 @@ def _tile_for_dtype(a, pa, a1, sa, n2, b, b1, bs, acc):
 
 
 # ------------------------------------------------------------------------------------------------
-# Image -> padded NHWC buffer; the forward (and stride-1 input gradient) over a range of images
+# Image -> padded buffer in channel blocks; the forward (and stride-1 input gradient) over images
 # ------------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def _pad_image(x, n, p, pad):
-    """pad[((h+p)*Wp + v+p)*C + c] = x[n, c, h, v]; the border of pad stays zero.
-    A transpose, done row by row and 8 channels at a time: the rows of x read together are H*W
-    floats apart, all in one L1 set when that is 4 KB (32x32), so reading all C of them per
-    pixel evicted each line before its next use (2x slower at 32x32, see the docstring)."""
+def _channel_blocks(x, n, p, B, out):
+    """out[c // B, (h+p)*Wp + v+p, c % B] = x[n, c, h, v], Wp = W + 2p; out is flat, its border
+    and its channels past C stay zero. B = C: one padded NHWC image (the forward). B < C (the
+    weight gradient): blocks of B channels, each block's pixels B floats apart, so a tile that
+    reads B channels pixel after pixel reads one sequential stream.
+    A transpose, channel by channel: x[n, c] is read in order, the writes are B floats apart
+    (faster than row by row 8 channels at a time, as this was, see the module docstring)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     Wp = W + 2 * p
-    xn = x[n]  # C,H,W
-    for h in range(H):
-        r = ((h + p) * Wp + p) * C
-        for c0 in range(0, C, 8):
+    S = (H + 2 * p) * Wp  # padded pixels per block
+    for c in range(C):
+        base = (c // B) * S * B + c % B
+        for h in range(H):
+            r = base + ((h + p) * Wp + p) * B
             for v in range(W):
-                for c in range(c0, min(C, c0 + 8)):
-                    pad[r + v * C + c] = xn[c, h, v]
+                out[r + v * B] = x[n, c, h, v]
 
 
 @njit(cache=True, nogil=True)
@@ -223,7 +262,7 @@ def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
             pa[mt, k] = (s * (m // Wo) * Wp + s * (m % Wo)) * C
     acc = np.empty((P, Q), dtype=x.dtype)  # P,Q
     for n in range(n0, n1):
-        _pad_image(x, n, p, pad)
+        _channel_blocks(x, n, p, C, pad)  # NHWC: one block of all C channels
         for ob in range(wpk.shape[0]):  # one weight panel (T*C*Q) at a time, over all pixels
             for mt in range(nt):
                 m0 = mt * P
@@ -241,43 +280,36 @@ def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
 
 @njit(cache=True, nogil=True)
 def _weight_grad_images(x, dy, n0, n1, kh, kw, s, p, P, Q, dwp):
-    """dwp[t, c, o] += sum_{n,h,v} pad_n[(s*h + i)*Wp + s*v + j, c] dy[n, o, h, v] for
-    n0 <= n < n1, c = cb*P + k, o = ob*Q + q. x (N,C,H,W), dy (N,Cout,Ho,Wo); dwp (T, Cp/P,
-    Coutp/Q, P, Q) in tiles, each one tile's accumulators (C and Cout rounded up to multiples of
-    P and Q; the extra rows and columns are scratch)."""
+    """dwp[t, cb, ob, k, q] += sum_{n,h,v} x_pad[n, c, s*h + i, s*v + j] dy[n, o, h, v] for
+    n0 <= n < n1, c = cb*P + k, o = ob*Q + q, t = i*kw + j. x (N,C,H,W), dy (N,Cout,Ho,Wo); dwp
+    (T, Cp/P, Coutp/Q, P, Q) in tiles, each one tile's accumulators (C and Cout rounded up to
+    multiples of P and Q; the extra rows and columns are scratch)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    Cout, Ho, Wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    Ho, Wo = dy.shape[2], dy.shape[3]
     Wp = W + 2 * p
-    Coutp = dwp.shape[2] * Q
-    pad = np.zeros((H + 2 * p) * Wp * C, dtype=x.dtype)  # one image, NHWC, flat
-    dyt = np.zeros(Ho * Wo * Coutp, dtype=x.dtype)  # one image's dy, NHWC (M, Coutp), flat
-    a1 = np.empty(Ho, dtype=U)  # where output row h's pixels start in pad
+    S = (H + 2 * p) * Wp  # padded pixels of one image
+    M = Ho * Wo
+    ncb, nob = dwp.shape[1], dwp.shape[2]
+    xb = np.zeros(ncb * S * P, dtype=x.dtype)  # one image in blocks of P channels (Cp/P, S, P)
+    dyb = np.zeros(nob * M * Q, dtype=x.dtype)  # its dy in blocks of Q channels (Coutp/Q, M, Q)
+    a1 = np.empty(Ho, dtype=U)  # where output row h's pixels start in a block of xb
     for h in range(Ho):
-        a1[h] = s * h * Wp * C
-    nob = Coutp // Q
-    b1 = np.empty((nob, Ho), dtype=U)  # where output row h of block ob starts in dyt
+        a1[h] = s * h * Wp * P
+    b1 = np.empty((nob, Ho), dtype=U)  # where output row h of block ob starts in dyb
     for ob in range(nob):
         for h in range(Ho):
-            b1[ob, h] = h * Wo * Coutp + ob * Q
+            b1[ob, h] = (ob * M + h * Wo) * Q
     pa = np.empty(P, dtype=U)
-    rows = max(1, ROW_BLOCK_PIXELS // Wo)  # output rows per block (see the docstring)
     for n in range(n0, n1):
-        _pad_image(x, n, p, pad)
-        for o in range(Cout):
-            for h in range(Ho):
-                for v in range(Wo):
-                    dyt[(h * Wo + v) * Coutp + o] = dy[n, o, h, v]
-        for h0 in range(0, Ho, rows):
-            h1 = min(Ho, h0 + rows)
-            for cb in range(dwp.shape[1]):  # taps innermost: the block's x rows of P channels
-                for ob in range(nob):  # and its dy of Q output channels stay in L1 over them
-                    for i in range(kh):
-                        for j in range(kw):
-                            t = i * kw + j
-                            for k in range(P):  # channels past C repeat the last one (dropped)
-                                pa[k] = (i * Wp + j) * C + min(cb * P + k, C - 1)
-                            _tile(pad, pa, a1[h0:h1], U(s * C), Wo, dyt, b1[ob, h0:h1], U(Coutp),
-                                  dwp[t, cb, ob])
+        _channel_blocks(x, n, p, P, xb)
+        _channel_blocks(dy, n, 0, Q, dyb)
+        for cb in range(ncb):  # one tile per (channel block, output block, tap), over the whole
+            for ob in range(nob):  # image: two sequential streams, xb's block cb and dyb's ob
+                for i in range(kh):
+                    for j in range(kw):
+                        for k in range(P):  # channels past C read xb's zeros (dropped)
+                            pa[k] = (cb * S + i * Wp + j) * P + k
+                        _tile(xb, pa, a1, U(s * P), Wo, dyb, b1[ob], U(Q), dwp[i * kw + j, cb, ob])
 
 
 # ------------------------------------------------------------------------------------------------
