@@ -5,7 +5,8 @@
 // (__syncthreads, __syncwarp, a warp shuffle) or returns, then the next fiber runs. A barrier opens
 // when every thread of its scope (block, or warp) that has not returned waits at it (exited
 // threads do not count, as on Volta and later GPUs; every __syncthreads is the one block barrier,
-// as in hardware). When nothing can run and some thread has not returned, the launch stops with
+// as in hardware). The warps take turns: one runs, through its warp barriers, until it waits at
+// __syncthreads (or returns), then the next. When nothing can run and some thread has not returned, the launch stops with
 // "barrier deadlock" (lanes of one warp split between a warp barrier and __syncthreads: undefined
 // behaviour on a GPU, a hang or garbage there). So a kernel that
 // is correct only with its barriers, and whose threads share data only through them, computes
@@ -13,13 +14,22 @@
 // by default; this shim compiles with -ffp-contract=off, so tests compare within a tolerance).
 //
 // What is emulated: threadIdx, blockIdx, blockDim, gridDim (unsigned, as in CUDA), warpSize,
-// __shared__ (static and `extern __shared__ T name[];` dynamic memory, rewritten by cuda_emu.py),
+// __shared__ (static and `extern __shared__ T name[];` dynamic memory, rewritten by cuda_emu.py;
+// the dynamic memory starts every block filled with 0xff bytes, a nan in every float (0x7f bytes
+// in the descending order), so a read of a value no thread wrote shows),
 // __syncthreads, __syncwarp, __shfl_sync / __shfl_down_sync / __shfl_up_sync / __shfl_xor_sync
 // (all 32 lanes, blockDim a multiple of 32), atomicAdd / atomicMax on int and float (one OS thread:
 // plain read-modify-write), __ldg, the float math intrinsics, float2 / float4 / int2 / int4 / dim3.
 // The shim's own names (emu::..., emu_current_launch_, __emu_*) must not be #defined by a kernel.
-// What is not: memory spaces (any pointer is host memory), races (fibers never interleave between
-// barriers, so a race a GPU would show stays hidden here), texture and cooperative groups.
+// What is not: memory spaces (any pointer is host memory), texture and cooperative groups, and
+// races as such: fibers never interleave between barriers, so a race a GPU would show stays
+// hidden in one run. What shows many of them: the schedule order (emu::descending, set by
+// cuda_emu.py's EmulatedModule.order). Ascending, the warps of a block take their turns in order,
+// the lanes of a warp in order, and the blocks run in grid order; descending, all three in reverse. A kernel
+// whose threads share data only through its barriers (and whose blocks not at all) computes the
+// same bits either way; one where a thread reads what another writes in the same stretch (a
+// missing __syncthreads), or a block reads another block's output, sees the old value in one
+// order and the new in the other.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -82,6 +92,7 @@ struct Launch {
 };
 constexpr std::size_t STACK = 64 * 1024;
 inline thread_local Launch* emu_current_launch_ = nullptr;
+inline bool descending = false;  // the schedule order (see the top of this file)
 
 inline void wait(State s) {
     Fiber* f = emu_current_launch_->current;
@@ -163,43 +174,56 @@ inline int run_block(Launch& l) {
         f.ctx.uc_link = nullptr;
         makecontext(&f.ctx, trampoline, 0);
     }
+    const int nwarps = (l.nthreads + 31) / 32;
     for (;;) {
-        bool any = false;
-        for (int t = 0; t < l.nthreads; ++t) {
-            if (l.fibers[t].state != READY) continue;
-            any = true;
-            Fiber& f = l.fibers[t];
-            l.current = &f;
-            // Switch with _setjmp/_longjmp (no system call); only a thread's first start goes
-            // through setcontext, onto its own stack.
-            if (!_setjmp(l.scheduler)) {
-                if (!f.started) {
-                    f.started = true;
-                    setcontext(&f.ctx);
+        // Each warp in turn (the schedule order) runs until every live lane of it waits at the
+        // block barrier or has returned: its lanes in turn up to their next barrier, its warp
+        // barrier (__syncwarp, a shuffle) opened as soon as every live lane of the warp waits
+        // there. So warps interleave only at __syncthreads, as far apart as a GPU may run them.
+        bool progressed = false;
+        for (int wi = 0; wi < nwarps; ++wi) {
+            const int w = descending ? nwarps - 1 - wi : wi;
+            const int first = w * 32, last = std::min(l.nthreads, first + 32);
+            for (;;) {
+                bool ran = false;
+                for (int i = first; i < last; ++i) {
+                    const int t = descending ? first + last - 1 - i : i;
+                    if (l.fibers[t].state != READY) continue;
+                    ran = true;
+                    Fiber& f = l.fibers[t];
+                    l.current = &f;
+                    // Switch with _setjmp/_longjmp (no system call); only a thread's first start
+                    // goes through setcontext, onto its own stack.
+                    if (!_setjmp(l.scheduler)) {
+                        if (!f.started) {
+                            f.started = true;
+                            setcontext(&f.ctx);
+                        }
+                        _longjmp(f.jb, 1);
+                    }
                 }
-                _longjmp(f.jb, 1);
-            }
-        }
-        if (any) continue;
-        // Nothing ready: open the warp barriers every live lane of a warp reached, else the block one.
-        bool opened = false, live = false, all_block = true;
-        for (int w = 0; w * 32 < l.nthreads; ++w) {
-            bool warp_all = true, warp_live = false;
-            for (int t = w * 32; t < std::min(l.nthreads, w * 32 + 32); ++t) {
-                State s = l.fibers[t].state;
-                if (s == DONE) continue;
-                warp_live = true;
-                if (s != WAIT_WARP) warp_all = false;
-            }
-            if (warp_live && warp_all) {
-                for (int t = w * 32; t < std::min(l.nthreads, w * 32 + 32); ++t)
+                if (ran) {
+                    progressed = true;
+                    continue;
+                }
+                bool warp_all = true, warp_live = false;
+                for (int t = first; t < last; ++t) {
+                    const State s = l.fibers[t].state;
+                    if (s == DONE) continue;
+                    warp_live = true;
+                    if (s != WAIT_WARP) warp_all = false;
+                }
+                if (!(warp_live && warp_all)) break;  // at the block barrier, returned, or stuck
+                for (int t = first; t < last; ++t)
                     if (l.fibers[t].state == WAIT_WARP) l.fibers[t].state = READY;
-                opened = true;
+                progressed = true;
             }
         }
-        if (opened) continue;
+        if (progressed) continue;
+        // No warp can move: open the block barrier if every live thread waits at it.
+        bool live = false, all_block = true;
         for (int t = 0; t < l.nthreads; ++t) {
-            State s = l.fibers[t].state;
+            const State s = l.fibers[t].state;
             if (s == DONE) continue;
             live = true;
             if (s != WAIT_BLOCK) all_block = false;
@@ -246,15 +270,19 @@ inline int launch(const char* name, void (*kernel)(A...), const unsigned* g, con
                  },
                  &c};
         int rc = 0;
-        for (unsigned z = 0; z < g[2] && !rc; ++z)
-            for (unsigned y = 0; y < g[1] && !rc; ++y)
-                for (unsigned x = 0; x < g[0] && !rc; ++x) {
-                    l.block = {x, y, z};
-                    rc = run_block(l);
-                    if (rc)
-                        std::fprintf(stderr, "%s: barrier deadlock in block (%u,%u,%u): threads wait at "
-                                     "different barriers or a shuffle in a partial warp\n", name, x, y, z);
-                }
+        const unsigned nblocks = g[0] * g[1] * g[2];
+        for (unsigned i = 0; i < nblocks && !rc; ++i) {
+            const unsigned k = descending ? nblocks - 1 - i : i;  // x fastest, as in CUDA
+            const unsigned x = k % g[0], y = k / g[0] % g[1], z = k / (g[0] * g[1]);
+            l.block = {x, y, z};
+            // garbage, as on a GPU, and another garbage in each order: a float reads nan
+            // (ascending) or 3.4e38 (descending), so a read of a value no thread wrote shows
+            std::memset(l.dynamic_smem, descending ? 0x7f : 0xff, smem);
+            rc = run_block(l);
+            if (rc)
+                std::fprintf(stderr, "%s: barrier deadlock in block (%u,%u,%u): threads wait at "
+                             "different barriers or a shuffle in a partial warp\n", name, x, y, z);
+        }
         emu_current_launch_ = saved;
         std::free(l.stacks);
         delete[] l.fibers;

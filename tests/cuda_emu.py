@@ -15,7 +15,9 @@ kernel declares; here a mismatch is an error, so the Python side of a kernel is 
 
 Limits: one source per module, no templates (extern "C" kernels only), no CUDA headers. Results
 match a GPU's up to the fused multiply-adds nvcc adds by default (compiled here with
--ffp-contract=off): compare within a float32 tolerance. Races between barriers stay hidden.
+-ffp-contract=off): compare within a float32 tolerance. Races between barriers stay hidden in one
+run; ``assert_race_free`` runs a launch in both schedule orders, which reveals many of them
+(EmulatedModule's docstring).
 
 ``nvcc_ptx(SOURCE)`` compiles the same source for a real GPU (PTX, no device needed) where nvcc is
 installed: what g++ accepts but CUDA would not is caught there.
@@ -55,8 +57,8 @@ def _cache_dir() -> Path:
 class EmulatedKernel:
     """One __global__ function of an EmulatedModule; call it as a CuPy RawKernel."""
 
-    def __init__(self, lib, name):
-        self.name = name
+    def __init__(self, lib, name, module=None):
+        self.name, self.module = name, module
         self._launch = getattr(lib, f"__emu_launch_{name}")
         self._launch.restype = ctypes.c_int
         self._launch.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
@@ -98,15 +100,25 @@ class EmulatedKernel:
             ptrs[i] = ctypes.addressof(value) if self.params[i][0] == "p" else value.value
         g = (ctypes.c_uint * 3)(*map(int, grid))
         b = (ctypes.c_uint * 3)(*map(int, block))
+        if self.module is not None:
+            self.module.set_order()
         rc = self._launch(g, b, int(shared_mem), ptrs)
         if rc:
             raise RuntimeError(f"{self.name}: emulated launch failed (code {rc}; see stderr)")
 
 
 class EmulatedModule:
-    """A CUDA C source compiled for the CPU; ``get_function(name)`` as cupy.RawModule's."""
+    """A CUDA C source compiled for the CPU; ``get_function(name)`` as cupy.RawModule's.
+
+    ``order`` ("ascending", the default, or "descending") is the schedule its launches use: the
+    threads of a block between two barriers, and the blocks of the grid, in index order or in
+    reverse. A kernel free of races gives the same bits either way (tests/cuda_emu.h says which
+    races a difference reveals): ``assert_race_free`` runs a launch both ways and compares."""
+
+    ORDERS = ("ascending", "descending")
 
     def __init__(self, code: str, options: tuple = ()):
+        self.order = "ascending"
         self.names = _KERNEL.findall(code)
         if not self.names:
             raise ValueError('no extern "C" __global__ kernel in the source')
@@ -115,7 +127,7 @@ class EmulatedModule:
             f'extern "C" int __emu_launch_{n}(const unsigned* g, const unsigned* b, std::size_t s, '
             f'void** a) {{ return emu::launch("{n}", {n}, g, b, s, a); }}\n'
             f'extern "C" void __emu_describe_{n}(char* out) {{ emu::describe({n}, out); }}\n'
-            for n in self.names)
+            for n in self.names) + 'extern "C" void __emu_set_order(int d) { emu::descending = d; }\n'
         source = body + "\n" + glue
         flags = ["-std=c++20", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-w",
                  *[str(o) for o in options]]
@@ -136,7 +148,38 @@ class EmulatedModule:
     def get_function(self, name: str) -> EmulatedKernel:
         if name not in self.names:
             raise KeyError(f"no kernel {name!r} in the source (has {self.names})")
-        return EmulatedKernel(self._lib, name)
+        return EmulatedKernel(self._lib, name, self)
+
+    def set_order(self):
+        """Make the next launch use ``self.order``."""
+        if self.order not in self.ORDERS:
+            raise ValueError(f"order must be one of {self.ORDERS}, got {self.order!r}")
+        getattr(self._lib, "__emu_set_order")(ctypes.c_int(self.order == "descending"))
+
+
+def assert_race_free(modules, run):
+    """``run()`` (which launches kernels of ``modules``, one EmulatedModule or several, and returns
+    an array or a tuple of arrays) under both schedule orders: the results must be equal bit for
+    bit, else AssertionError naming the first output that differs. Returns the ascending run's
+    result."""
+    modules = [modules] if isinstance(modules, EmulatedModule) else list(modules)
+    results = {}
+    try:
+        for order in EmulatedModule.ORDERS:
+            for m in modules:
+                m.order = order
+            out = run()
+            results[order] = out if isinstance(out, tuple) else (out,)
+    finally:
+        for m in modules:
+            m.order = "ascending"
+    for i, (a, b) in enumerate(zip(*results.values())):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.tobytes() != b.tobytes():
+            raise AssertionError(f"output {i} differs between the ascending and descending "
+                                 f"schedules: a race (a missing barrier, or blocks sharing data)")
+    out = results["ascending"]
+    return out if len(out) > 1 else out[0]
 
 
 def nvcc_ptx(code: str, arch: str = "sm_90", options: tuple = ()) -> str | None:

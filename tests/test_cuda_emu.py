@@ -47,6 +47,21 @@ extern "C" __global__ void early_exit(float* x, float* y) {
     y[threadIdx.x] = x[15 - threadIdx.x];  // written by another thread before the barrier
 }
 
+extern "C" __global__ void shift_racy(const float* x, float* y, int barrier) {
+    // y[t] = x[t] + x[t + 1] through shared memory; without the barrier a thread may read its
+    // neighbour's slot before the neighbour has written it (a race)
+    __shared__ float buf[64];
+    const int t = threadIdx.x;
+    buf[t] = x[t];
+    if (barrier) __syncthreads();
+    y[t] = buf[t] + (t + 1 < 64 ? buf[t + 1] : 0.0f);
+}
+
+extern "C" __global__ void chain_blocks(float* x) {
+    // block b adds block b - 1's first value to its own: blocks sharing data through global memory
+    if (threadIdx.x == 0 && blockIdx.x > 0) x[blockIdx.x * 32] += x[(blockIdx.x - 1) * 32];
+}
+
 extern "C" __global__ void divergent(float* x) {
     // half a warp at a shuffle, the other half at __syncthreads: neither can ever open
     float v = x[threadIdx.x];
@@ -117,3 +132,33 @@ def test_nvcc_accepts_the_same_source():
     if ptx is None:
         pytest.skip("nvcc not installed")
     assert ".entry block_sum" in ptx and ".entry warp_sum" in ptx
+
+
+def test_the_descending_schedule_reveals_races(mod):
+    """With its barrier the shifted sum is right in both schedule orders and assert_race_free
+    passes; without it the two orders differ (and neither need be right), and so do two orders
+    of blocks that read each other's output."""
+    x = np.arange(64, dtype=np.float32)
+    want = x + np.append(x[1:], 0)
+
+    def shifted(barrier, scale=1.0):
+        y = np.zeros(64, np.float32)
+        mod.get_function("shift_racy")((1,), (64,), (x * np.float32(scale), y, np.int32(barrier)))
+        return y
+
+    assert np.array_equal(cuda_emu.assert_race_free(mod, lambda: shifted(1)), want)
+    # (static shared memory keeps the last launch's values: a new input makes them stale)
+    with pytest.raises(AssertionError, match="race"):
+        cuda_emu.assert_race_free(mod, lambda: shifted(0, scale=3.0))
+
+    def chained():
+        v = np.ones(4 * 32, np.float32)
+        mod.get_function("chain_blocks")((4,), (32,), (v,))
+        return v
+    with pytest.raises(AssertionError, match="race"):
+        cuda_emu.assert_race_free(mod, chained)
+    assert mod.order == "ascending"  # put back after each check
+    mod.order = "sideways"
+    with pytest.raises(ValueError, match="order"):
+        shifted(1)
+    mod.order = "ascending"

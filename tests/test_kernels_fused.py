@@ -192,6 +192,22 @@ def test_cuda_groupnorm_silu_matches_reference(gn_module, rng, case, bias, silu)
 
 
 @needs_gpp
+@pytest.mark.parametrize("case", [GN_CASES[1], GN_CASES[3]])
+def test_cuda_groupnorm_silu_is_race_free(gn_module, rng, case):
+    """The same bits with threads and blocks run in reverse (tests/cuda_emu.py's race check)."""
+    N, C, G, H, W = case
+    x, dy = (rng.standard_normal((2, N, C, H, W)) * 2).astype(np.float32)
+    gamma, beta = (rng.standard_normal((2, C)) * 0.5 + 1).astype(np.float32)
+    b = rng.standard_normal((N, C)).astype(np.float32)
+
+    def run():
+        y, mean, rstd = _groupnorm_silu_cupy.forward(gn_module, x, gamma, beta, G, 1e-5, b, True)
+        return (y, mean, rstd,
+                *_groupnorm_silu_cupy.backward(gn_module, dy, x, gamma, beta, mean, rstd, b, True))
+    cuda_emu.assert_race_free(gn_module, run)
+
+
+@needs_gpp
 def test_cuda_groupnorm_silu_refuses_float64(gn_module):
     x = np.zeros((1, 4, 2, 2))
     with pytest.raises(TypeError, match="float32"):
@@ -254,6 +270,8 @@ def test_adam_ema_versions_are_the_reference_bit_for_bit(impl):
     ref = run_optimiser("reference")
     mine = run_optimiser(impl, module=module)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, ref))
+    if module is not None:  # the same bits with threads and blocks run in reverse
+        cuda_emu.assert_race_free(module, lambda: tuple(run_optimiser(impl, module=module)))
     assert not all(a.tobytes() == b.tobytes() for a, b in zip(ref, run_optimiser("reference", 2)))
 
 

@@ -101,6 +101,20 @@ def test_weight_gradient_split_k(mods, rng, rows_per_split, tile):
 
 
 @pytest.mark.parametrize("tile", TILE_NAMES)
+@pytest.mark.parametrize("case", [CASES[-2], CASES[-1]])  # remainders of every tile; stride 2
+def test_igemm_is_race_free(mods, rng, case, tile):
+    """Every phase gives the same bits when the emulator runs threads and blocks in reverse
+    order (tests/cuda_emu.py: a missing barrier or blocks sharing data would show)."""
+    N, C, O, H, W, k, s, p = case
+    x, w, b, dy = _data(rng, *case)
+    cuda_emu.assert_race_free(mods.values(), lambda: (
+        G.forward(mods, x, w, b, s, p, tile), G.backward_input(mods, dy, w, x.shape, s, p, tile),
+        # an even and an odd number of row tiles per split: the last tile in either shared buffer
+        *G.backward_weight(mods, dy, x, w.shape, s, p, rows_per_split=32, tile=tile),
+        *G.backward_weight(mods, dy, x, w.shape, s, p, rows_per_split=48, tile=tile)))
+
+
+@pytest.mark.parametrize("tile", TILE_NAMES)
 def test_weight_gradient_splits_are_deterministic(mods, rng, tile):
     x, w, _, dy = _data(rng, 2, 4, 6, 9, 9, 3, 1, 1)
     a = G.backward_weight(mods, dy, x, w.shape, 1, 1, rows_per_split=32, tile=tile)

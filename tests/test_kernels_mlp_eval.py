@@ -99,6 +99,17 @@ def test_kernel_matches_forward(modules, version, name, R, ensemble, N):
         _close(f"{name} R={R} N={N} c={c}", y if ensemble else y[0], ref)
 
 
+@pytest.mark.parametrize("version,name", [("cupy", "toy"), ("cupy", "small-silu-fourier"),
+                                          ("tiled", "toy"), ("tiled", "narrow-silu-fourier")])
+def test_kernel_is_race_free(modules, version, name):
+    """The same bits with threads and blocks run in reverse (tests/cuda_emu.py's race check)."""
+    cfg, rng = CONFIGS[name], np.random.default_rng(4)
+    net = _net(cfg, rng, 2)
+    x = (rng.standard_normal((2, 300, cfg.dim)) * 3).astype(np.float32)
+    cuda_emu.assert_race_free(modules[version, name], lambda: VERSIONS[version].evaluate(
+        modules[version, name], x, 0.3, _packed(net), net.embed.freqs, _spec(cfg)))
+
+
 @pytest.mark.parametrize("name", ["toy", "narrow-silu-fourier"])
 def test_tiled_sums_as_cupy_does(modules, name):
     """Both versions sum every output in k order and add the bias after: without fused

@@ -103,6 +103,31 @@ def test_kernels_match_the_reference(modules, name, R, N):
     assert np.array_equal(again[0], dparts) and np.array_equal(again[1], dh_in)
 
 
+@pytest.mark.parametrize("name", ["toy", "narrow-fourier"])
+def test_kernels_are_race_free(modules, name):
+    """The same bits with threads and blocks run in reverse (tests/cuda_emu.py's race check):
+    every barrier of the layer loop is in place."""
+    spec, rng = _spec(CONFIGS[name]), np.random.default_rng(3)
+    mod, din = modules[spec], spec.dim + spec.emb_dim
+    params = _params(spec, 2, rng)
+    params_t = mlp_train.pack_transposed(params, spec)
+    h_in = rng.standard_normal((2, 300, din)).astype(np.float32)
+    dy = rng.standard_normal((2, 300, spec.dim)).astype(np.float32)
+
+    def run():
+        y, saved = _mlp_train_cupy.forward(mod, h_in, params, spec)
+        return (y, saved, *_mlp_train_cupy.backward(mod, dy, h_in, saved, params_t, spec))
+    cuda_emu.assert_race_free(mod, run)
+
+
+def test_every_barrier_is_needed_and_a_removal_is_caught():
+    """Remove each __syncthreads of the two kernels in turn: the race check above must catch
+    every one (tests/check_barriers.py; so the check is not blind to this kernel's races)."""
+    import check_barriers
+    found = check_barriers.barrier_removals(*check_barriers.mlp_train_case())
+    assert len(found) >= 9 and all(caught for _, caught in found), found
+
+
 def test_reference_backward_is_the_layers_backward():
     """backward_reference on packed weights computes what MLPDenoiser's layers compute."""
     cfg, rng = CONFIGS["toy"], np.random.default_rng(4)
