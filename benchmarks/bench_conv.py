@@ -15,6 +15,21 @@ the cores: read ratios, and rerun when the matmul rate looks low.
     PYTHONPATH=. python benchmarks/bench_conv.py --breakdown        # + where the time goes
     PYTHONPATH=. python benchmarks/bench_conv.py --device gpu       # GPU: cupy, igemm, cuda (tiled),
                                                                     #   cuda_naive, numpy, torch cudnn
+    PYTHONPATH=. python benchmarks/bench_conv.py --unet             # the UNet's own convolutions
+
+--unet times, instead of the two square shapes, every distinct convolution of bench_unet.py's
+default network (6.46M parameters, 32x32x3) at its CPU batch (8): each shape's forward, input
+gradient and weight gradient, per call, for "numba", "direct" and PyTorch (its phases through
+torch.ops.aten.convolution_backward), interleaved, and the totals weighted by how many times
+each shape runs in one training step (62 convolutions: 3x3 at 32x32, 16x16 and 8x8, the stride-2
+down-sampling, the 1x1 skips and attention's qkv and proj). The shapes are found by running the
+network's forward once with the convolution wrapped. Each contender's turn ends in a pause
+(UNET_PAUSE) and starts with one untimed call, so that no one pays for another's spinning
+threads. Measured (issue 9, two threads, median of 7 rounds, load 0.4-0.6), ms per training
+step: numba 1330 (fwd 475, dx 402, dw 453), direct 1128 (362, 347, 419), torch 856 (261, 239,
+356): 1.55x and 1.32x PyTorch's time; per shape, "direct" 0.92-1.06x PyTorch's at 32x32, 1.2-1.4x
+at 16x16, 1.75-1.9x at 8x8 and for the 1x1, slower than "numba" at 8x8 only (and in 2 other calls);
+kernels/_conv2d_direct.py has the table's reading.
 """
 from __future__ import annotations
 
@@ -33,6 +48,11 @@ from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight,  # no
                             conv2d_forward, out_size)
 
 SIZES = [32, 16]
+UNET_BATCH = 8  # bench_unet.py's batch on the CPU
+UNET_PAUSE = 0.2  # s of sleep after each contender's turn in --unet: an OpenBLAS worker spins
+# for 2^28 cycles (about 0.1 s, OPENBLAS_THREAD_TIMEOUT) after every threaded BLAS call and takes a
+# core from whoever runs next ("direct" 1.4-1.6x slower right after one), torch's OpenMP threads
+# spin too; without the pause each contender paid for the one before it
 
 
 def runnable(impls, xp):
@@ -104,20 +124,28 @@ def torch_pair(torch, x, w, b, dy, device):
     return fwd, bwd
 
 
-def timed(runs, repeats, sync):
-    """Interleave the contenders; each run is (fwd, bwd) or a single callable. Medians in s."""
+def timed(runs, repeats, sync, pause=0.0):
+    """Interleave the contenders; each run is a tuple of phases ((fwd, bwd), or --unet's (fwd,
+    dx, dw)) or a single callable. Medians in s, one per phase (at least two: 0.0 if missing).
+    ``pause`` seconds of sleep after each contender's turn (see UNET_PAUSE), and the next turn
+    starts with one untimed call of its first phase (threads asleep after the pause took up to
+    10 ms to wake in torch's first call)."""
     for f in runs.values():  # warm-up: compiles, first-touch page faults, cuDNN autotuning
         for g in (f if isinstance(f, tuple) else (f,)):
             g()
     sync()
-    t = {k: ([], []) for k in runs}
+    t = {k: tuple([] for _ in range(max(2, len(f) if isinstance(f, tuple) else 1)))
+         for k, f in runs.items()}  # one list per phase; a single callable's second stays empty
     for _ in range(repeats):
         for k, f in runs.items():
+            if pause:  # after the pause: wake this contender's threads, untimed
+                (f if isinstance(f, tuple) else (f,))[0]()
             for g, acc in zip(f if isinstance(f, tuple) else (f,), t[k]):
                 t0 = time.perf_counter()
                 g()
                 sync()
                 acc.append(time.perf_counter() - t0)
+            time.sleep(pause)
     return {k: tuple(statistics.median(a) if a else 0.0 for a in v) for k, v in t.items()}
 
 
@@ -160,18 +188,131 @@ def breakdown(N, C, H, repeats):
         print(f"  {k:<32} {t * 1e3:8.2f} ms{extra}")
 
 
+# ------------------------------------------------------------------------------------------------
+# --unet: the convolutions of bench_unet.py's default network, shape by shape
+# ------------------------------------------------------------------------------------------------
+
+def unet_conv_shapes(batch=UNET_BATCH):
+    """[((x_shape, w_shape, stride, padding), calls per training step)] for bench_unet.py's
+    default network, in the order the forward first runs them. Each Conv2d runs its forward once
+    a step and, in the backward, one input gradient and one weight gradient."""
+    import importlib.util
+
+    import minisims.nn.conv as conv_layer
+    from minisims.nn.unet import UNet, UNetConfig
+    bench_unet = sys.modules.get("bench_unet")
+    if bench_unet is None:
+        spec = importlib.util.spec_from_file_location("bench_unet", Path(__file__).with_name("bench_unet.py"))
+        bench_unet = importlib.util.module_from_spec(spec)
+        sys.modules["bench_unet"] = bench_unet  # its dataclass looks its module up there
+        spec.loader.exec_module(bench_unet)
+    a = bench_unet.build_parser().parse_args([])  # its defaults: the network it times
+    cfg = UNetConfig(img_resolution=a.res, channels=a.channels, channel_mult=a.mult,
+                     blocks_per_level=a.blocks, attn_resolutions=a.attn, dropout=a.dropout)
+    net = UNet(cfg, np.random.default_rng(0))
+    calls = {}
+    forward = conv_layer.conv2d_forward
+
+    def counted(x, w, b, stride, padding, impl):
+        key = (tuple(x.shape), tuple(w.shape), stride, padding)
+        calls[key] = calls.get(key, 0) + 1
+        return forward(x, w, b, stride, padding, impl)
+    conv_layer.conv2d_forward = counted  # Conv2d.forward looks it up there
+    try:
+        x = np.zeros((batch, cfg.in_channels, cfg.img_resolution, cfg.img_resolution), np.float32)
+        net.forward(x, np.zeros(batch, np.float32))
+    finally:
+        conv_layer.conv2d_forward = forward
+    return list(calls.items())
+
+
+def phases(impl, x, w, b, dy, s, p):
+    """(forward, input gradient, weight gradient) of one convolution, each a callable."""
+    return (lambda: conv2d_forward(x, w, b, s, p, impl),
+            lambda: conv2d_backward_input(dy, w, x.shape, s, p, impl),
+            lambda: conv2d_backward_weight(dy, x, w.shape, s, p, impl))
+
+
+def torch_phases(torch, x, w, b, dy, s, p):
+    """PyTorch's three phases apart: the forward as autograd records it (w needs a gradient), the
+    input and the weight gradient as aten.convolution_backward, which autograd calls, with one
+    output each (in a training step autograd asks for all three in one call)."""
+    tx, tw, tb, tdy = (torch.tensor(a) for a in (x, w, b, dy))
+    tw.requires_grad_(True)
+    bwd = torch.ops.aten.convolution_backward
+
+    def grads(mask):
+        return lambda: bwd(tdy, tx, tw.detach(), [tw.shape[0]], [s, s], [p, p], [1, 1], False,
+                           [0, 0], 1, mask)
+    return (lambda: torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=p),
+            grads([True, False, False]), grads([False, True, True]))
+
+
+def shape_label(x_shape, w_shape, s, p):
+    N, C, H, W = x_shape
+    Cout, _, kh, kw = w_shape
+    return f"{kh}x{kw} s{s} {C}->{Cout} {H}x{W}"
+
+
+def bench_unet_shapes(impls, torch, batch, repeats):
+    """Per shape of :func:`unet_conv_shapes`, per phase, per contender: the median time of one
+    call (rounds interleaved: every contender's three phases in turn, then the next round); then
+    the totals weighted by the calls per step. Prints both tables; returns the totals."""
+    rng = np.random.default_rng(0)
+    shapes = unet_conv_shapes(batch)
+    names = impls + (["torch"] if torch is not None else [])
+    total = {k: np.zeros(3) for k in names}  # ms per training step: fwd, dx, dw
+    print(f"\nthe convolutions of bench_unet.py's default network, batch {batch}, float32 "
+          f"({sum(n for _, n in shapes)} per step, {len(shapes)} shapes); ms per call, median of "
+          f"{repeats} interleaved rounds")
+    print(f"{'shape':<24} {'calls':>5} {'version':<8} {'fwd':>7} {'dx':>7} {'dw':>7} {'sum':>7} "
+          f"{'vs torch':>9}")
+    for (xs, ws, s, p), n in shapes:
+        x = rng.standard_normal(xs).astype(np.float32)  # N,C,H,W
+        w = (rng.standard_normal(ws) / np.sqrt(np.prod(ws[1:]))).astype(np.float32)  # Cout,C,kh,kw
+        b = rng.standard_normal(ws[0]).astype(np.float32)  # Cout
+        dy = rng.standard_normal((xs[0], ws[0], out_size(xs[2], ws[2], s, p),
+                                  out_size(xs[3], ws[3], s, p))).astype(np.float32)  # N,Cout,Ho,Wo
+        runs = {impl: phases(impl, x, w, b, dy, s, p) for impl in impls}
+        if torch is not None:
+            runs["torch"] = torch_phases(torch, x, w, b, dy, s, p)
+        med = timed(runs, repeats, lambda: None, UNET_PAUSE)
+        t_torch = sum(med["torch"]) if torch is not None else None
+        for k in names:
+            t = np.array(med[k])
+            total[k] += n * t * 1e3
+            vs = f"{t.sum() / t_torch:8.2f}x" if t_torch else "      --"
+            print(f"{shape_label(xs, ws, s, p):<24} {n:>5} {k:<8} {t[0] * 1e3:7.2f} {t[1] * 1e3:7.2f} "
+                  f"{t[2] * 1e3:7.2f} {t.sum() * 1e3:7.2f} {vs}")
+    print("\nper training step (each shape's time x its calls), ms:")
+    print(f"{'version':<8} {'fwd':>8} {'dx':>8} {'dw':>8} {'sum':>8} {'vs torch':>9}")
+    for k in names:
+        t = total[k]
+        vs = f"{t.sum() / total['torch'].sum():8.2f}x" if torch is not None else "      --"
+        print(f"{k:<8} {t[0]:8.1f} {t[1]:8.1f} {t[2]:8.1f} {t.sum():8.1f} {vs}")
+    return total
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the arrays live")
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds (median taken)")
-    ap.add_argument("--batch", type=int, default=64, help="N")
+    ap.add_argument("--batch", type=int, default=None,
+                    help=f"N (default 64; with --unet, {UNET_BATCH}: bench_unet.py's CPU batch)")
     ap.add_argument("--channels", type=int, default=64, help="C in = C out")
     ap.add_argument("--breakdown", action="store_true", help="also time the phases of the CPU versions")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    ap.add_argument("--unet", action="store_true",
+                    help="time the distinct convolutions of bench_unet.py's default network instead "
+                         "(CPU: numba, direct, torch), per shape and weighted by calls per step")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for every contender (BLAS, the direct version's pool, torch); "
                          "default: each library's own (2 here)")
     args = ap.parse_args(argv)
+    if args.batch is None:
+        args.batch = UNET_BATCH if args.unet else 64
+    if args.unet and args.device != "cpu":
+        ap.error("--unet runs on the cpu")
     if args.repeats < 1 or args.batch < 1 or args.channels < 1:
         ap.error("--repeats, --batch and --channels must be >= 1")
     if args.threads is not None and args.threads < 1:
@@ -217,8 +358,13 @@ def main(argv=None):
         to_numpy = np.asarray
         n_mm = 2048
         tdev = "cpu"
+    if args.unet:
+        impls = ["numba", "direct"]
     impls = runnable(impls, xp)
     validate(impls, xp, to_numpy)
+    if args.unet:
+        bench_unet_shapes(impls, torch, args.batch, args.repeats)
+        return
 
     rng = np.random.default_rng(0)
     a = xp.asarray(rng.standard_normal((n_mm, n_mm)).astype(np.float32))

@@ -39,8 +39,11 @@ What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
 - Both cores: the batch is cut into ranges of images (CHUNKS_PER_THREAD per thread, so a thread
   slowed by another process on its core does not hold up the rest) run by a pool of ``THREADS``
   threads (NUMBA_NUM_THREADS by default) calling nogil kernels; each image is computed by one
-  thread, so y and dx do not depend on the thread count. Not numba's prange: the module
-  docstring of _conv2d_numba.py explains why OpenMP threads lose on this shared machine.
+  thread, so y and dx do not depend on the thread count. The weight gradient sums the batch in
+  WEIGHT_GRAD_RANGES ranges (partial sums added in order) whatever the thread count, so dw does
+  not depend on it either (the 8 ranges it had with 2 threads: the same bits as before). Not
+  numba's prange: the module docstring of _conv2d_numba.py explains why OpenMP threads lose on
+  this shared machine.
 - The input gradient at stride 1 (square kernel, p <= k-1) is the forward convolution of dy with
   the flipped, channel-transposed kernel (kernels/_conv2d_common.py), through the same kernel.
   At other strides (or shapes) it falls back to the "numba" version's col2im path.
@@ -120,9 +123,29 @@ bit-identical to the previous version, checked with np.array_equal, stride 1 to 
   load 0.9-1.6): 16x16 59-79 ms, 35-46% of the two-core sgemm, 1.14-1.58x -> 49-58 ms, 49-55%,
   0.78-0.93x; 32x32 189-206 ms, 52-58%, 1.05-1.26x -> 160-172 ms, 64-66%, 0.96-1.05x.
 
-Not in "auto": faster than "numba" in benchmarks/bench_conv.py (N 64) and in the UNet step on one
-thread, slower in the UNet step with two threads on the shared machine (kernels/conv2d.py has the
-numbers); `bench_unet.py --conv direct` picks it for a run.
+Then the UNet's own shapes (issue 9: "auto" on the CPU since). benchmarks/bench_conv.py --unet
+times the 24 distinct convolutions of bench_unet.py's default network at batch 8, 62 a step
+(median of 7 rounds, load 0.4-0.6, ms per training step, each shape's call times its count):
+
+    version    fwd     dx     dw    sum  vs torch
+    numba    475.1  401.5  453.2 1329.7  1.55x
+    direct   362.3  347.0  419.3 1128.5  1.32x
+    torch    261.3  238.9  356.1  856.3  1.00x
+
+This version is at or below PyTorch's time at 32x32 with 128-192 input channels (0.92-0.95x),
+1.06x at 64->64, 1.2-1.4x for the 3x3 at 16x16, 1.75-1.9x at 8x8, 1.5-1.8x for the stride-2
+ones, 1.65-2.1x for the 1x1 and 1.7-2.0x with 3 input or output channels. It loses to "numba"
+at 8x8 (3x3 128->128: 10.9 vs 9.9 ms a call, its weight gradient 4.2 vs 3.4; 256->128: 19.6 vs
+15.8, dw 9.4 vs 5.7; the 1x1 128->384 and 128->128), at 16x16 192->128 (35.6 vs 33.2; 128->128
+a tie) and at stride 2 with 128 channels (13.0 vs 9.6, dw 6.6 vs 2.9): where each image's work
+is small next to the weights (dw's 8 partial sums of T*C*Cout floats, zeroed and added each
+call) and next to the hand-off of each image to a thread. Those are 18 of the 62 calls.
+The first tables, without a pause between contenders, had each contender paying for the one
+before it: the OpenBLAS worker of "numba" spinning on through the next contender's calls made
+"direct" and torch look up to 2x slower (bench_conv.py's UNET_PAUSE).
+Inside the UNet step the same spinning worker, woken by attention's products and the embedding's
+Linear, cost this version 30% of its convolution time; kernels/conv2d.py has the numbers and
+the remedy (BLAS on one thread during the UNet's passes) under which it became "auto".
 """
 from __future__ import annotations
 
@@ -321,19 +344,27 @@ CHUNKS_PER_THREAD = 4  # images are handed out in this many chunks per thread, s
 # on a core another process is using does not hold the others up (this machine is shared)
 
 
-def _split(N):
-    """[(n0, n1)]: the batch in about THREADS * CHUNKS_PER_THREAD ranges of images."""
-    k = max(1, min(N, THREADS * CHUNKS_PER_THREAD if THREADS > 1 else 1))
+WEIGHT_GRAD_RANGES = 8  # the weight gradient sums the batch in this many ranges of images (one
+# partial sum each, added in order), whatever THREADS is: dw has the same bits on any thread count
+
+
+def _split(N, k=None):
+    """[(n0, n1)]: the batch in k ranges of images (default: THREADS * CHUNKS_PER_THREAD, one with
+    one thread), at most one range per image."""
+    if k is None:
+        k = THREADS * CHUNKS_PER_THREAD if THREADS > 1 else 1
+    k = max(1, min(N, k))
     edges = [N * r // k for r in range(k + 1)]
     return [(edges[r], edges[r + 1]) for r in range(k)]
 
 
 def _run(fn, ranges):
     """fn(n0, n1) for each range; on a pool of THREADS threads (the kernels release the GIL)
-    when there is more than one range."""
+    when there is more than one range and more than one thread, else in order here."""
     global _POOL
-    if len(ranges) == 1:
-        fn(*ranges[0])
+    if len(ranges) == 1 or THREADS == 1:
+        for n0, n1 in ranges:
+            fn(n0, n1)
         return
     if _POOL is None or _POOL._max_workers != THREADS:
         _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="conv2d_direct")
@@ -397,7 +428,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     x = np.ascontiguousarray(x, dtype=dtype)
     P, Q = TILE[np.dtype(dtype)]
     Cp, Coutp = -(-C // P) * P, -(-Cout // Q) * Q
-    ranges = _split(x.shape[0])
+    ranges = _split(x.shape[0], WEIGHT_GRAD_RANGES)  # 2 threads x 4 chunks: the ranges it had
     parts = [np.zeros((kh * kw, Cp // P, Coutp // Q, P, Q), dtype=dtype) for _ in ranges]  # one
     # T,Cp/P,Coutp/Q,P,Q block of partial sums per range of images, added up below
     _run(lambda n0, n1: _weight_grad_images(x, dy, n0, n1, kh, kw, stride, padding, P, Q,

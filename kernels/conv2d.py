@@ -33,10 +33,21 @@ Versions (``impl=``), each validated against the reference in tests/test_kernels
   directly; the weight gradient is the same micro-kernel as a direct reduction over the pixels.
   Both cores through 2 threads over the batch; the input gradient at strides other than 1 falls
   back to "numba". 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 76-80% of
-  sgemm on one core at 32x32). Not "auto": with one thread it makes the UNet training step
-  (batch 8, `bench_unet.py --threads 1 --conv direct|numba`, two A/B runs) 0.80-0.89x PyTorch's
-  time against 1.24-1.27x with "numba", but with the default two threads on this shared 2-core
-  machine 1.61-1.64x against 1.38-1.50x. (kernels/_conv2d_direct.py)
+  sgemm on one core at 32x32), and at the UNet's own 24 shapes (batch 8, `bench_conv.py --unet`)
+  1128 ms of convolution per training step against "numba"'s 1330 (PyTorch: 856).
+  ``"auto"`` on the CPU since issue 9's per-shape study. Inside the UNet it gained nothing at
+  first (1.28-1.49x PyTorch's step time against 1.28-1.41x): after every threaded BLAS call
+  (attention's products, the embedding's 256x256 Linear) an OpenBLAS worker spins for about
+  0.1 s (2^28 cycles, OPENBLAS_THREAD_TIMEOUT) and takes a core from this version's two
+  threads; a direct convolution right after one ran 1.4-1.6x slower (9.8-11.7 vs 7.2 ms; no
+  slower with OPENBLAS_THREAD_TIMEOUT=4), and the step's convolutions 30% slower (1333 vs
+  1040 ms in bench_unet.py --profile, BLAS on two threads vs one). So the UNet runs its BLAS calls on one
+  thread while this version is in use (minisims.nn.conv.network_blas_threads; attention on one
+  thread: 104 vs 95 ms a step). Then the step, bench_unet.py --rounds 5 with default threads,
+  11 interleaved pairs (either order first), load 0.9-1.9: 1297-1500 ms, 1.11-1.34x PyTorch's,
+  against "numba"'s 1471-1766 ms, 1.33-1.60x: 4-21% faster in every pair; its --profile: the
+  convolutions 934 ms a step (fwd 285, dx 285, dw 364) against 1333 before the one-thread BLAS
+  and about 1300 with "numba". (kernels/_conv2d_direct.py)
 - ``"cuda_naive"``: direct convolution as numba CUDA kernels, one thread per output value (the
   input gradient a gather over the taps that read each input, no flipped kernel and no GEMM);
   the teaching ladder's first rung. (kernels/_conv2d_cuda.py)
@@ -65,8 +76,12 @@ The fast CPU versions reuse module-level scratch buffers (_conv2d_common.scratch
 one thread at a time.
 
 ``"auto"`` picks ``AUTO_GPU_FLOAT32`` ("igemm") for float32 CuPy arrays, ``"cupy"`` for other
-CuPy arrays, and the fastest measured CPU version, ``AUTO_CPU``, for NumPy arrays
-(benchmarks/bench_conv.py). CuPy is imported only when a CuPy array
+CuPy arrays, and the fastest measured CPU version, ``AUTO_CPU`` ("direct", which was "numba"
+until issue 9: the CPU UNet's bits changed with it), for NumPy arrays (benchmarks/bench_conv.py,
+benchmarks/bench_unet.py). ``runs_own_threads`` tells a caller that the version uses the cores
+through its own threads, so that the caller's BLAS calls should stay on one thread. Where BLAS is
+limited to one thread for other reasons (minisims' --blas-threads, bench_unet.py --threads), the
+"direct" version still runs THREADS threads (NUMBA_NUM_THREADS). CuPy is imported only when a CuPy array
 arrives. On one H200, "igemm" ran conv fwd + dx + dw 1.2-5.7x faster than "cupy" at the
 shapes in kernels/_conv2d_igemm.py's docstring. "cuda" and "cuda_naive" also accept NumPy arrays
 (copied to the device and back; under NUMBA_ENABLE_CUDASIM=1 the simulator runs them, which is
@@ -94,7 +109,16 @@ GPU_IMPLS = ("cuda", "cuda_naive", "cupy", "igemm", "numpy")  # "numpy" is array
 # it also runs on CuPy
 FLOAT32_ONLY = ("igemm",)  # CUDA C float kernels: float32, the GPU training dtype
 AUTO_GPU_FLOAT32 = "igemm"  # "auto" on float32 CuPy arrays; float64 goes to "cupy"
-AUTO_CPU = "numba"  # fastest CPU version measured by benchmarks/bench_conv.py (report: 1.3x "numpy")
+AUTO_CPU = "direct"  # the UNet step at batch 8 7-16% faster than with "numba" (see "direct" above)
+OWN_THREADS = ("direct",)  # CPU versions that use the cores through their own threads, not BLAS's
+
+
+def runs_own_threads(impl="auto"):
+    """Whether the CPU version ``impl`` ("auto": AUTO_CPU) runs its own threads over the batch
+    instead of BLAS's. Then a caller's other BLAS calls are best kept on one thread: after every
+    threaded call an OpenBLAS worker spins for about 0.1 s (2^28 cycles, OPENBLAS_THREAD_TIMEOUT)
+    and takes a core from those threads (see "direct" in the module docstring)."""
+    return (AUTO_CPU if impl == "auto" else impl) in OWN_THREADS
 
 
 # ------------------------------------------------------------------------------------------------

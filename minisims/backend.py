@@ -102,17 +102,37 @@ def blas_thread_count() -> int | None:
     return max(counts) if counts else None
 
 
-def blas_threads(n: int | None):
+_BLAS_CONTROLLER = (None, -1)  # blas_threads(cached=True)'s threadpoolctl controller, and how
+# many modules were imported when it was made
+
+
+def blas_threads(n: int | None, cached: bool = False):
     """Context manager: limit NumPy's BLAS to n threads (None: leave it alone).
 
     The toy models multiply small matrices (64 wide), where one BLAS thread is fastest and a
     second thread only waits; on a busy machine a spinning OpenBLAS thread made a (4,64,1000) x
     (4,1000,64) product 500x slower (0.3 s instead of 0.6 ms, measured on this project's 2-core
-    machine under load). Image-size convolutions want every core and do not use this.
+    machine under load). Image-size convolutions want every core and do not use this (except
+    that the UNet keeps its own BLAS calls on one thread while the "direct" convolution runs its
+    threads: minisims.nn.conv.network_blas_threads).
+
+    cached=True reuses one threadpoolctl controller: about 20 us a scope instead of 1.3 ms
+    (finding the libraries), for a scope opened on every network pass. It is made again whenever
+    modules were imported since (a new BLAS library comes with an import: numba's first
+    compilation loads SciPy's), so it limits every BLAS library loaded, as the uncached one does.
     """
     import contextlib
+    import sys
 
     if n is None:
         return contextlib.nullcontext()
+    if cached:
+        global _BLAS_CONTROLLER
+        controller, imported = _BLAS_CONTROLLER
+        if imported != len(sys.modules):
+            from threadpoolctl import ThreadpoolController
+            controller = ThreadpoolController()
+            _BLAS_CONTROLLER = controller, len(sys.modules)
+        return controller.limit(limits=n, user_api="blas")
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=n, user_api="blas")

@@ -85,6 +85,26 @@ def test_unet_32x32_shapes(rng):
     assert dx.shape == x.shape and dx.dtype == np.float32 and dc.shape == (2,)
 
 
+@pytest.mark.parametrize("impl, inside", [("direct", 1), ("numba", 2)])
+def test_blas_on_one_thread_while_the_convolutions_run_their_own(rng, monkeypatch, impl, inside):
+    # "direct" uses the cores through its own threads: the UNet's other BLAS calls (attention,
+    # Linear) run on one thread meanwhile (an OpenBLAS worker left spinning after a threaded call
+    # took a core from them); "numba" works through BLAS's threads, which stay as they were
+    from kernels import conv2d as K
+    from minisims.nn.attention import SelfAttention2d
+    monkeypatch.setattr(K, "AUTO_CPU", impl)
+    seen, forward = [], SelfAttention2d.forward
+    monkeypatch.setattr(SelfAttention2d, "forward",
+                        lambda self, x: (seen.append(backend.blas_thread_count()), forward(self, x))[1])
+    net = UNet(UNetConfig(**TINY, dropout=0.0), rng)
+    with backend.blas_threads(2):
+        if backend.blas_thread_count() != 2:
+            pytest.skip("BLAS runs one thread here")
+        net.forward(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), 0.3)
+        assert backend.blas_thread_count() == 2  # restored after the pass
+    assert seen and set(seen) == {inside}
+
+
 def test_scalar_noise_level_broadcasts(rng):
     net = UNet(UNetConfig(**TINY, dropout=0.0), rng, dtype=F64)
     randomize(net, rng)

@@ -61,7 +61,8 @@ def build_parser() -> Parser:
         c.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
         c.add_argument("--seed", type=int_at_least(0), default=0, help="training seed (default: 0)")
         c.add_argument("--blas-threads", type=int_at_least(0), default=0,
-                       help="BLAS threads; 0 leaves the library default, all cores (default: 0)")
+                       help="BLAS threads; 0 leaves the library default, all cores (default: 0). "
+                            "The CPU convolutions run their own NUMBA_NUM_THREADS threads")
         c.add_argument("--quiet", action="store_true", help="no progress bars")
         cmds[name] = c
     for name in ("sims", "train", "fd"):

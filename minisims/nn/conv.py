@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+                            runs_own_threads)
 
 from .. import backend
 from .module import Module
@@ -59,3 +60,14 @@ class Conv2d(Module):
         dx = conv2d_backward_input(dy, W, self.x.shape, self.stride, self.padding,
                                    self.impl)  # N,Cin,H,W
         return (dx,)
+
+
+def network_blas_threads(x, impl: str = "auto"):
+    """Context manager for a network's pass over x: its BLAS calls (attention, Linear layers) on
+    one thread when x is a NumPy array and the convolution version ``impl`` runs its own threads
+    (kernels/conv2d.py's "direct"), left alone otherwise. A threaded BLAS call leaves an OpenBLAS
+    worker spinning for about 0.1 s, which took a core from those threads: the UNet step at batch
+    8 spent 30% longer in the convolutions (see kernels/_conv2d_direct.py); attention's products
+    on one thread cost about as much as on two."""
+    own = backend.xp(x) is np and runs_own_threads(impl)
+    return backend.blas_threads(1 if own else None, cached=True)
