@@ -30,12 +30,13 @@ gradients leave each 128-point tile as one partial sum per weight.
 Versions (``impl=``):
 - ``"reference"``: the array code above, one operation per line, NumPy or CuPy; ``saved`` is the
   list [h_0, ..., h_L].
-- ``"cupy"``: the two CUDA C kernels of _mlp_train_cupy.py (its docstring gives the tiles, the
-  shared memory layout and the traffic): grid (NB, R), 256 threads per tile of 128 points;
+- ``"cupy"``: the two CUDA C kernels of _mlp_train_cupy.py (its docstring gives the traffic,
+  _mlp_tiles.py's the tiles and the shared memory layout): grid (NB, R), 256 threads per tile of 128 points;
   ``saved`` is its activations array (R,NB,L+1,H,128), which ``saved_activations`` turns into the
   reference's list. float32 only; within float32 rounding of the reference (other summation
   orders, fused multiply-adds), not bit for bit, and deterministic: the tiles' partial gradients
-  are summed in a fixed order here, no atomics. Tested on the CPU through tests/cuda_emu.py and
+  are summed in a fixed order here, no atomics. Tested on the CPU through tests/cuda_emu.py (in
+  both schedule orders: the race check catches the removal of any one of its barriers) and
   compiled by nvcc for sm_80 and sm_90 (tests/test_kernels_mlp_train.py); on a GPU by
   tests/gpu/test_mlp_train_gpu.py. Run time: not yet measured on a GPU (toy/gpu_check.py
   --fused-train both times a generation with and without it).
