@@ -6,7 +6,7 @@
 #     bash benchmarks/gpu_check.sh
 #     bash benchmarks/gpu_check.sh toy   # only the toy MLP's fused kernels: tests, bench_mlp_gpu,
 #                                        # toy/gpu_check.py timings at R = 1000, the toy profile
-#                                        # (120 + 90 + 240 + 150 s at most; about 4-5 minutes)
+#                                        # (time limits 120 + 90 + 240 + 150 s; not yet run)
 #
 # Logs go to $OUT if it is set, else ./gpu_check_logs. Installs nothing (the README's "GPU" says
 # how: the gpu-cuda12 / gpu-cuda13 extras). It first prints what it runs on: the CuPy package

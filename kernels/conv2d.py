@@ -39,8 +39,9 @@ Versions (``impl=``), each validated against the reference in tests/test_kernels
   first (1.28-1.49x PyTorch's step time against 1.28-1.41x): after every threaded BLAS call
   (attention's products, the embedding's 256x256 Linear) an OpenBLAS worker spins for about
   0.1 s (2^28 cycles, OPENBLAS_THREAD_TIMEOUT) and takes a core from this version's two
-  threads; a direct convolution right after one ran 1.4-1.6x slower (9.8-11.7 vs 7.2 ms; no
-  slower with OPENBLAS_THREAD_TIMEOUT=4), and the step's convolutions 30% slower (1333 vs
+  threads; a direct convolution right after one ran 1.4-1.6x slower (9.8-11.7 vs 7.2 ms, timed
+  by a helper's one-off script, not in the repository; no slower with
+  OPENBLAS_THREAD_TIMEOUT=4), and the step's convolutions 30% slower (1333 vs
   1040 ms in bench_unet.py --profile, BLAS on two threads vs one). So the UNet runs its BLAS calls on one
   thread while this version is in use (minisims.nn.conv.network_blas_threads; attention on one
   thread: 104 vs 95 ms a step). Then the step, bench_unet.py --rounds 5 with default threads,
