@@ -31,19 +31,19 @@ What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
   cache line of which it used P of 16 floats. It loops over (channel block, output block, tap),
   each tile over the whole image. Its accumulators live in a tiled array (T, C/P, Cout/Q, P, Q),
   so a tile's P x Q sums are one contiguous block (copying them in and out of a (T, C, Cout)
-  array cost a third of the time). Each sum still runs over the pixels in order (n, h, v), so
-  the blocking does not change a result.
+  array cost a third of the time). Each sum runs over the pixels in order (n, h, v).
   BLAS over shifted NHWC slabs (dw[t] = x_pad[shifted rows]^T dy_pad, no column copy, dy
   zero-padded to the padded width) lost: 1.3-1.5x slower on one core, and OpenBLAS split its
   (64, 75k) @ (75k, 64) products so badly over two threads that it took 8x longer.
-- Both cores: the batch is cut into ranges of images (CHUNKS_PER_THREAD per thread, so a thread
-  slowed by another process on its core does not hold up the rest) run by a pool of ``THREADS``
-  threads (NUMBA_NUM_THREADS by default) calling nogil kernels; each image is computed by one
-  thread, so y and dx do not depend on the thread count. The weight gradient sums the batch in
-  WEIGHT_GRAD_RANGES ranges (partial sums added in order) whatever the thread count, so dw does
-  not depend on it either (the 8 ranges it had with 2 threads: the same bits as before). Not
-  numba's prange: the module docstring of _conv2d_numba.py explains why OpenMP threads lose on
-  this shared machine.
+- Both cores: the forward (and input gradient) cut the batch into ranges of images, one per
+  thread (CHUNKS_PER_THREAD), run by a pool of ``THREADS`` threads (NUMBA_NUM_THREADS by
+  default) calling nogil kernels; each image is computed by one thread, so y and dx do not
+  depend on the thread count. The weight gradient's threads share the tiles instead, (channel
+  block, output block) pairs, and each tile sums the whole batch, image after image: every dw
+  value is one sum in one order (n, h, v) whichever thread computes it, so dw does not depend on
+  the thread count either, and there are no partial sums to clear and add (at batch 8 they had
+  been one (T, C, Cout) array per image; see the UNet's shapes below). Not numba's prange: the
+  module docstring of _conv2d_numba.py explains why OpenMP threads lose on this shared machine.
 - The input gradient at stride 1 (square kernel, p <= k-1) is the forward convolution of dy with
   the flipped, channel-transposed kernel (kernels/_conv2d_common.py), through the same kernel.
   At other strides (or shapes) it falls back to the "numba" version's col2im path.
@@ -146,6 +146,25 @@ before it: the OpenBLAS worker of "numba" spinning on through the next contender
 Inside the UNet step the same spinning worker, woken by attention's products and the embedding's
 Linear, cost this version 30% of its convolution time; kernels/conv2d.py has the numbers and
 the remedy (BLAS on one thread during the UNet's passes) under which it became "auto".
+
+Then the small shapes, where the per-call costs dominated (A/B against the previous module in one
+process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
+- The weight gradient summed the batch in 8 ranges of images, one partial (T, C, Cout) array per
+  range, cleared and added each call: at batch 8, one per image. Now the threads share the tiles
+  and each tile sums the whole batch (see "Both cores" above). 9 calls each, ms: 3x3 8x8
+  128->128 4.73 -> 3.10, 256->128 8.52 -> 5.33, 1x1 128->384 8x8 1.85 -> 1.34, 3->64 at 32x32
+  1.68 -> 1.42, 64->3 2.61 -> 2.12, stride 2 64->64 3.08 -> 2.52; ties where the images are
+  large: 64->64 32x32 7.18 -> 7.33, and at N 64 32x32 51.3 -> 53.5, 16x16 14.58 -> 14.66. Four
+  or eight chunks of tiles on the two threads instead of one each: up to 45% slower (each chunk
+  copies all of dy's blocks, image by image). The same copies into whole-batch buffers first,
+  then the tiles from there: 16-46% slower at 32x32 (the tiles read the blocks from L3, not from
+  the L2 the copy had just filled).
+- CHUNKS_PER_THREAD 4 -> 1, the forward at batch 8, 15 calls each: 64->64 32x32 7.46 -> 6.11,
+  128->128 16x16 6.90 -> 6.31, 1x1 128->384 16x16 3.77 -> 3.33, 3x3 128->128 8x8 2.45 -> 2.30,
+  1x1 128->128 8x8 0.71 -> 0.46; N 64: 32x32 45.7 -> 43.0, 16x16 11.85 -> 10.43. Running one
+  range on the calling thread instead of handing all to the pool: within 3% either way, not kept.
+- bench_conv.py --unet (repeats 5, load 0.4-0.9), ms per training step: before, 1149 (fwd 349,
+  dx 330, dw 470) against torch 891, 1.29x; after, 1048 (318, 334, 396) against 837, 1.25x.
 """
 from __future__ import annotations
 
@@ -240,17 +259,17 @@ def _tile_for_dtype(a, pa, a1, sa, n2, b, b1, bs, acc):
 # ------------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def _channel_blocks(x, n, p, B, out):
-    """out[c // B, (h+p)*Wp + v+p, c % B] = x[n, c, h, v], Wp = W + 2p; out is flat, its border
-    and its channels past C stay zero. B = C: one padded NHWC image (the forward). B < C (the
-    weight gradient): blocks of B channels, each block's pixels B floats apart, so a tile that
-    reads B channels pixel after pixel reads one sequential stream.
+def _channel_blocks(x, n, p, B, out, c0, c1):
+    """out[c // B, (h+p)*Wp + v+p, c % B] = x[n, c, h, v] for c0 <= c < c1, Wp = W + 2p; out is
+    flat, its border and its channels past C stay zero. B = C: one padded NHWC image (the
+    forward). B < C (the weight gradient): blocks of B channels, each block's pixels B floats
+    apart, so a tile that reads B channels pixel after pixel reads one sequential stream.
     A transpose, channel by channel: x[n, c] is read in order, the writes are B floats apart
     (faster than row by row 8 channels at a time, as this was, see the module docstring)."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    H, W = x.shape[2], x.shape[3]
     Wp = W + 2 * p
     S = (H + 2 * p) * Wp  # padded pixels per block
-    for c in range(C):
+    for c in range(c0, c1):
         base = (c // B) * S * B + c % B
         for h in range(H):
             r = base + ((h + p) * Wp + p) * B
@@ -285,7 +304,7 @@ def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
             pa[mt, k] = (s * (m // Wo) * Wp + s * (m % Wo)) * C
     acc = np.empty((P, Q), dtype=x.dtype)  # P,Q
     for n in range(n0, n1):
-        _channel_blocks(x, n, p, C, pad)  # NHWC: one block of all C channels
+        _channel_blocks(x, n, p, C, pad, 0, C)  # NHWC: one block of all C channels
         for ob in range(wpk.shape[0]):  # one weight panel (T*C*Q) at a time, over all pixels
             for mt in range(nt):
                 m0 = mt * P
@@ -298,21 +317,28 @@ def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
 
 
 # ------------------------------------------------------------------------------------------------
-# Weight gradient over a range of images: dw[t] (C, Cout) += x_tap^T dy, a direct reduction
+# Weight gradient: dw[t] (C, Cout) = sum over the batch of x_tap^T dy, a direct reduction
 # ------------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def _weight_grad_images(x, dy, n0, n1, kh, kw, s, p, P, Q, dwp):
-    """dwp[t, cb, ob, k, q] += sum_{n,h,v} x_pad[n, c, s*h + i, s*v + j] dy[n, o, h, v] for
-    n0 <= n < n1, c = cb*P + k, o = ob*Q + q, t = i*kw + j. x (N,C,H,W), dy (N,Cout,Ho,Wo); dwp
-    (T, Cp/P, Coutp/Q, P, Q) in tiles, each one tile's accumulators (C and Cout rounded up to
-    multiples of P and Q; the extra rows and columns are scratch)."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    Ho, Wo = dy.shape[2], dy.shape[3]
+def _weight_grad_groups(x, dy, g0, g1, kh, kw, s, p, P, Q, dwp):
+    """dwp[t, cb, ob, k, q] = sum_{n,h,v} x_pad[n, c, s*h + i, s*v + j] dy[n, o, h, v] for the
+    tile groups g0 <= g < g1, g = cb*(Coutp/Q) + ob, c = cb*P + k, o = ob*Q + q, t = i*kw + j.
+    x (N,C,H,W), dy (N,Cout,Ho,Wo); dwp (T, Cp/P, Coutp/Q, P, Q) zeroed, each [t, cb, ob] one
+    tile's accumulators (C and Cout rounded up to multiples of P and Q; the extra rows and
+    columns are scratch).
+    Image by image, the blocks these groups read are copied (x in blocks of P channels, dy in
+    blocks of Q, see _channel_blocks; they stay in this core's cache), then every group's tiles
+    run over the whole image. Each sum runs over n, then the pixels (h, v), in order: one order
+    for any split of the groups, so dw does not depend on how many threads share them."""
+    N, C, H, W = x.shape
+    Cout, Ho, Wo = dy.shape[1], dy.shape[2], dy.shape[3]
     Wp = W + 2 * p
     S = (H + 2 * p) * Wp  # padded pixels of one image
     M = Ho * Wo
     ncb, nob = dwp.shape[1], dwp.shape[2]
+    cb0, cb1 = g0 // nob, (g1 - 1) // nob + 1  # the channel blocks these groups read
+    ob0, ob1 = (g0 % nob, (g1 - 1) % nob + 1) if cb1 - cb0 == 1 else (0, nob)  # and dy's blocks
     xb = np.zeros(ncb * S * P, dtype=x.dtype)  # one image in blocks of P channels (Cp/P, S, P)
     dyb = np.zeros(nob * M * Q, dtype=x.dtype)  # its dy in blocks of Q channels (Coutp/Q, M, Q)
     a1 = np.empty(Ho, dtype=U)  # where output row h's pixels start in a block of xb
@@ -323,16 +349,16 @@ def _weight_grad_images(x, dy, n0, n1, kh, kw, s, p, P, Q, dwp):
         for h in range(Ho):
             b1[ob, h] = (ob * M + h * Wo) * Q
     pa = np.empty(P, dtype=U)
-    for n in range(n0, n1):
-        _channel_blocks(x, n, p, P, xb)
-        _channel_blocks(dy, n, 0, Q, dyb)
-        for cb in range(ncb):  # one tile per (channel block, output block, tap), over the whole
-            for ob in range(nob):  # image: two sequential streams, xb's block cb and dyb's ob
-                for i in range(kh):
-                    for j in range(kw):
-                        for k in range(P):  # channels past C read xb's zeros (dropped)
-                            pa[k] = (cb * S + i * Wp + j) * P + k
-                        _tile(xb, pa, a1, U(s * P), Wo, dyb, b1[ob], U(Q), dwp[i * kw + j, cb, ob])
+    for n in range(N):
+        _channel_blocks(x, n, p, P, xb, cb0 * P, min(C, cb1 * P))
+        _channel_blocks(dy, n, 0, Q, dyb, ob0 * Q, min(Cout, ob1 * Q))
+        for g in range(g0, g1):  # one tile per (channel block, output block, tap), over the
+            cb, ob = g // nob, g % nob  # whole image: two sequential streams, xb's cb, dyb's ob
+            for i in range(kh):
+                for j in range(kw):
+                    for k in range(P):  # channels past C read xb's zeros (dropped)
+                        pa[k] = (cb * S + i * Wp + j) * P + k
+                    _tile(xb, pa, a1, U(s * P), Wo, dyb, b1[ob], U(Q), dwp[i * kw + j, cb, ob])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -340,12 +366,9 @@ def _weight_grad_images(x, dy, n0, n1, kh, kw, s, p, P, Q, dwp):
 # ------------------------------------------------------------------------------------------------
 
 _POOL = None
-CHUNKS_PER_THREAD = 4  # images are handed out in this many chunks per thread, so that a thread
-# on a core another process is using does not hold the others up (this machine is shared)
-
-
-WEIGHT_GRAD_RANGES = 8  # the weight gradient sums the batch in this many ranges of images (one
-# partial sum each, added in order), whatever THREADS is: dw has the same bits on any thread count
+CHUNKS_PER_THREAD = 1  # images are handed out in this many chunks per thread. 4 were meant to
+# keep a thread on a core another process is using from holding the others up (this machine is
+# shared); at batch 8 they cost 8-35% of the forward (the module docstring, the UNet's shapes)
 
 
 def _split(N, k=None):
@@ -427,17 +450,13 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     dy = np.ascontiguousarray(dy, dtype=dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
     P, Q = TILE[np.dtype(dtype)]
-    Cp, Coutp = -(-C // P) * P, -(-Cout // Q) * Q
-    ranges = _split(x.shape[0], WEIGHT_GRAD_RANGES)  # 2 threads x 4 chunks: the ranges it had
-    parts = [np.zeros((kh * kw, Cp // P, Coutp // Q, P, Q), dtype=dtype) for _ in ranges]  # one
-    # T,Cp/P,Coutp/Q,P,Q block of partial sums per range of images, added up below
-    _run(lambda n0, n1: _weight_grad_images(x, dy, n0, n1, kh, kw, stride, padding, P, Q,
-                                            parts[ranges.index((n0, n1))]), ranges)
-    dwp = parts[0]
-    for part in parts[1:]:
-        dwp += part
-    dwp = dwp.transpose(0, 1, 3, 2, 4).reshape(kh * kw, Cp, Coutp)  # T,Cp,Coutp
+    ncb, nob = -(-C // P), -(-Cout // Q)
+    dwp = np.zeros((kh * kw, ncb, nob, P, Q), dtype=dtype)  # T,Cp/P,Coutp/Q,P,Q: the sums
+    _run(lambda g0, g1: _weight_grad_groups(x, dy, g0, g1, kh, kw, stride, padding, P, Q, dwp),
+         _split(ncb * nob, THREADS))  # one chunk of tiles per thread, each over the whole batch:
+    # each chunk copies every image's blocks it reads (dy's, all of them), so more chunks copy
+    # more (4 or 8 chunks on 2 threads: up to 45% slower at 32x32)
+    dwp = dwp.transpose(0, 1, 3, 2, 4).reshape(kh * kw, ncb * P, nob * Q)  # T,Cp,Coutp
     dw = dwp[:, :C, :Cout].reshape(kh, kw, C, Cout).transpose(3, 2, 0, 1)  # Cout,Cin,kh,kw
     db = dy.sum(axis=(0, 2, 3))  # Cout
     return np.ascontiguousarray(dw), db
-
