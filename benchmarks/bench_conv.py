@@ -349,9 +349,9 @@ def main(argv=None):
         if args.threads is not None:  # one count for all: BLAS (numpy, numba), direct's pool, torch
             from threadpoolctl import threadpool_limits
 
-            from kernels import _conv2d_direct
+            from kernels import _threads
             threadpool_limits(limits=args.threads, user_api="blas")
-            _conv2d_direct.THREADS = args.threads
+            _threads.THREADS = args.threads
             if torch is not None:
                 torch.set_num_threads(args.threads)
         sync = lambda: None  # noqa: E731

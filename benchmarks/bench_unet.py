@@ -9,7 +9,7 @@ the ratio ours / torch (the issue's target: within 1.5x). Without PyTorch only o
 --profile then runs rounds x steps more of our steps (as minisims.train runs them, EMA update
 included) with every layer kind timed: the layer classes' forward/backward, the two convolution
 gradient kernels that Conv2d.backward calls, the loss, Adam.step and EMA.update (or the fused
-GroupNormSiLU and Adam.fused_step, on the GPU by default; --fused) are wrapped in this
+GroupNormSiLU and Adam.fused_step; --fused) are wrapped in this
 process for the profile only (the library is unchanged; the wrappers come off afterwards). Each
 row is exclusive time, so nested modules count once; 'other' is the step less every row. On the
 GPU a CUDA event pair brackets each phase and each phase is synchronised, which slows the profiled
@@ -82,8 +82,9 @@ def build_parser():
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="BLAS and torch threads (default: each library's own default)")
     p.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
-                   help="GroupNorm(+SiLU) and Adam+EMA as fused kernels: auto fuses on the GPU only "
-                        "(default auto; 'on' on the CPU runs the NumPy reference of the fusion)")
+                   help="GroupNorm(+SiLU) and Adam+EMA as fused kernels: auto fuses both on the GPU "
+                        "and GroupNorm+SiLU only on the CPU (its numba loops; default auto; 'on' "
+                        "fuses both everywhere)")
     p.add_argument("--conv", default="auto",
                    help="the convolution version 'auto' picks for this run (kernels/conv2d.py: "
                         "numba or direct on the cpu, igemm or cupy on the gpu; default: auto's own)")
@@ -497,7 +498,8 @@ def run(args):
     opt = Adam(net, lr=1e-3)
     fused = {"auto": None, "on": True, "off": False}[args.fused]
     set_fused(net, fused)
-    print(f"fused GroupNorm(+SiLU) and Adam+EMA: {args.fused}" + (f" ({'on' if gpu else 'off'} on the {args.device})" if fused is None else ""))
+    print(f"fused GroupNorm(+SiLU) and Adam+EMA: {args.fused}" + (
+        (" (both on the gpu)" if gpu else " (GroupNorm+SiLU only on the cpu)") if fused is None else ""))
 
     def ours():
         train_step(net, edm, opt, y, rng, fused=fused)

@@ -36,14 +36,13 @@ What changes from kernels/_conv2d_numba.py's "numba" version (im2col + BLAS):
   zero-padded to the padded width) lost: 1.3-1.5x slower on one core, and OpenBLAS split its
   (64, 75k) @ (75k, 64) products so badly over two threads that it took 8x longer.
 - Both cores: the forward (and input gradient) cut the batch into ranges of images, one per
-  thread (CHUNKS_PER_THREAD), run by a pool of ``THREADS`` threads (NUMBA_NUM_THREADS by
+  thread, run by the pool of kernels/_threads.py (THREADS threads, NUMBA_NUM_THREADS by
   default) calling nogil kernels; each image is computed by one thread, so y and dx do not
   depend on the thread count. The weight gradient's threads share the tiles instead, (channel
   block, output block) pairs, and each tile sums the whole batch, image after image: every dw
   value is one sum in one order (n, h, v) whichever thread computes it, so dw does not depend on
   the thread count either, and there are no partial sums to clear and add (at batch 8 they had
-  been one (T, C, Cout) array per image; see the UNet's shapes below). Not numba's prange: the
-  module docstring of _conv2d_numba.py explains why OpenMP threads lose on this shared machine.
+  been one (T, C, Cout) array per image; see the UNet's shapes below).
 - The input gradient at stride 1 (square kernel, p <= k-1) is the forward convolution of dy with
   the flipped, channel-transposed kernel (kernels/_conv2d_common.py), through the same kernel.
   At other strides (or shapes) it falls back to the "numba" version's col2im path.
@@ -159,7 +158,7 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
   copies all of dy's blocks, image by image). The same copies into whole-batch buffers first,
   then the tiles from there: 16-46% slower at 32x32 (the tiles read the blocks from L3, not from
   the L2 the copy had just filled).
-- CHUNKS_PER_THREAD 4 -> 1, the forward at batch 8, 15 calls each: 64->64 32x32 7.46 -> 6.11,
+- _threads.CHUNKS_PER_THREAD 4 -> 1, the forward at batch 8, 15 calls each: 64->64 32x32 7.46 -> 6.11,
   128->128 16x16 6.90 -> 6.31, 1x1 128->384 16x16 3.77 -> 3.33, 3x3 128->128 8x8 2.45 -> 2.30,
   1x1 128->128 8x8 0.71 -> 0.46; N 64: 32x32 45.7 -> 43.0, 16x16 11.85 -> 10.43. Running one
   range on the calling thread instead of handing all to the pool: within 3% either way, not kept.
@@ -168,8 +167,6 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 from numba import njit
@@ -177,11 +174,12 @@ from numba.extending import overload
 from numba.core import config as _numba_config
 
 from ._conv2d_common import check_shapes, flipped_padding
+from . import _threads
+from ._threads import run as _run, split as _split
 
 U = np.uint64  # unsigned indices: numba adds no wraparound test for negative values
 TILE = {np.dtype(np.float32): (5, 16), np.dtype(np.float64): (5, 8)}  # (P, Q) per dtype: Q fills
 # two 256-bit registers; P*Q/8 + 2 + 1 <= 16 YMM registers (accumulators, weights, broadcast)
-THREADS = max(1, int(numba.config.NUMBA_NUM_THREADS))  # threads over the batch
 
 
 # ------------------------------------------------------------------------------------------------
@@ -361,40 +359,6 @@ def _weight_grad_groups(x, dy, g0, g1, kh, kw, s, p, P, Q, dwp):
                     _tile(xb, pa, a1, U(s * P), Wo, dyb, b1[ob], U(Q), dwp[i * kw + j, cb, ob])
 
 
-# ------------------------------------------------------------------------------------------------
-# Threads over the batch
-# ------------------------------------------------------------------------------------------------
-
-_POOL = None
-CHUNKS_PER_THREAD = 1  # images are handed out in this many chunks per thread. 4 were meant to
-# keep a thread on a core another process is using from holding the others up (this machine is
-# shared); at batch 8 they cost 8-35% of the forward (the module docstring, the UNet's shapes)
-
-
-def _split(N, k=None):
-    """[(n0, n1)]: the batch in k ranges of images (default: THREADS * CHUNKS_PER_THREAD, one with
-    one thread), at most one range per image."""
-    if k is None:
-        k = THREADS * CHUNKS_PER_THREAD if THREADS > 1 else 1
-    k = max(1, min(N, k))
-    edges = [N * r // k for r in range(k + 1)]
-    return [(edges[r], edges[r + 1]) for r in range(k)]
-
-
-def _run(fn, ranges):
-    """fn(n0, n1) for each range; on a pool of THREADS threads (the kernels release the GIL)
-    when there is more than one range and more than one thread, else in order here."""
-    global _POOL
-    if len(ranges) == 1 or THREADS == 1:
-        for n0, n1 in ranges:
-            fn(n0, n1)
-        return
-    if _POOL is None or _POOL._max_workers != THREADS:
-        _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="conv2d_direct")
-    for f in [_POOL.submit(fn, n0, n1) for n0, n1 in ranges]:
-        f.result()
-
-
 def _pack_weights(w, Q):
     """w (Cout,Cin,kh,kw) -> (Coutp/Q, kh*kw*Cin*Q), zero-filled past Cout (Coutp = Cout rounded
     up to a multiple of Q): block ob holds w[ob*Q + q, c, i, j] at ((i*kw + j)*Cin + c)*Q + q."""
@@ -453,7 +417,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     ncb, nob = -(-C // P), -(-Cout // Q)
     dwp = np.zeros((kh * kw, ncb, nob, P, Q), dtype=dtype)  # T,Cp/P,Coutp/Q,P,Q: the sums
     _run(lambda g0, g1: _weight_grad_groups(x, dy, g0, g1, kh, kw, stride, padding, P, Q, dwp),
-         _split(ncb * nob, THREADS))  # one chunk of tiles per thread, each over the whole batch:
+         _split(ncb * nob, _threads.THREADS))  # one chunk of tiles per thread, each over the whole batch:
     # each chunk copies every image's blocks it reads (dy's, all of them), so more chunks copy
     # more (4 or 8 chunks on 2 threads: up to 45% slower at 32x32)
     dwp = dwp.transpose(0, 1, 3, 2, 4).reshape(kh * kw, ncb * P, nob * Q)  # T,Cp,Coutp

@@ -82,7 +82,7 @@ until issue 9: the CPU UNet's bits changed with it), for NumPy arrays (benchmark
 benchmarks/bench_unet.py). ``runs_own_threads`` tells a caller that the version uses the cores
 through its own threads, so that the caller's BLAS calls should stay on one thread. Where BLAS is
 limited to one thread for other reasons (minisims' --blas-threads, bench_unet.py --threads), the
-"direct" version still runs THREADS threads (NUMBA_NUM_THREADS). CuPy is imported only when a CuPy array
+"direct" version still runs kernels._threads.THREADS threads (NUMBA_NUM_THREADS). CuPy is imported only when a CuPy array
 arrives. On one H200, "igemm" ran conv fwd + dx + dw 1.2-5.7x faster than "cupy" at the
 shapes in kernels/_conv2d_igemm.py's docstring. "cuda" and "cuda_naive" also accept NumPy arrays
 (copied to the device and back; under NUMBA_ENABLE_CUDASIM=1 the simulator runs them, which is

@@ -40,9 +40,12 @@ Versions (``impl=``):
   two per-channel sums (dz, dz xhat) the same way, from which dgamma, dbeta and the group averages
   follow, then writes dx and reduces dbias. float32 only; sums in another order than NumPy's, so
   it agrees within float32 tolerances (exp is not correctly rounded on a GPU either).
-"auto" picks "cupy" for float32 CuPy arrays and "reference" otherwise. A numba CPU version was
-measured and left out: one-thread loops lose to NumPy's vectorised exp (the module docstring of
-tests/test_kernels_fused.py gives the numbers).
+- ``"numba"``: the same two passes each way as CPU loops (``_groupnorm_silu_numba.py``), images
+  shared between the threads of kernels/_threads.py, float32 only. Its sigmoid has an exp of its
+  own that LLVM vectorises (numba's exp call does not, and a first version that called it was no
+  faster than the layers); the sums are in float64. Within float32 tolerances of the reference.
+"auto" picks "cupy" for float32 CuPy arrays, "numba" for float32 NumPy arrays and "reference"
+otherwise.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ import numpy as np
 
 from ._array import array_module as _xp
 
-IMPLS = ("reference", "cupy")
+IMPLS = ("reference", "numba", "cupy")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,12 +123,16 @@ def groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias=None,
 # ------------------------------------------------------------------------------------------------
 
 def _resolve(impl, x):
+    on_gpu = _xp(x) is not np
     if impl == "auto":
-        return "cupy" if _xp(x) is not np and x.dtype == np.float32 else "reference"
+        if x.dtype != np.float32:
+            return "reference"
+        return "cupy" if on_gpu else "numba"
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}: use one of {IMPLS} or 'auto'")
-    if impl == "cupy" and (_xp(x) is np or x.dtype != np.float32):
-        raise ValueError(f"impl 'cupy' runs on float32 CuPy arrays, not {type(x).__name__} {x.dtype}")
+    if impl != "reference" and (on_gpu != (impl == "cupy") or x.dtype != np.float32):
+        where = "CuPy" if impl == "cupy" else "NumPy"
+        raise ValueError(f"impl {impl!r} runs on float32 {where} arrays, not {type(x).__name__} {x.dtype}")
     return impl
 
 
@@ -144,8 +151,12 @@ def groupnorm_silu_forward(x, gamma, beta, groups, eps=1e-5, bias=None, impl="au
     the silu when ``silu`` is False. Returns y (N,C,H,W) and the statistics mean, rstd (N,G) that
     backward needs."""
     _check(x, gamma, beta, groups, bias)
-    if _resolve(impl, x) == "reference":
+    impl = _resolve(impl, x)
+    if impl == "reference":
         return groupnorm_silu_forward_reference(x, gamma, beta, groups, eps, bias, silu)
+    if impl == "numba":
+        from . import _groupnorm_silu_numba as cpu
+        return cpu.forward(x, gamma, beta, groups, eps, bias, silu)
     from . import _groupnorm_silu_cupy as gpu
     return gpu.forward(gpu.module(), x, gamma, beta, groups, eps, bias, silu)
 
@@ -155,7 +166,11 @@ def groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="aut
     forward's mean, rstd (N,G): dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) (None without
     a bias)."""
     _check(x, gamma, beta, mean.shape[1], bias)
-    if _resolve(impl, dy) == "reference":
+    impl = _resolve(impl, dy)
+    if impl == "reference":
         return groupnorm_silu_backward_reference(dy, x, gamma, beta, mean, rstd, bias, silu)
+    if impl == "numba":
+        from . import _groupnorm_silu_numba as cpu
+        return cpu.backward(dy, x, gamma, beta, mean, rstd, bias, silu)
     from . import _groupnorm_silu_cupy as gpu
     return gpu.backward(gpu.module(), dy, x, gamma, beta, mean, rstd, bias, silu)

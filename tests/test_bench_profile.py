@@ -43,7 +43,7 @@ def tiny_training(seed=0):
 @pytest.mark.parametrize("fused", [False, True])
 def test_profile_times_every_kind_once_and_the_shares_add_up(bench, fused):
     net, _, args = tiny_training()
-    bench.set_fused(net, fused)  # fused on the CPU: kernels/groupnorm_silu.py's reference
+    bench.set_fused(net, fused)  # fused on the CPU: kernels/groupnorm_silu.py's numba loops
     prof = bench.profile_steps(lambda: bench.train_step(*args, fused=fused), 2, bench.HostClock())
     rows = bench.profile_rows(prof)
     names = [r[0] for r in rows]

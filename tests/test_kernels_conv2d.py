@@ -186,11 +186,11 @@ def test_direct_any_shape(N, C, O, H, W, k, s, p, seed):
 def test_direct_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
     # each image is computed by one thread, and each weight-gradient tile sums the whole batch in
     # one order whichever thread runs it: y, dx and dw are the same bits on 1, 2 or 3 threads
-    from kernels import _conv2d_direct
+    from kernels import _threads
     x, w, b, dy = _data(rng, 5, 12, 40, 7, 9, 3, 1, 1, dtype=np.float32)  # 3 x 3 weight tiles
     out = {}
     for threads in (1, 2, 3):
-        monkeypatch.setattr(_conv2d_direct, "THREADS", threads)
+        monkeypatch.setattr(_threads, "THREADS", threads)
         out[threads] = (conv2d_forward(x, w, b, 1, 1, impl="direct"),
                         conv2d_backward_input(dy, w, x.shape, 1, 1, impl="direct"),
                         *conv2d_backward_weight(dy, x, w.shape, 1, 1, impl="direct"))

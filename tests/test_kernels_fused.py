@@ -21,12 +21,23 @@ GroupNorm alone, as attention uses it).
   reference, Adam+EMA numba) bit for bit unfused; and with the CUDA kernels emulated, within
   float32 tolerances. set_fused reaches attention's norm; its parameter names stay.
 
-CPU timings that decided the defaults (one thread, this project's 2-core machine shared with other
-jobs, load average 3.8-4.3, so only the large gaps count; /tmp scripts, not kept):
+- The numba loops (the CPU's float32 default) against the float64 reference with the CUDA
+  kernels' tolerances, the same bits on 1, 2 or 3 threads, their sigmoid's accuracy, and a tiny
+  UNet trained with them against the layers.
+
+CPU timings that decided the defaults at first (one thread, this project's 2-core machine shared
+with other jobs, load average 3.8-4.3, so only the large gaps count; /tmp scripts, not kept):
 GroupNorm+SiLU forward + backward on (8,64,32,32), 16 groups: the two layers 8.9 + 7.9 ms, the
 fused reference 14.7 + 21.6 ms (it recomputes xhat, z and exp in backward), a numba loop 5.6 ms
 for the forward alone (~3x that for both ways: no clear gain, 2x slower at (8,128,16,16)), so on
-the CPU the layers stay and no numba version was kept. Adam + EMA over the 6.46M-parameter UNet:
+the CPU the layers stayed and no numba version was kept. Issue 9 kept one: on two threads, with
+its sums vectorised (fastmath reassoc) and an exp of its own that vectorises, forward + backward
+against the two layers, batch 8 with the embedding's bias, 11 interleaved calls, load 0.4-1.4
+(a /tmp script): (8,64,32,32) 5.5 vs 2.8 ms, (8,128,16,16) 2.5 vs 1.7, (8,192,16,16) 3.8 vs
+3.0, (8,256,8,8) 1.7 vs 1.6, (8,128,8,8) 0.75 vs 0.91 (the one loss). With libm's exp (not
+vectorised) it had tied the layers; with float64 sums that did not vectorise, 1.0-1.5x. In the
+UNet step (benchmarks/bench_unet.py --profile) GroupNorm 120 + SiLU 85 ms became 103 ms of
+GroupNorm+SiLU; bench_unet.py, 3 A/B pairs: 1097-1303 ms against 1332-1405, faster in every one. Adam + EMA over the 6.46M-parameter UNet:
 unfused 44-98 ms, the numba loops 38-93 ms in alternating runs under that load (one 6.4M array:
 NumPy 141 ms, the loop 71 ms): too noisy to call, so the CPU keeps the unfused optimiser by
 default; the fused one is bit for bit the same either way.
@@ -74,7 +85,7 @@ def layer_pair(C, G, rng, dtype):
 @pytest.mark.parametrize("silu", [True, False])
 def test_reference_backward_matches_finite_differences(rng, C, G, bias, silu):
     gn, act = layer_pair(C, G, rng, F64)
-    fused = GroupNormSiLU(gn, act if silu else None, fused=True)  # the reference on NumPy arrays
+    fused = GroupNormSiLU(gn, act if silu else None, fused=True, impl="reference")
     x = rng.standard_normal((2, C, 3, 5)) * 2 + 1  # N,C,H,W, far from normalised
     b = rng.standard_normal((2, C)) if bias else None  # N,C
     # rtol 1e-6 / atol 1e-8: centred differences at eps 1e-6 are exact to ~1e-10 (test_nn_image)
@@ -96,7 +107,7 @@ def test_fused_reference_is_the_two_layers_bit_for_bit(rng, shape, G, bias, silu
     out = {}
     for fused in (False, True):
         gn.zero_grad()
-        m = GroupNormSiLU(gn, act, fused=fused)
+        m = GroupNormSiLU(gn, act, fused=fused, impl="reference")
         y = m.forward(x, b)
         dx, db = m.backward(dy)
         out[fused] = [y, dx, gn.grads["gamma"].copy(), gn.grads["beta"].copy()] + ([db] if bias else [])
@@ -114,27 +125,32 @@ def test_fused_forward_keeps_only_statistics(rng, silu):
     assert not hasattr(act, "s") and not hasattr(gn, "xhat")  # the layers kept nothing
 
 
-def test_auto_fuses_only_float32_cupy_arrays(rng):
-    gn, act = layer_pair(4, 2, rng, np.float32)
-    m = GroupNormSiLU(gn, act)
-    m.forward(rng.standard_normal((1, 4, 2, 2)).astype(np.float32))
-    assert m.fused is None and not m.fused_now  # NumPy: the layers
-    assert gn_kernels._resolve("auto", np.zeros((1, 4, 2, 2), np.float32)) == "reference"
+def test_auto_fuses_float32_arrays_only(rng):
+    for dtype, fused, impl in ((np.float32, True, "numba"), (F64, False, "reference")):
+        gn, act = layer_pair(4, 2, rng, dtype)
+        m = GroupNormSiLU(gn, act)
+        m.forward(rng.standard_normal((1, 4, 2, 2)).astype(dtype))
+        assert m.fused is None and m.fused_now is fused  # float64: the layers
+        assert gn_kernels._resolve("auto", np.zeros((1, 4, 2, 2), dtype)) == impl
+    with pytest.raises(ValueError, match="float32 NumPy"):
+        gn_kernels.groupnorm_silu_forward(np.zeros((1, 4, 2, 2)), np.ones(4), np.zeros(4), 2,
+                                          impl="numba")
 
 
 def test_attention_norm_is_fusable_with_its_names_unchanged(rng):
-    """SelfAttention2d's GroupNorm runs through a GroupNormSiLU without act: on the CPU by default
-    the GroupNorm layer itself (bit for bit the layer called directly), set_fused reaches it, and
-    the parameter names (checkpoints) are the layer's own."""
+    """SelfAttention2d's GroupNorm runs through a GroupNormSiLU without act: unfused, the
+    GroupNorm layer itself; fused with the reference, bit for bit that layer; set_fused reaches
+    it, and the parameter names (checkpoints) are the layer's own."""
     attn = SelfAttention2d(4, 2, rng)
     assert [n for n, _, _ in attn.named_parameters()] == \
         ["norm.gamma", "norm.beta", "qkv.W", "qkv.b", "proj.W", "proj.b"]
     assert attn.norm_fused.norm is attn.norm and attn.norm_fused.act is None
     x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    assert attn.norm_fused.fused is None
+    set_fused(attn, False)
     y = attn.forward(x)
-    assert attn.norm_fused.fused is None and not attn.norm_fused.fused_now  # NumPy: the layer
-    assert attn.norm.xhat.shape == x.shape
-    set_fused(attn, True)
+    assert not attn.norm_fused.fused_now and attn.norm.xhat.shape == x.shape  # the layer
+    set_fused(attn, True, impl="reference")
     y_fused = attn.forward(x)
     assert attn.norm_fused.fused is True and attn.norm_fused.fused_now
     assert y_fused.tobytes() == y.tobytes()  # the reference is the layer's arithmetic
@@ -142,6 +158,78 @@ def test_attention_norm_is_fusable_with_its_names_unchanged(rng):
     set_fused(net, True)
     attns = [m for m in net.modules() if isinstance(m, SelfAttention2d)]
     assert attns and all(a.norm_fused.fused is True for a in attns)
+
+
+# ------------------------------------------------------------------------------------------------
+# GroupNorm + SiLU: the numba loops (the CPU's float32 default)
+# ------------------------------------------------------------------------------------------------
+
+NUMBA_CASES = [  # N, C, G, H, W
+    (1, 4, 4, 3, 5),    # groups of one channel, N = 1
+    (2, 6, 2, 7, 9),    # 3 channels per group
+    (3, 8, 1, 1, 1),    # one value per channel, one group
+    (5, 12, 3, 6, 11),  # more images than threads, odd sizes
+]
+
+
+def gn_data(rng, N, C, H, W, bias):
+    x = (rng.standard_normal((N, C, H, W)) * 2 + 1).astype(np.float32)
+    gamma = (rng.standard_normal(C) * 0.5 + 1).astype(np.float32)
+    beta = (rng.standard_normal(C) * 0.5).astype(np.float32)
+    b = rng.standard_normal((N, C)).astype(np.float32) if bias else None
+    dy = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    return x, gamma, beta, b, dy
+
+
+@pytest.mark.parametrize("case", NUMBA_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("silu", [True, False])
+def test_numba_groupnorm_silu_matches_reference(rng, case, bias, silu):
+    N, C, G, H, W = case
+    x, gamma, beta, b, dy = gn_data(rng, N, C, H, W, bias)
+    f64 = [None if a is None else a.astype(F64) for a in (x, gamma, beta, b, dy)]
+    y_r, mean_r, rstd_r = groupnorm_silu_forward_reference(*f64[:3], G, 1e-5, f64[3], silu)
+    grads_r = groupnorm_silu_backward_reference(f64[4], *f64[:3], mean_r, rstd_r, f64[3], silu)
+    y, mean, rstd = gn_kernels.groupnorm_silu_forward(x, gamma, beta, G, 1e-5, b, "numba", silu)
+    grads = gn_kernels.groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, b, "numba", silu)
+    # the CUDA kernels' tolerances (float32 values, sums in another order); measured below 5e-7
+    for name, mine, ref in (("y", y, y_r), ("mean", mean, mean_r), ("rstd", rstd, rstd_r),
+                            ("dx", grads[0], grads_r[0])):
+        assert mine.dtype == np.float32, name
+        assert_close(name, mine, ref, rtol=1e-4, atol=2e-5)
+    for name, mine, ref in zip(["dgamma", "dbeta", "dbias"], grads[1:], grads_r[1:]):
+        if ref is None:
+            assert mine is None, name
+        else:
+            assert_close(name, mine, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_numba_groupnorm_silu_does_not_depend_on_the_thread_count(rng, monkeypatch):
+    from kernels import _threads
+    x, gamma, beta, b, dy = gn_data(rng, 5, 12, 6, 11, True)
+    out = {}
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(_threads, "THREADS", threads)
+        y, mean, rstd = gn_kernels.groupnorm_silu_forward(x, gamma, beta, 3, 1e-5, b, "numba")
+        out[threads] = (y, mean, rstd,
+                        *gn_kernels.groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, b, "numba"))
+    for threads in (2, 3):
+        assert all(np.array_equal(a, a1) for a, a1 in zip(out[threads], out[1])), threads
+
+
+def test_numba_sigmoid_is_as_accurate_as_numpys():
+    """Its own exp (Cody-Waite reduction, a Taylor polynomial, 2^j through the exponent bits)
+    against float64: relative error 1.5e-7 measured where NumPy's float32 1/(1+exp(-z)) has
+    2.2e-7 (asserted: 3e-7); the clamp at |z| = 87 keeps s in the normal float32 range."""
+    from kernels._groupnorm_silu_numba import _sigmoid
+    z = np.concatenate([np.linspace(-87, 87, 200_001), [-1e4, -88.7, 87.5, 1e4]]).astype(np.float32)
+    s, e, k = np.empty_like(z), np.empty_like(z), np.empty(z.size, np.int32)
+    _sigmoid(z, s, e, k)
+    with np.errstate(over="ignore"):  # exp(1e4): inf, so ref 0 there
+        ref = 1 / (1 + np.exp(-z.astype(F64)))
+    inside = np.abs(z) <= 87
+    assert np.max(np.abs(s - ref)[inside] / ref[inside]) < 3e-7
+    assert np.all(s[z > 87] == 1) and np.all((s[z < -87] > 0) & (s[z < -87] < 2e-38))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,11 +377,13 @@ TINY = dict(img_resolution=8, channels=4, channel_mult=(1, 2), blocks_per_level=
             attn_resolutions=(4,), num_freqs=2, emb_mult=2, dropout=0.1)
 
 
-def train_tiny(fused_norm, fused_step, steps=3, frozen_encoder=False, ema=True):
+def train_tiny(fused_norm, fused_step, steps=3, frozen_encoder=False, ema=True,
+               norm_impl="reference"):
     """A few EDM training steps of a tiny UNet (dropout on); every parameter, Adam moment and EMA
-    shadow afterwards, and the losses."""
+    shadow afterwards, and the losses. ``fused_norm``: GroupNorm+SiLU through
+    kernels/groupnorm_silu.py's version ``norm_impl`` (the reference: the layers' arithmetic)."""
     net = UNet(UNetConfig(**TINY), np.random.default_rng(0))
-    set_fused(net, fused_norm)
+    set_fused(net, fused_norm, norm_impl)
     rng = np.random.default_rng(1)
     net.set_dropout(rng)
     trained = net.decoder if frozen_encoder else net
@@ -351,8 +441,14 @@ def test_unet_training_with_emulated_cuda_kernels(monkeypatch, gn_module):
             monkeypatch.setattr(owner, name, value)
         runs[emulated] = (train_tiny(emulated, emulated, steps=1), train_tiny(emulated, emulated))
         monkeypatch.undo()
-    (grads1, loss1, _), (mine, loss, _) = runs[True]
-    (grads1_ref, loss1_ref, _), (ref, loss_ref, _) = runs[False]
+    assert_trains_alike(runs[True], runs[False])
+
+
+def assert_trains_alike(runs, runs_ref):
+    """(one step, three steps) of train_tiny with float32 kernels against the layers': see
+    test_unet_training_with_emulated_cuda_kernels for the tolerances."""
+    (grads1, loss1, _), (mine, loss, _) = runs
+    (grads1_ref, loss1_ref, _), (ref, loss_ref, _) = runs_ref
     # one step: Adam's first update is lr * sign(g) up to eps, so compare the moments m = 0.1 g
     n = len(grads1) // 4  # parameters, then m, v and the EMA shadows
     for i, (a, b) in enumerate(zip(grads1[n:2 * n], grads1_ref[n:2 * n])):
@@ -360,3 +456,10 @@ def test_unet_training_with_emulated_cuda_kernels(monkeypatch, gn_module):
     assert_close("losses", np.array(loss, F64), np.array(loss_ref, F64), rtol=1e-5, atol=1e-7)
     for i, (a, b) in enumerate(zip(mine, ref)):
         assert_close(f"array {i}", a, b, rtol=0, atol=1e-3)
+
+
+def test_unet_training_with_the_numba_norm():
+    """The CPU's default: every GroupNorm+SiLU through the numba loops, against the layers, with
+    the emulated CUDA kernels' tolerances."""
+    runs = train_tiny(True, False, steps=1, norm_impl="numba"), train_tiny(True, False, norm_impl="numba")
+    assert_trains_alike(runs, (train_tiny(False, False, steps=1), train_tiny(False, False)))

@@ -16,8 +16,8 @@ Backward, step for step in reverse:
 
 The L x L score matrix costs L^2 memory, which is why attention runs only at low resolution
 (16x16 or 8x8 for 32x32 images). The GroupNorm runs through GroupNormSiLU without its SiLU: one
-fused kernel each way on float32 CuPy arrays (kernels/groupnorm_silu.py), the layer itself
-otherwise, on the same parameters (norm.gamma, norm.beta).
+fused kernel each way on float32 arrays (kernels/groupnorm_silu.py: CUDA C on CuPy, numba loops
+on NumPy), the layer itself otherwise, on the same parameters (norm.gamma, norm.beta).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class SelfAttention2d(Module):
         self.norm = GroupNorm(channels, groups, dtype=dtype)
         self.qkv = Conv2d(channels, 3 * channels, 1, rng, dtype=dtype)
         self.proj = Conv2d(channels, channels, 1, rng, init_scale=init_scale, dtype=dtype)
-        # norm's parameters, fused on the GPU like the ResBlocks' norm + SiLU (no names of its own)
+        # norm's parameters, fused in float32 like the ResBlocks' norm + SiLU (no names of its own)
         self.norm_fused = GroupNormSiLU(self.norm, act=None)
         self.children = {"norm": self.norm, "qkv": self.qkv, "proj": self.proj,
                          "norm_fused": self.norm_fused}

@@ -56,7 +56,7 @@ class ResBlock(Module):
             self.children["skip"] = self.skip
         if self.attn is not None:
             self.children["attn"] = self.attn
-        # silu(norm(.)) as one step, fused into one kernel on the GPU (on norm0/act0 and
+        # silu(norm(.)) as one step, fused into one kernel in float32 (on norm0/act0 and
         # norm1/act1's parameters: no parameter names of their own); norm_act1 also adds the
         # embedding's per-channel bias before normalising
         self.norm_act0 = GroupNormSiLU(self.norm0, self.act0)

@@ -14,8 +14,8 @@ In NCHW a group's M values are contiguous, so the statistics are plain reduction
 axis of an (N,G,M) view.
 
 GroupNormSiLU runs silu(groupnorm(x + bias)), the pair every ResBlock applies twice, either as the
-two layers (the reference) or as one kernel each way (kernels/groupnorm_silu.py; on the GPU by
-default). Without an activation (act=None) it is GroupNorm alone through the same kernels:
+two layers (the reference) or as one kernel each way (kernels/groupnorm_silu.py; by default on
+float32 arrays: CUDA C on the GPU, numba loops on the CPU). Without an activation (act=None) it is GroupNorm alone through the same kernels:
 attention's norm.
 """
 from __future__ import annotations
@@ -90,23 +90,25 @@ class GroupNormSiLU(Module):
     ``norm`` and ``act`` stay the block's children (this one adds no parameter names).
 
     ``fused`` picks the path: False runs ``act.forward(norm.forward(x + bias))``, the reference,
-    unchanged (``norm.forward(x + bias)`` without act); True runs kernels.groupnorm_silu (one CUDA
-    kernel on float32 CuPy arrays, the NumPy reference of the same arithmetic otherwise: bit for
-    bit the layers on the CPU); None (the
-    default) fuses on float32 CuPy arrays only, where it saves launches and memory passes. On the
-    CPU the two layers are as fast (tests/test_kernels_fused.py's docstring has the numbers).
+    unchanged (``norm.forward(x + bias)`` without act); True runs kernels.groupnorm_silu's version
+    ``impl``; None (the default) fuses float32 arrays only. ``impl`` "auto" is one CUDA kernel each
+    way on float32 CuPy arrays, the numba loops on float32 NumPy arrays (within float32
+    tolerances of the layers; 1.1-2x faster in the CPU UNet, tests/test_kernels_fused.py's
+    docstring has the numbers) and the NumPy reference of the same arithmetic otherwise;
+    "reference" is that reference on any array: bit for bit the layers.
     Fused, the forward keeps x, bias and mean, rstd (N,G): nothing of size x beyond the input,
     where the layers keep three such arrays (GroupNorm alone: one, its xhat).
     """
 
-    def __init__(self, norm: GroupNorm, act: Module | None, fused: bool | None = None):
+    def __init__(self, norm: GroupNorm, act: Module | None, fused: bool | None = None,
+                 impl: str = "auto"):
         super().__init__()
-        self.norm, self.act, self.fused = norm, act, fused
+        self.norm, self.act, self.fused, self.impl = norm, act, fused, impl
 
     def _fuse(self, x) -> bool:
         if self.fused is not None:
             return self.fused
-        return backend.xp(x) is not np and x.dtype == np.float32
+        return x.dtype == np.float32
 
     def forward(self, x, bias=None):
         self.has_bias = bias is not None
@@ -119,7 +121,7 @@ class GroupNormSiLU(Module):
         # keep x, bias and the group statistics (N,G): backward recomputes xhat, z, sigmoid(z)
         self.x, self.bias = x, bias
         y, self.mean, self.rstd = groupnorm_silu_forward(x, p["gamma"], p["beta"], self.norm.G,
-                                                         self.norm.eps, bias,
+                                                         self.norm.eps, bias, self.impl,
                                                          silu=self.act is not None)
         return y  # N,C,H,W
 
@@ -132,15 +134,16 @@ class GroupNormSiLU(Module):
         p = self.norm.params
         dx, dgamma, dbeta, dbias = groupnorm_silu_backward(dy, self.x, p["gamma"], p["beta"],
                                                            self.mean, self.rstd, self.bias,
-                                                           silu=self.act is not None)
+                                                           self.impl, silu=self.act is not None)
         self.norm.grads["gamma"] += dgamma  # C
         self.norm.grads["beta"] += dbeta  # C
         return dx, dbias
 
 
-def set_fused(model: Module, fused: bool | None) -> None:
-    """Set ``fused`` on every GroupNormSiLU of ``model``, attention's SiLU-free one included
-    (None: fused on float32 CuPy arrays)."""
+def set_fused(model: Module, fused: bool | None, impl: str = "auto") -> None:
+    """Set ``fused`` and the kernel version ``impl`` on every GroupNormSiLU of ``model``,
+    attention's SiLU-free one included (None: fused on float32 arrays; ``impl="reference"``
+    with True: the layers' arithmetic, bit for bit)."""
     for m in model.modules():
         if isinstance(m, GroupNormSiLU):
-            m.fused = fused
+            m.fused, m.impl = fused, impl

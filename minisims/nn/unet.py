@@ -164,7 +164,7 @@ class UNetDecoder(Module):
         self.conv_out = Conv2d(cin, cfg.out_channels, 3, rng, init_scale=cfg.init_zero, dtype=dtype)
         self.children = {f"mid{i}": b for i, b in enumerate(self.mid)}
         self.children.update({f"stage{i}": s for i, s in enumerate(self.stages)})
-        self.norm_act_out = GroupNormSiLU(self.norm_out, self.act_out)  # fused on the GPU
+        self.norm_act_out = GroupNormSiLU(self.norm_out, self.act_out)  # fused in float32
         self.children.update({"norm_out": self.norm_out, "act_out": self.act_out,
                               "conv_out": self.conv_out, "norm_act_out": self.norm_act_out})
 

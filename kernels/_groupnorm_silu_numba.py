@@ -1,0 +1,181 @@
+"""GroupNorm + SiLU (kernels/groupnorm_silu.py), version "numba": the CPU's fused loops, both
+cores through the thread pool of kernels/_threads.py (ranges of images).
+
+# N batch, C channels, G groups, Cg = C/G, HW = H*W, M = Cg*HW values per group
+
+The arithmetic is the CUDA C version's (kernels/_groupnorm_silu_cupy.py), one (image, group) at a
+time, the group's M values contiguous in NCHW:
+- forward: the sum of u = x + bias (mean), then the sum of (u - mean)^2 (variance: two passes,
+  not E[u^2] - mean^2, which cancels), both accumulated in float64; then one pass writes
+  z = gamma xhat + beta, and one more y = z sigmoid(z) (below: why two).
+- backward: a pass recomputes xhat, z and s = sigmoid(z), writes dxhat = gamma dz into dx and
+  sums, per channel, dz and dz xhat (dbeta and dgamma of this image; summed over N afterwards in
+  a fixed order, so no result depends on the thread count), from which the group's <dxhat> and
+  <dxhat xhat> follow; a second pass turns dx into (dxhat - <dxhat> - xhat <dxhat xhat>) rstd
+  and sums each channel of it (dbias).
+
+Why y and dz take a pass of their own: LLVM vectorises a loop only if every call in it has a
+vector form, and numba's exp has none here (no SVML), so a loop with exp runs one value at a
+time. The exp is therefore kept in a loop of its own over one channel (HW values in a small
+buffer: the sigmoid), and everything else in loops that vectorise.
+
+Sums are in another order than NumPy's (and in float64), and exp is libm's: agreement with the
+reference is within float32 tolerances (tests/test_kernels_fused.py), not bit for bit.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._threads import run, split
+
+
+F = np.float32  # every constant below is float32, so that no loop is promoted to float64
+LOG2E = F(1.4426950408889634)
+LN2_HI, LN2_LO = F(0.693359375), F(-2.12194440e-4)  # ln 2 = LN2_HI + LN2_LO to 1e-11; LN2_HI
+# has 10 significant bits, so j LN2_HI is exact for |j| <= 2^14
+ONE = F(1.0)
+Z_MAX = F(87.0)  # |z| clamped to 87: exp(-z) stays within the normal float32 range
+C2, C3, C4, C5, C6, C7 = (F(1 / 2), F(1 / 6), F(1 / 24), F(1 / 120), F(1 / 720), F(1 / 5040))
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _sigmoid(z, s, e, k):
+    """s[i] = 1 / (1 + exp(-z[i])), float32, with an exp that vectorises. exp(-z) = 2^j e^f with
+    j = round(-z log2(e)) and f = -z - j ln 2 (|f| <= ln2/2; ln 2 in two parts, so that f keeps
+    its accuracy when j is large); e^f is its Taylor series to f^7 (the first term left out,
+    f^8/8!, is at most 5.3e-9 of it), 2^j is the float whose exponent field is j + 127 (the
+    int (j + 127) << 23 read as a float32). e (float32) and k (int32) are scratch of z's length:
+    the second loop reads k as float32. Within 1 ulp or so of NumPy's float32 sigmoid (see
+    tests/test_kernels_fused.py); |z| is clamped to 87 first, so s is 1 for z > 87 and about
+    1.6e-38 below -87 (NumPy: 1, and below 1.6e-38, 0 once exp overflows at z < -88.7)."""
+    for i in range(z.shape[0]):
+        mz = -min(max(z[i], -Z_MAX), Z_MAX)
+        j = F(np.int32(mz * LOG2E + F(127.5)))  # round(-z log2 e) + 127: truncates a positive
+        jm = j - F(127.0)
+        f = (mz - jm * LN2_HI) - jm * LN2_LO
+        e[i] = ONE + f * (ONE + f * (C2 + f * (C3 + f * (C4 + f * (C5 + f * (C6 + f * C7))))))
+        k[i] = np.int32(j * F(8388608.0))  # (j + 127) << 23: exact in float32, then converted
+    two_j = k.view(np.float32)
+    for i in range(z.shape[0]):
+        s[i] = ONE / (ONE + e[i] * two_j[i])
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _forward_images(x, bias, gamma, beta, G, eps, silu, n0, n1, y, mean, rstd):
+    """y[n], mean[n], rstd[n] for n0 <= n < n1. x, y (N, C, HW); bias (N, C) (zeros when the
+    caller has none); mean, rstd (N, G)."""
+    C, HW = x.shape[1], x.shape[2]
+    Cg = C // G
+    M = Cg * HW
+    s = np.empty(HW, dtype=np.float32)  # one channel's sigmoid, and _sigmoid's scratch
+    e = np.empty(HW, dtype=np.float32)
+    k = np.empty(HW, dtype=np.int32)
+    for n in range(n0, n1):
+        for g in range(G):
+            acc = 0.0
+            for c in range(g * Cg, (g + 1) * Cg):
+                b = bias[n, c]
+                for i in range(HW):
+                    acc += x[n, c, i] + b
+            mu = acc / M
+            acc = 0.0
+            for c in range(g * Cg, (g + 1) * Cg):
+                b = bias[n, c] - mu
+                for i in range(HW):
+                    d = x[n, c, i] + b
+                    acc += d * d
+            r = 1.0 / math.sqrt(acc / M + eps)
+            mean[n, g] = mu
+            rstd[n, g] = r
+            for c in range(g * Cg, (g + 1) * Cg):
+                b, ga, be = bias[n, c] - mu, gamma[c], beta[c]
+                for i in range(HW):  # z = gamma xhat + beta
+                    y[n, c, i] = (x[n, c, i] + b) * r * ga + be
+                if silu:
+                    _sigmoid(y[n, c], s, e, k)
+                    for i in range(HW):
+                        y[n, c, i] *= s[i]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _backward_images(dy, x, bias, gamma, beta, mean, rstd, silu, n0, n1, dx, dgamma, dbeta,
+                     dbias):
+    """dx[n], and this image's per-channel sums dgamma[n], dbeta[n], dbias[n] (N, C), for
+    n0 <= n < n1. dy, x, dx (N, C, HW); bias (N, C) (zeros when the caller has none)."""
+    C, HW = x.shape[1], x.shape[2]
+    G = mean.shape[1]
+    Cg = C // G
+    M = Cg * HW
+    s = np.empty(HW, dtype=np.float32)  # one channel's sigmoid, and _sigmoid's scratch
+    e = np.empty(HW, dtype=np.float32)
+    k = np.empty(HW, dtype=np.int32)
+    for n in range(n0, n1):
+        for g in range(G):
+            mu, r = mean[n, g], rstd[n, g]
+            sd = 0.0  # sum of dxhat over the group
+            sdx = 0.0  # sum of dxhat xhat
+            for c in range(g * Cg, (g + 1) * Cg):
+                b, ga, be = bias[n, c] - mu, gamma[c], beta[c]
+                for i in range(HW):  # z = gamma xhat + beta, kept in dx for now
+                    dx[n, c, i] = (x[n, c, i] + b) * r * ga + be
+                if silu:
+                    _sigmoid(dx[n, c], s, e, k)
+                sz = 0.0  # sum of dz
+                szx = 0.0  # sum of dz xhat
+                for i in range(HW):
+                    xh = (x[n, c, i] + b) * r
+                    if silu:
+                        z = dx[n, c, i]
+                        dz = dy[n, c, i] * (s[i] + z * s[i] * (ONE - s[i]))
+                    else:
+                        dz = dy[n, c, i]
+                    sz += dz
+                    szx += dz * xh
+                    dx[n, c, i] = dz * ga  # dxhat
+                dbeta[n, c] = sz
+                dgamma[n, c] = szx
+                sd += ga * sz
+                sdx += ga * szx
+            md, mdx = sd / M, sdx / M
+            for c in range(g * Cg, (g + 1) * Cg):
+                b = bias[n, c] - mu
+                acc = 0.0
+                for i in range(HW):
+                    v = (dx[n, c, i] - md - (x[n, c, i] + b) * r * mdx) * r
+                    dx[n, c, i] = v
+                    acc += v
+                dbias[n, c] = acc
+
+
+def forward(x, gamma, beta, groups, eps, bias=None, silu=True):
+    """y (N,C,H,W), mean, rstd (N,G) for NumPy arrays (float32 or float64)."""
+    N, C, H, W = x.shape
+    dtype = x.dtype
+    x3 = np.ascontiguousarray(x).reshape(N, C, H * W)  # N,C,HW
+    b = np.zeros((N, C), dtype) if bias is None else np.ascontiguousarray(bias, dtype)  # N,C
+    y = np.empty_like(x3)  # N,C,HW
+    mean = np.empty((N, groups), dtype)  # N,G
+    rstd = np.empty((N, groups), dtype)  # N,G
+    gamma, beta = np.ascontiguousarray(gamma, dtype), np.ascontiguousarray(beta, dtype)
+    run(lambda n0, n1: _forward_images(x3, b, gamma, beta, groups, eps, silu, n0, n1, y, mean,
+                                       rstd), split(N))
+    return y.reshape(N, C, H, W), mean, rstd
+
+
+def backward(dy, x, gamma, beta, mean, rstd, bias=None, silu=True):
+    """dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) or None, for NumPy arrays."""
+    N, C, H, W = x.shape
+    dtype = x.dtype
+    dy3 = np.ascontiguousarray(dy, dtype).reshape(N, C, H * W)  # N,C,HW
+    x3 = np.ascontiguousarray(x).reshape(N, C, H * W)  # N,C,HW
+    b = np.zeros((N, C), dtype) if bias is None else np.ascontiguousarray(bias, dtype)  # N,C
+    dx = np.empty_like(x3)  # N,C,HW
+    dgamma_nc, dbeta_nc, dbias = (np.empty((N, C), dtype) for _ in range(3))  # N,C each
+    gamma, beta = np.ascontiguousarray(gamma, dtype), np.ascontiguousarray(beta, dtype)
+    run(lambda n0, n1: _backward_images(dy3, x3, b, gamma, beta, mean, rstd, silu, n0, n1, dx,
+                                        dgamma_nc, dbeta_nc, dbias), split(N))
+    return (dx.reshape(N, C, H, W), dgamma_nc.sum(axis=0), dbeta_nc.sum(axis=0),
+            None if bias is None else dbias)
