@@ -82,9 +82,9 @@ def build_parser():
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="BLAS and torch threads (default: each library's own default)")
     p.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
-                   help="GroupNorm(+SiLU) and Adam+EMA as fused kernels: auto fuses both on the GPU "
-                        "and GroupNorm+SiLU only on the CPU (its numba loops; default auto; 'on' "
-                        "fuses both everywhere)")
+                   help="GroupNorm(+SiLU) and Adam+EMA as fused kernels: auto fuses both in float32 "
+                        "(CUDA C on the gpu, numba loops on the cpu; default auto; 'on' also fuses "
+                        "float64, through the NumPy references)")
     p.add_argument("--conv", default="auto",
                    help="the convolution version 'auto' picks for this run (kernels/conv2d.py: "
                         "numba or direct on the cpu, igemm or cupy on the gpu; default: auto's own)")
@@ -498,8 +498,7 @@ def run(args):
     opt = Adam(net, lr=1e-3)
     fused = {"auto": None, "on": True, "off": False}[args.fused]
     set_fused(net, fused)
-    print(f"fused GroupNorm(+SiLU) and Adam+EMA: {args.fused}" + (
-        (" (both on the gpu)" if gpu else " (GroupNorm+SiLU only on the cpu)") if fused is None else ""))
+    print(f"fused GroupNorm(+SiLU) and Adam+EMA: {args.fused}" + (" (float32: on)" if fused is None else ""))
 
     def ours():
         train_step(net, edm, opt, y, rng, fused=fused)

@@ -22,7 +22,9 @@ Versions (``impl=``), each bit for bit the reference (tests/test_kernels_fused.p
 operations are the same IEEE float32 ones, no multiply-add contraction):
 - ``"reference"``: NumPy (or CuPy: plain array code), the lines above as array operations, one
   temporary each: what Adam.step and EMA.update do.
-- ``"numba"``: one compiled loop per array, every value read and written once.
+- ``"numba"``: one compiled loop per array, every value read and written once; the arrays, cut
+  into pieces of at most PIECE values, shared by the threads of kernels/_threads.py in two
+  ranges of about equal size (each value's arithmetic is the same on any thread).
 - ``"cupy"``: one CUDA C kernel launch for all P arrays (``_adam_ema_cupy.py``): a table of the
   arrays' device addresses and sizes ("multi-tensor apply"), each thread block taking one chunk
   of one array. Compiled with --fmad=false, so it is bit for bit NumPy's arithmetic.
@@ -42,6 +44,7 @@ import functools
 
 import numpy as np
 
+from . import _threads
 from ._array import array_module as _xp
 
 IMPLS = ("reference", "numba", "cupy")
@@ -113,18 +116,18 @@ def _numba_loops():
         p[i] = pi
         return pi
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _adam(p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps):
         for i in range(p.size):
             _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _adam_ema(p, g, m, v, e, lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb):
         for i in range(p.size):  # Adam, then the EMA of the new p_i
             pi = _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
             e[i] = e[i] * beta + omb * pi
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _ema(p, e, beta, omb):
         for i in range(p.size):
             e[i] = e[i] * beta + omb * p[i]
@@ -141,19 +144,34 @@ def float32_scalars(lr, betas, eps, t, ema_beta):
     return tuple(np.float32(s) for s in (lr, b1, 1 - b1, b2, 1 - b2, c1, c2, eps, beta, 1 - beta))
 
 
+PIECE = 1 << 16  # values per piece of work: the threads share pieces of the arrays
+
+
 def adam_ema_numba(entries, lr, betas, eps, t, ema_beta):
     # three loops, not one with two flags: without branches in it LLVM vectorises the loop
     # (2x faster, measured)
     lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb = float32_scalars(lr, betas, eps, t, ema_beta)
     _adam, _adam_ema, _ema = _numba_loops()
-    for p, g, m, v, e in entries:
-        p, g, m, v, e = (None if a is None else a.reshape(-1) for a in (p, g, m, v, e))  # views
-        if m is not None and e is not None:
-            _adam_ema(p, g, m, v, e, lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb)
-        elif m is not None:
-            _adam(p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
-        elif e is not None:
-            _ema(p, e, beta, omb)
+    pieces = []  # (p, g, m, v, e) views of at most PIECE values each
+    for entry in entries:
+        flat = [None if a is None else a.reshape(-1) for a in entry]  # views
+        for i in range(0, flat[0].size, PIECE):
+            pieces.append([None if a is None else a[i:i + PIECE] for a in flat])
+
+    def update(k0, k1):
+        for p, g, m, v, e in pieces[k0:k1]:
+            if m is not None and e is not None:
+                _adam_ema(p, g, m, v, e, lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb)
+            elif m is not None:
+                _adam(p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
+            elif e is not None:
+                _ema(p, e, beta, omb)
+    if not pieces:  # only empty arrays
+        return
+    ends = np.cumsum([piece[0].size for piece in pieces])  # values up to each piece
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, _threads.THREADS) / _threads.THREADS)
+    edges = [0, *sorted(set(int(c) + 1 for c in cuts)), len(pieces)]  # ranges of ~equal values
+    _threads.run(update, [(a, b) for a, b in zip(edges[:-1], edges[1:]) if a < b])
 
 
 # ------------------------------------------------------------------------------------------------

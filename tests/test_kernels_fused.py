@@ -39,8 +39,10 @@ vectorised) it had tied the layers; with float64 sums that did not vectorise, 1.
 UNet step (benchmarks/bench_unet.py --profile) GroupNorm 120 + SiLU 85 ms became 103 ms of
 GroupNorm+SiLU; bench_unet.py, 3 A/B pairs: 1097-1303 ms against 1332-1405, faster in every one. Adam + EMA over the 6.46M-parameter UNet:
 unfused 44-98 ms, the numba loops 38-93 ms in alternating runs under that load (one 6.4M array:
-NumPy 141 ms, the loop 71 ms): too noisy to call, so the CPU keeps the unfused optimiser by
-default; the fused one is bit for bit the same either way.
+NumPy 141 ms, the loop 71 ms): too noisy to call, so the CPU kept the unfused optimiser by
+default; the fused one is bit for bit the same either way. Issue 9 shares the loops' pieces
+between two threads: the fused step is now the default on NumPy from a million parameters
+(minisims.nn.optim.use_fused_step has the numbers).
 """
 import sys
 from pathlib import Path
@@ -361,6 +363,27 @@ def test_adam_ema_versions_are_the_reference_bit_for_bit(impl):
     if module is not None:  # the same bits with threads and blocks run in reverse
         cuda_emu.assert_race_free(module, lambda: tuple(run_optimiser(impl, module=module)))
     assert not all(a.tobytes() == b.tobytes() for a, b in zip(ref, run_optimiser("reference", 2)))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_numba_adam_ema_shares_pieces_between_threads(monkeypatch, threads):
+    """Arrays cut into pieces (PIECE 1000 here: the 5000-value array in five) and shared by 1 or
+    3 threads: still the reference bit for bit."""
+    from kernels import _threads
+    monkeypatch.setattr(_threads, "THREADS", threads)
+    monkeypatch.setattr(adam_ema_kernels, "PIECE", 1000)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(run_optimiser("numba"), run_optimiser("reference")))
+
+
+def test_the_fused_step_is_the_default_for_large_float32_models(monkeypatch):
+    from minisims.nn import optim
+    net = UNet(UNetConfig(**TINY), np.random.default_rng(0))
+    n = sum(m.params[k].size for _, m, k in net.named_parameters())
+    assert not optim.use_fused_step(Adam(net))  # a few thousand values: the unfused step
+    monkeypatch.setattr(optim, "FUSED_CPU_MIN_VALUES", n)
+    assert optim.use_fused_step(Adam(net))
+    net64 = UNet(UNetConfig(**TINY), np.random.default_rng(0), dtype=F64)
+    assert not optim.use_fused_step(Adam(net64))  # float64: always the unfused step
 
 
 def test_adam_ema_checks_its_entries():

@@ -48,8 +48,10 @@ def test_toy_ensemble_loss_history_and_budget():
 def test_warmup_ramps_the_learning_rate(monkeypatch):
     from minisims import train as train_module
     seen = []
-    real_step = train_module.Adam.step
+    real_step, real_fused = train_module.Adam.step, train_module.Adam.fused_step  # float32: fused
     monkeypatch.setattr(train_module.Adam, "step", lambda self: seen.append(self.lr) or real_step(self))
+    monkeypatch.setattr(train_module.Adam, "fused_step",
+                        lambda self, ema=None: seen.append(self.lr) or real_fused(self, ema))
     rng = np.random.default_rng(1)
     net = MLPDenoiser(MLPConfig(hidden=8, depth=1), rng, ensemble=1)
     train(net, SIMSConfig().make_formulation(), sample_gaussian(8, rng, runs=1),
