@@ -44,7 +44,6 @@ import functools
 
 import numpy as np
 
-from . import _threads
 from ._array import array_module as _xp
 
 IMPLS = ("reference", "numba", "cupy")
@@ -150,6 +149,8 @@ PIECE = 1 << 16  # values per piece of work: the threads share pieces of the arr
 def adam_ema_numba(entries, lr, betas, eps, t, ema_beta):
     # three loops, not one with two flags: without branches in it LLVM vectorises the loop
     # (2x faster, measured)
+    from . import _threads  # imports numba: on first use, as _numba_loops does
+
     lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb = float32_scalars(lr, betas, eps, t, ema_beta)
     _adam, _adam_ema, _ema = _numba_loops()
     pieces = []  # (p, g, m, v, e) views of at most PIECE values each

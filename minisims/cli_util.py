@@ -178,6 +178,7 @@ def run_command(main, argv=None, prog: str | None = None):
     prog = prog or os.path.basename(sys.argv[0])
     if threading.current_thread() is threading.main_thread():
         sigint.restore()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
+        sys.unraisablehook = _interrupted_in_a_callback(sys.unraisablehook)
     try:
         code = main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -193,16 +194,29 @@ def run_command(main, argv=None, prog: str | None = None):
     sys.exit(code)
 
 
-def _exit_now(message: str, code: int):
+def _interrupted_in_a_callback(previous):
+    """An unraisable-exception hook: a Ctrl-C that lands inside a C callback (numba's compiler
+    writing its cache, through llvmlite's ctypes callback) cannot be raised there, and Python
+    would print it as "Exception ignored ... KeyboardInterrupt" with a traceback and carry on;
+    this ends the run as any Ctrl-C does. Other unraisable exceptions go to ``previous``."""
+    def hook(args):
+        if args.exc_type is not None and issubclass(args.exc_type, KeyboardInterrupt):
+            _exit_now("interrupted", 130, at_once=True)
+        previous(args)
+    return hook
+
+
+def _exit_now(message: str, code: int, at_once: bool = False):
     """Print ``message`` on stderr and exit with ``code``. Worker threads that are still running
     (a thread pool interrupted mid-task) would make a normal exit wait for them, so then the
-    process ends at once with os._exit. Progress bars still on the screen are closed first, so
-    the message starts a line of its own."""
+    process ends at once with os._exit, as it does with ``at_once`` (from where an exception
+    cannot end the run: an unraisable-exception hook). Progress bars still on the screen are
+    closed first, so the message starts a line of its own."""
     tqdm = sys.modules.get("tqdm")
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
         bar.close()
     print(message, file=sys.stderr)
-    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+    if at_once or any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         try:
             sys.stdout.flush()
         except OSError:

@@ -342,3 +342,22 @@ def test_a_size_that_cannot_fit_is_refused_before_any_work(tmp_path):   # item 5
     out = tmp_path / "never"
     r = run(["-m", "minisims.toy", "--runs", "1000000000", "--outdir", str(out)], timeout=60)
     assert r.returncode == 2 and "use at most about" in one_line(r.stderr) and not out.exists()
+
+
+def test_a_ctrl_c_inside_a_c_callback_ends_the_run_in_one_line(tmp_path):
+    """A KeyboardInterrupt that Python cannot raise (it lands in a ctypes callback, as in numba's
+    compiler cache) goes to sys.unraisablehook: run_command's ends the run as a Ctrl-C."""
+    script = tmp_path / "cb.py"
+    script.write_text(
+        "import ctypes, signal, sys\n"
+        "from minisims.cli_util import run_command\n"
+        "def main(argv):\n"
+        "    def callback():\n"
+        "        raise KeyboardInterrupt\n"
+        "    ctypes.CFUNCTYPE(None)(callback)()\n"
+        "    print('carried on')\n"
+        "    return 0\n"
+        "run_command(main, [], prog='cb')\n")
+    p = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 130 and p.stderr.strip() == "interrupted" and "carried on" not in p.stdout
