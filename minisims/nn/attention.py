@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from kernels.bmm import bmm
+
 from .. import backend
 from .conv import Conv2d
 from .module import Module
@@ -50,13 +52,13 @@ class SelfAttention2d(Module):
         N, C, H, W = x.shape
         qkv = self.qkv.forward(self.norm_fused.forward(x)).reshape(N, 3, C, H * W)  # N,3,C,L
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # N,C,L each
-        S = q.transpose(0, 2, 1) @ k  # N,L,L
+        S = bmm(q.transpose(0, 2, 1), k)  # N,L,L
         S *= 1.0 / math.sqrt(C)
         S -= S.max(axis=-1, keepdims=True)  # softmax is shift invariant; this keeps exp finite
         A = xp.exp(S, out=S)  # N,L,L
         A /= A.sum(axis=-1, keepdims=True)
         self.q, self.k, self.v, self.A = q, k, v, A  # keep all four: each appears in backward
-        o = v @ A.transpose(0, 2, 1)  # N,C,L
+        o = bmm(v, A.transpose(0, 2, 1))  # N,C,L
         return x + self.proj.forward(o.reshape(N, C, H, W))  # N,C,H,W
 
     def backward(self, dy):
@@ -65,12 +67,12 @@ class SelfAttention2d(Module):
         q, k, v, A = self.q, self.k, self.v, self.A
         do, = self.proj.backward(dy)
         do = do.reshape(N, C, H * W)  # N,C,L
-        dv = do @ A  # N,C,L
-        dA = do.transpose(0, 2, 1) @ v  # N,L,L
+        dv = bmm(do, A)  # N,C,L
+        dA = bmm(do.transpose(0, 2, 1), v)  # N,L,L
         dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,L,L, softmax backward
         dS *= 1.0 / math.sqrt(C)
-        dq = k @ dS.transpose(0, 2, 1)  # N,C,L
-        dk = q @ dS  # N,C,L
+        dq = bmm(k, dS.transpose(0, 2, 1))  # N,C,L
+        dk = bmm(q, dS)  # N,C,L
         dqkv = xp.stack([dq, dk, dv], axis=1).reshape(N, 3 * C, H, W)  # N,3C,H,W
         dh, = self.qkv.backward(dqkv)  # N,C,H,W
         dh, _ = self.norm_fused.backward(dh)  # N,C,H,W (no bias: no second gradient)
