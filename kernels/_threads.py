@@ -5,8 +5,9 @@ kernels/_conv2d_numba.py explains why OpenMP threads lose on this shared machine
     split(N, k=None) -> [(n0, n1)]      the batch in k ranges (default one per thread)
     run(fn, ranges)                     fn(n0, n1) for each range, on the pool
 
-Used by kernels/_conv2d_direct.py and kernels/_groupnorm_silu_numba.py. Their results never
-depend on THREADS: each range's work is the same whichever thread does it.
+Used by kernels/_conv2d_direct.py, kernels/_groupnorm_silu_numba.py, kernels/adam_ema.py and
+kernels/bmm.py. Their results never depend on THREADS: each range's work is the same whichever
+thread does it.
 """
 from __future__ import annotations
 

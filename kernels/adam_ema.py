@@ -23,8 +23,8 @@ operations are the same IEEE float32 ones, no multiply-add contraction):
 - ``"reference"``: NumPy (or CuPy: plain array code), the lines above as array operations, one
   temporary each: what Adam.step and EMA.update do.
 - ``"numba"``: one compiled loop per array, every value read and written once; the arrays, cut
-  into pieces of at most PIECE values, shared by the threads of kernels/_threads.py in two
-  ranges of about equal size (each value's arithmetic is the same on any thread).
+  into pieces of at most PIECE values, shared by the threads of kernels/_threads.py, one range
+  of pieces of about equal size per thread (each value's arithmetic is the same on any thread).
 - ``"cupy"``: one CUDA C kernel launch for all P arrays (``_adam_ema_cupy.py``): a table of the
   arrays' device addresses and sizes ("multi-tensor apply"), each thread block taking one chunk
   of one array. Compiled with --fmad=false, so it is bit for bit NumPy's arithmetic.

@@ -15,8 +15,8 @@ axis of an (N,G,M) view.
 
 GroupNormSiLU runs silu(groupnorm(x + bias)), the pair every ResBlock applies twice, either as the
 two layers (the reference) or as one kernel each way (kernels/groupnorm_silu.py; by default on
-float32 arrays: CUDA C on the GPU, numba loops on the CPU). Without an activation (act=None) it is GroupNorm alone through the same kernels:
-attention's norm.
+float32 arrays: CUDA C on the GPU, numba loops on the CPU). Without an activation (act=None) it
+is GroupNorm alone through the same kernels: attention's norm.
 """
 from __future__ import annotations
 
@@ -93,8 +93,9 @@ class GroupNormSiLU(Module):
     unchanged (``norm.forward(x + bias)`` without act); True runs kernels.groupnorm_silu's version
     ``impl``; None (the default) fuses float32 arrays only. ``impl`` "auto" is one CUDA kernel each
     way on float32 CuPy arrays, the numba loops on float32 NumPy arrays (within float32
-    tolerances of the layers; 1.1-2x faster in the CPU UNet, tests/test_kernels_fused.py's
-    docstring has the numbers) and the NumPy reference of the same arithmetic otherwise;
+    tolerances of the layers; forward + backward 1.1-2x faster than them at the CPU UNet's
+    shapes but one, tests/test_kernels_fused.py's docstring has the numbers) and the NumPy
+    reference of the same arithmetic otherwise;
     "reference" is that reference on any array: bit for bit the layers.
     Fused, the forward keeps x, bias and mean, rstd (N,G): nothing of size x beyond the input,
     where the layers keep three such arrays (GroupNorm alone: one, its xhat).

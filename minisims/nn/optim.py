@@ -93,7 +93,7 @@ def use_fused_step(opt: Adam) -> bool:
     126.5, R = 100 (1.7M) 8.3 vs 10.0, R = 16 (272K) 1.91 vs 1.37: below about a million the
     fused step's Python bookkeeping costs more than it saves. The same bits either way."""
     entries = [mod.params[k] for _, mod, k in opt.model.named_parameters()]
-    if not all(p.dtype == np.float32 for p in entries):
+    if not entries or not all(p.dtype == np.float32 for p in entries):
         return False
     return backend.xp(entries[0]) is not np or sum(p.size for p in entries) >= FUSED_CPU_MIN_VALUES
 
