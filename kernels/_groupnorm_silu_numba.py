@@ -66,6 +66,21 @@ def _sigmoid(z, s, e, k):
         s[i] = ONE / (ONE + e[i] * two_j[i])
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _silu_input(xc, b, r, ga, be, z):
+    """z = gamma xhat + beta over one channel's values xc, xhat = (xc + b) r, b = bias - mean:
+    one function, so that the backward recomputes the forward's z to the bit."""
+    for i in range(xc.shape[0]):
+        z[i] = (xc[i] + b) * r * ga + be
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sigmoid_scratch(HW):
+    """s (one channel's sigmoid) and _sigmoid's scratch e, k."""
+    return (np.empty(HW, dtype=np.float32), np.empty(HW, dtype=np.float32),
+            np.empty(HW, dtype=np.int32))
+
+
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
 def _forward_images(x, bias, gamma, beta, G, eps, silu, n0, n1, y, mean, rstd):
     """y[n], mean[n], rstd[n] for n0 <= n < n1. x, y (N, C, HW); bias (N, C) (zeros when the
@@ -73,9 +88,7 @@ def _forward_images(x, bias, gamma, beta, G, eps, silu, n0, n1, y, mean, rstd):
     C, HW = x.shape[1], x.shape[2]
     Cg = C // G
     M = Cg * HW
-    s = np.empty(HW, dtype=np.float32)  # one channel's sigmoid, and _sigmoid's scratch
-    e = np.empty(HW, dtype=np.float32)
-    k = np.empty(HW, dtype=np.int32)
+    s, e, k = _sigmoid_scratch(HW)
     for n in range(n0, n1):
         for g in range(G):
             acc = 0.0
@@ -94,9 +107,8 @@ def _forward_images(x, bias, gamma, beta, G, eps, silu, n0, n1, y, mean, rstd):
             mean[n, g] = mu
             rstd[n, g] = r
             for c in range(g * Cg, (g + 1) * Cg):
-                b, ga, be = bias[n, c] - mu, gamma[c], beta[c]
-                for i in range(HW):  # z = gamma xhat + beta
-                    y[n, c, i] = (x[n, c, i] + b) * r * ga + be
+                b = bias[n, c] - mu
+                _silu_input(x[n, c], b, r, gamma[c], beta[c], y[n, c])
                 if silu:
                     _sigmoid(y[n, c], s, e, k)
                     for i in range(HW):
@@ -112,18 +124,15 @@ def _backward_images(dy, x, bias, gamma, beta, mean, rstd, silu, n0, n1, dx, dga
     G = mean.shape[1]
     Cg = C // G
     M = Cg * HW
-    s = np.empty(HW, dtype=np.float32)  # one channel's sigmoid, and _sigmoid's scratch
-    e = np.empty(HW, dtype=np.float32)
-    k = np.empty(HW, dtype=np.int32)
+    s, e, k = _sigmoid_scratch(HW)
     for n in range(n0, n1):
         for g in range(G):
             mu, r = mean[n, g], rstd[n, g]
             sd = 0.0  # sum of dxhat over the group
             sdx = 0.0  # sum of dxhat xhat
             for c in range(g * Cg, (g + 1) * Cg):
-                b, ga, be = bias[n, c] - mu, gamma[c], beta[c]
-                for i in range(HW):  # z = gamma xhat + beta, kept in dx for now
-                    dx[n, c, i] = (x[n, c, i] + b) * r * ga + be
+                b, ga = bias[n, c] - mu, gamma[c]
+                _silu_input(x[n, c], b, r, ga, beta[c], dx[n, c])  # z, kept in dx for now
                 if silu:
                     _sigmoid(dx[n, c], s, e, k)
                 sz = 0.0  # sum of dz
