@@ -9,11 +9,21 @@ Both are linear maps with no parameters, so each backward is the transposed map 
 
 The UNet follows each with a 3x3 convolution or uses a stride-2 convolution instead
 (:mod:`minisims.nn.blocks`); these two are the parameter-free halves.
+
+A 2x2 block's sum is the four strided views of the image added, (a00 + a01) + (a10 + a11):
+NumPy's ``reshape(N, C, H, 2, W, 2).sum(axis=(3, 5))``, the same sum written as a reduction,
+took 13.4 ms for a (8,128,32,32) dy against 0.73 ms (18x; (8,256,16,16): 6.5 vs 0.48 ms; one
+process, medians of 21 calls, a /tmp script): it was most of the CPU UNet's resampling time.
 """
 from __future__ import annotations
 
 from .. import backend
 from .module import Module
+
+
+def _block_sums(a):
+    """a (N,C,2H,2W) -> (N,C,H,W): the sum of each 2x2 block, as four strided views added."""
+    return (a[:, :, 0::2, 0::2] + a[:, :, 0::2, 1::2]) + (a[:, :, 1::2, 0::2] + a[:, :, 1::2, 1::2])
 
 
 class Upsample2x(Module):
@@ -26,8 +36,7 @@ class Upsample2x(Module):
         return y.reshape(N, C, 2 * H, 2 * W)  # N,C,2H,2W (the reshape copies)
 
     def backward(self, dy):
-        N, C, H2, W2 = dy.shape
-        return (dy.reshape(N, C, H2 // 2, 2, W2 // 2, 2).sum(axis=(3, 5)),)  # N,C,H,W
+        return (_block_sums(dy),)  # N,C,H,W
 
 
 class AvgPool2x(Module):
@@ -37,7 +46,9 @@ class AvgPool2x(Module):
         N, C, H, W = x.shape
         if H % 2 or W % 2:
             raise ValueError(f"AvgPool2x needs an even size, got {H}x{W}")
-        return x.reshape(N, C, H // 2, 2, W // 2, 2).mean(axis=(3, 5))  # N,C,H/2,W/2
+        y = _block_sums(x)  # N,C,H/2,W/2
+        y *= 0.25
+        return y
 
     def backward(self, dy):
         xp = backend.xp(dy)
