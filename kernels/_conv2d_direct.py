@@ -162,6 +162,13 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
   128->128 16x16 6.90 -> 6.31, 1x1 128->384 16x16 3.77 -> 3.33, 3x3 128->128 8x8 2.45 -> 2.30,
   1x1 128->128 8x8 0.71 -> 0.46; N 64: 32x32 45.7 -> 43.0, 16x16 11.85 -> 10.43. Running one
   range on the calling thread instead of handing all to the pool: within 3% either way, not kept.
+- Lost: 1x1 convolutions (forward and input gradient) straight from NCHW through the same tile
+  with the operands' roles swapped (5 output channels broadcast, 16 consecutive pixels of a row
+  of x as the vectors; the same products in the same order, so the same bits, checked). Forward +
+  input gradient at batch 8, 15 calls each: 10-16% faster at 8x8, 10-52% slower at 16x16 and
+  32x32 (sum over the UNet's ten 1x1 shapes 39.6 -> 46.8 ms); copying each tile's 16 pixels of
+  every channel to a contiguous block first (x's rows are 4 KB apart at 32x32) was slower still
+  (44.5 -> 73.5). Not kept.
 - bench_conv.py --unet (repeats 5, load 0.4-0.9), ms per training step: before, 1149 (fwd 349,
   dx 330, dw 470) against torch 891, 1.29x; after, 1048 (318, 334, 396) against 837, 1.25x.
 """
