@@ -37,7 +37,8 @@ against the two layers, batch 8 with the embedding's bias, 11 interleaved calls,
 3.0, (8,256,8,8) 1.7 vs 1.6, (8,128,8,8) 0.75 vs 0.91 (the one loss). With libm's exp (not
 vectorised) it had tied the layers; with float64 sums that did not vectorise, 1.0-1.5x. In the
 UNet step (benchmarks/bench_unet.py --profile) GroupNorm 120 + SiLU 85 ms became 103 ms of
-GroupNorm+SiLU; bench_unet.py, 3 A/B pairs: 1097-1303 ms against 1332-1405, faster in every one. Adam + EMA over the 6.46M-parameter UNet:
+GroupNorm+SiLU; bench_unet.py, 3 A/B pairs: 1097-1303 ms against 1332-1405, faster in every one.
+Adam + EMA over the 6.46M-parameter UNet:
 unfused 44-98 ms, the numba loops 38-93 ms in alternating runs under that load (one 6.4M array:
 NumPy 141 ms, the loop 71 ms): too noisy to call, so the CPU kept the unfused optimiser by
 default; the fused one is bit for bit the same either way. Issue 9 shares the loops' pieces
