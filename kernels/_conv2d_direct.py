@@ -141,7 +141,7 @@ is small next to the weights (dw's 8 partial sums of T*C*Cout floats, zeroed and
 call) and next to the hand-off of each image to a thread. Those are 18 of the 62 calls.
 The first tables, without a pause between contenders, had each contender paying for the one
 before it: the OpenBLAS worker of "numba" spinning on through the next contender's calls made
-"direct" and torch look up to 2x slower (bench_conv.py's UNET_PAUSE).
+"direct" and torch look up to 2x slower (bench_conv.py's PAUSE).
 Inside the UNet step the same spinning worker, woken by attention's products and the embedding's
 Linear, cost this version 30% of its convolution time; kernels/conv2d.py has the numbers and
 the remedy (BLAS on one thread during the UNet's passes) under which it became "auto".
@@ -161,7 +161,18 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
 - _threads.CHUNKS_PER_THREAD 4 -> 1, the forward at batch 8, 15 calls each: 64->64 32x32 7.46 -> 6.11,
   128->128 16x16 6.90 -> 6.31, 1x1 128->384 16x16 3.77 -> 3.33, 3x3 128->128 8x8 2.45 -> 2.30,
   1x1 128->128 8x8 0.71 -> 0.46; N 64: 32x32 45.7 -> 43.0, 16x16 11.85 -> 10.43. Running one
-  range on the calling thread instead of handing all to the pool: within 3% either way, not kept.
+  range on the calling thread instead of handing all to the pool: within 3% either way, not kept
+  then; kept later with the pool of kernels/_threads.py, whose docstring has the measurements.
+- The weights' packing, one copy per block of Q output channels from a transposed view instead
+  of one transposing copy: 0.62 -> 0.14 ms for 128->128 3x3 (``_pack_weights``); it runs in
+  every forward and input gradient, about a quarter of the forward at 8x8 before.
+- No gain: the weight gradient in rounds of several images (the blocks of G images copied one
+  after the other, each tile summing over all their rows in one call, the same sums in the same
+  order): at 8x8, where a tile's call covers only 64 pixels, G = 8 gave 3.09 -> 3.50 ms for
+  128->128 and 6.42 -> 5.81 for 256->128, and a 1x1 128->384 at 16x16 lost (4.23 -> 6.40) as
+  the blocks outgrew L2; a 1x64 image took 2.38 ms against 2.68 at 8x8, so short rows cost little
+  either. At 8x8 the weight gradient runs at about 50 GFLOP/s on two threads, the forward at
+  about 110.
 - Lost: 1x1 convolutions (forward and input gradient) straight from NCHW through the same tile
   with the operands' roles swapped (5 output channels broadcast, 16 consecutive pixels of a row
   of x as the vectors; the same products in the same order, so the same bits, checked). Forward +
@@ -368,12 +379,19 @@ def _weight_grad_groups(x, dy, g0, g1, kh, kw, s, p, P, Q, dwp):
 
 def _pack_weights(w, Q):
     """w (Cout,Cin,kh,kw) -> (Coutp/Q, kh*kw*Cin*Q), zero-filled past Cout (Coutp = Cout rounded
-    up to a multiple of Q): block ob holds w[ob*Q + q, c, i, j] at ((i*kw + j)*Cin + c)*Q + q."""
+    up to a multiple of Q): block ob holds w[ob*Q + q, c, i, j] at ((i*kw + j)*Cin + c)*Q + q.
+    One copy a block, from a (kh, kw, Cin, Cout) view: 0.62 -> 0.14 ms for a (128,128,3,3) w
+    against one transposing copy of the whole (one-off script, medians of 51 interleaved calls;
+    it runs in every forward and input gradient, 124 times a UNet step)."""
     Cout, C, kh, kw = w.shape
     nb = -(-Cout // Q)
-    wt = np.zeros((nb * Q, kh, kw, C), dtype=w.dtype)  # Coutp,kh,kw,C
-    wt[:Cout] = w.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(wt.reshape(nb, Q, kh * kw * C).transpose(0, 2, 1)).reshape(nb, -1)
+    wt = w.transpose(2, 3, 1, 0)  # kh,kw,C,Cout (a view)
+    out = np.empty((nb, kh, kw, C, Q), dtype=w.dtype)  # Coutp/Q,kh,kw,C,Q
+    for ob in range(nb):
+        q1 = min(Q, Cout - ob * Q)
+        out[ob, ..., :q1] = wt[..., ob * Q:ob * Q + q1]
+        out[ob, ..., q1:] = 0
+    return out.reshape(nb, -1)
 
 
 def _conv(x, w, b, stride, padding, Ho, Wo):

@@ -11,7 +11,8 @@ thread does it.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 
 import numba
 
@@ -33,15 +34,73 @@ def split(N, k=None):
     return [(edges[r], edges[r + 1]) for r in range(k)]
 
 
+class _Pool:
+    """THREADS - 1 worker threads, each with a queue of its own; the calling thread is the
+    THREADS-th, so a call with two threads wakes one worker. It replaced a
+    concurrent.futures.ThreadPoolExecutor of THREADS workers (the caller waiting), under which
+    the direct convolution's forward ranges, timed inside, at times started one after the other
+    (the second 1.4 ms late) and at times each ran 1.4x longer than alone. The forward kernel on
+    two threads, old pool against this one (one-off script, medians of 41 interleaved calls,
+    three runs, load 0.5-0.9): (8,128,8,8) 1.49-2.19 -> 1.28-1.38 ms, (8,64,32,32) 6.0-8.7 ->
+    5.6-5.8 ms, (8,128,16,16) 5.58 -> 5.21 ms, (64,64,32,32) 45-46 -> 42-45 ms, (64,64,16,16)
+    12.3 -> 10.9 ms; one thread 2.3-2.4 ms at 8x8."""
+
+    def __init__(self, threads):
+        self.threads = threads
+        self.inboxes = [queue.SimpleQueue() for _ in range(threads - 1)]
+        for inbox in self.inboxes:
+            threading.Thread(target=self._work, args=(inbox,), daemon=True,
+                             name="minisims_kernels").start()
+
+    @staticmethod
+    def _work(inbox):
+        while True:
+            task = inbox.get()
+            if task is None:  # the pool was replaced (THREADS changed)
+                return
+            fn, ranges, done = task
+            try:
+                for n0, n1 in ranges:
+                    fn(n0, n1)
+                done.put(None)
+            except BaseException as e:  # handed to the caller, which raises it
+                done.put(e)
+
+    def run(self, fn, ranges):
+        """Range r goes to thread r % THREADS (0: the caller); each worker gets its ranges as one
+        task, so one put wakes it. Returns when all are done; raises the first error seen."""
+        done = queue.SimpleQueue()
+        shares = [ranges[t::self.threads] for t in range(self.threads)]
+        busy = [(inbox, share) for inbox, share in zip(self.inboxes, shares[1:]) if share]
+        for inbox, share in busy:
+            inbox.put((fn, share, done))
+        error = None
+        try:
+            for n0, n1 in shares[0]:
+                fn(n0, n1)
+        except BaseException as e:
+            error = e
+        for _ in busy:  # wait for every worker even after an error: none may run on unseen
+            e = done.get()
+            error = error or e
+        if error is not None:
+            raise error
+
+    def close(self):
+        for inbox in self.inboxes:
+            inbox.put(None)
+
+
 def run(fn, ranges):
-    """fn(n0, n1) for each range; on a pool of THREADS threads (the kernels release the GIL)
-    when there is more than one range and more than one thread, else in order here."""
+    """fn(n0, n1) for each range; on THREADS threads, the caller one of them (the kernels release
+    the GIL), when there is more than one range and more than one thread, else in order here."""
     global _POOL
     if len(ranges) == 1 or THREADS == 1:
         for n0, n1 in ranges:
             fn(n0, n1)
         return
-    if _POOL is None or _POOL._max_workers != THREADS:
-        _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="minisims_kernels")
-    for f in [_POOL.submit(fn, n0, n1) for n0, n1 in ranges]:
-        f.result()
+    if _POOL is None or _POOL.threads != THREADS:
+        if _POOL is not None:
+            _POOL.close()
+        _POOL = _Pool(THREADS)
+    _POOL.run(fn, ranges)
