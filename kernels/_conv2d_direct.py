@@ -179,7 +179,9 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
   input gradient at batch 8, 15 calls each: 10-16% faster at 8x8, 10-52% slower at 16x16 and
   32x32 (sum over the UNet's ten 1x1 shapes 39.6 -> 46.8 ms); copying each tile's 16 pixels of
   every channel to a contiguous block first (x's rows are 4 KB apart at 32x32) was slower still
-  (44.5 -> 73.5). Not kept.
+  (44.5 -> 73.5). Not kept. Since then the 1x1 convolutions (stride 1, no padding) leave this
+  micro-kernel for one BLAS product per image on the same threads (kernels/_conv2d_pointwise.py,
+  1.4-1.9x faster there; different bits from the micro-kernel's, the same on any thread count).
 - bench_conv.py --unet (repeats 5, load 0.4-0.9), ms per training step: before, 1149 (fwd 349,
   dx 330, dw 470) against torch 891, 1.29x; after, 1048 (318, 334, 396) against 837, 1.25x.
 """
@@ -192,6 +194,7 @@ from numba.extending import overload
 from numba.core import config as _numba_config
 
 from ._conv2d_common import check_shapes, flipped_padding
+from . import _conv2d_pointwise as _pointwise
 from . import _threads
 from ._threads import run as _run, split as _split
 
@@ -294,7 +297,7 @@ def _channel_blocks(x, n, p, B, out, c0, c1):
 
 
 @njit(cache=True, nogil=True)
-def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
+def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, PB, y):
     """y[n] (Cout, Ho*Wo), NCHW, for n0 <= n < n1: y[n, o, m] = b[o] + sum_{i,j,c}
     pad[(s*h + i)*Wp + s*v + j, c] * w[o, c, i, j], m = h*Wo + v.
 
@@ -321,15 +324,16 @@ def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
     acc = np.empty((P, Q), dtype=x.dtype)  # P,Q
     for n in range(n0, n1):
         _channel_blocks(x, n, p, C, pad, 0, C)  # NHWC: one block of all C channels
-        for ob in range(wpk.shape[0]):  # one weight panel (T*C*Q) at a time, over all pixels
-            for mt in range(nt):
-                m0 = mt * P
-                acc[:] = 0
-                _tile(pad, pa[mt], toff, U(1), C, wpk[ob], b1, U(Q), acc)
-                for q in range(min(Q, Cout - ob * Q)):
-                    o = ob * Q + q
-                    for k in range(min(P, M - m0)):
-                        y[n, o, m0 + k] = acc[k, q] + b[o]
+        for t0 in range(0, nt, PB):  # PB pixel tiles at a time
+            for ob in range(wpk.shape[0]):  # one weight panel (T*C*Q) at a time
+                for mt in range(t0, min(nt, t0 + PB)):
+                    m0 = mt * P
+                    acc[:] = 0
+                    _tile(pad, pa[mt], toff, U(1), C, wpk[ob], b1, U(Q), acc)
+                    for q in range(min(Q, Cout - ob * Q)):
+                        o = ob * Q + q
+                        for k in range(min(P, M - m0)):
+                            y[n, o, m0 + k] = acc[k, q] + b[o]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -394,6 +398,9 @@ def _pack_weights(w, Q):
     return out.reshape(nb, -1)
 
 
+PIXEL_TILES = 4
+
+
 def _conv(x, w, b, stride, padding, Ho, Wo):
     """y (N,Cout,Ho,Wo) = b + the convolution of x (N,C,H,W) with w (Cout,C,kh,kw)."""
     N = x.shape[0]
@@ -402,7 +409,8 @@ def _conv(x, w, b, stride, padding, Ho, Wo):
     y = np.empty((N, Cout, Ho * Wo), dtype=x.dtype)  # N,Cout,HoWo
     b = np.zeros(Cout, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     wpk = _pack_weights(w, Q)  # Cout/Q, T*C*Q
-    _run(lambda n0, n1: _forward_images(x, n0, n1, wpk, b, kh, kw, stride, padding, P, Q, y),
+    PB = PIXEL_TILES if kh * kw == 1 else Ho * Wo
+    _run(lambda n0, n1: _forward_images(x, n0, n1, wpk, b, kh, kw, stride, padding, P, Q, PB, y),
          _split(N))
     return y.reshape(N, Cout, Ho, Wo)
 
@@ -415,12 +423,18 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
     dtype = np.result_type(x.dtype, w.dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
+    if _pointwise.applies(w.shape, stride, padding):  # 1x1: one BLAS product per image
+        return _pointwise.forward(x, w.astype(dtype, copy=False), b)
     return _conv(x, w.astype(dtype, copy=False), b, stride, padding, Ho, Wo)
 
 
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
     Cout, C, kh, kw = w.shape
     check_shapes(x_shape, w.shape, stride, padding)
+    if _pointwise.applies(w.shape, stride, padding):
+        dtype = np.result_type(dy.dtype, w.dtype)
+        return _pointwise.backward_input(np.ascontiguousarray(dy, dtype=dtype),
+                                         w.astype(dtype, copy=False))
     q = flipped_padding(kh, kw, stride, padding)
     if q is None:  # stride > 1 (or p > k-1, or a non-square kernel): the "numba" col2im path
         from . import _conv2d_numba
@@ -438,6 +452,8 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     dtype = np.result_type(dy.dtype, x.dtype)
     dy = np.ascontiguousarray(dy, dtype=dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
+    if _pointwise.applies(w_shape, stride, padding):
+        return _pointwise.backward_weight(dy, x)
     P, Q = TILE[np.dtype(dtype)]
     ncb, nob = -(-C // P), -(-Cout // Q)
     dwp = np.zeros((kh * kw, ncb, nob, P, Q), dtype=dtype)  # T,Cp/P,Coutp/Q,P,Q: the sums
