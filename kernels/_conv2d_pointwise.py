@@ -8,12 +8,13 @@ In NCHW a 1x1 convolution is already a matrix product, image by image, with noth
     input gradient    dx[n] (C, M)    = W^T (C, Cout) @ dy[n] (Cout, M)
     weight gradient   dW    (Cout, C) = sum_n dy[n] (Cout, M) @ x[n]^T (M, C),  db = sum of dy
 
-So here there is no padded NHWC copy, no packed weights and no scattered output: the images are
-shared by the kernel threads (kernels/_threads.py, one range each), each range one NumPy matmul
-on BLAS's own micro-kernels, with BLAS held on one thread for the call (kernels/_blas.py) so that
-the threads do not multiply. The weight gradient's per-image products go to an (N, Cout, C)
-buffer and are summed in image order, so every result is the same bits whatever the number of
-threads (each image's product is the same one-thread BLAS call).
+So here there is no padded NHWC copy, no packed weights and no scattered output: each image is
+one NumPy matmul, on BLAS's own micro-kernels. Inside a network's pass, where the caller holds
+BLAS on one thread and says so (kernels/_threads.py's blas_on_one_thread, declared by
+minisims.nn.conv.network_blas_threads), the images are shared by the kernel threads, one range
+each; elsewhere all the images go to BLAS in one call, on BLAS's own threads (the kernel threads
+on top of BLAS's would multiply). The weight gradient's per-image products go to an (N, Cout, C)
+buffer and are summed in image order, so no result depends on how the images were shared.
 
 Why: through the direct version's micro-kernel a 1x1 convolution ran at 25-39 GFLOP/s on one core
 against about 64 for its 3x3 ones: a tile's sum has only C terms, so loading, storing and
@@ -29,13 +30,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._blas import limit as _blas_limit
-from ._threads import run as _run, split as _split
+from . import _threads
 
 
 def applies(w_shape, stride, padding):
     """Whether this path computes the convolution: a 1x1 kernel, stride 1, no padding."""
     return w_shape[2] == 1 and w_shape[3] == 1 and stride == 1 and padding == 0
+
+
+def _images(fn, N):
+    """fn(n0, n1) over the batch: on the kernel threads when BLAS is declared on one thread, else
+    one call (BLAS's threads)."""
+    if _threads.blas_declared_one_thread():
+        _threads.run(fn, _threads.split(N))
+    else:
+        fn(0, N)
 
 
 def forward(x, w, b):
@@ -51,8 +60,7 @@ def forward(x, w, b):
         np.matmul(wm, xm[n0:n1], out=y[n0:n1])
         if bias is not None:
             y[n0:n1] += bias
-    with _blas_limit(1):
-        _run(images, _split(N))
+    _images(images, N)
     return y.reshape(N, Cout, H, W)
 
 
@@ -66,8 +74,7 @@ def backward_input(dy, w):
 
     def images(n0, n1):
         np.matmul(wt, dym[n0:n1], out=dx[n0:n1])
-    with _blas_limit(1):
-        _run(images, _split(N))
+    _images(images, N)
     return dx.reshape(N, C, H, W)
 
 
@@ -81,7 +88,6 @@ def backward_weight(dy, x):
 
     def images(n0, n1):
         np.matmul(dym[n0:n1], xm[n0:n1].transpose(0, 2, 1), out=per_image[n0:n1])
-    with _blas_limit(1):
-        _run(images, _split(N))
+    _images(images, N)
     dw = per_image.sum(axis=0)  # Cout,C: added image after image (axis 0 is not the contiguous one)
     return dw.reshape(Cout, C, 1, 1), dy.sum(axis=(0, 2, 3))

@@ -4,13 +4,17 @@ kernels/_conv2d_numba.py explains why OpenMP threads lose on this shared machine
 
     split(N, k=None) -> [(n0, n1)]      the batch in k ranges (default one per thread)
     run(fn, ranges)                     fn(n0, n1) for each range, on the pool
+    blas_on_one_thread()                context manager: the caller declares BLAS held on one
+                                        thread (kernels may then call BLAS on the pool's threads)
+    blas_declared_one_thread() -> bool  whether such a scope is open
 
-Used by kernels/_conv2d_direct.py, kernels/_groupnorm_silu_numba.py, kernels/adam_ema.py and
-kernels/bmm.py. Their results never depend on THREADS: each range's work is the same whichever
+Used by kernels/_conv2d_direct.py (and its _conv2d_pointwise.py), kernels/_groupnorm_silu_numba.py,
+kernels/adam_ema.py and kernels/bmm.py. Their results never depend on THREADS: each range's work is the same whichever
 thread does it.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 
@@ -22,6 +26,7 @@ CHUNKS_PER_THREAD = 1  # ranges handed out per thread. 4 were meant to keep a th
 # cost the direct convolution 8-35% of its forward (kernels/_conv2d_direct.py, the UNet's shapes)
 
 _POOL = None
+_BLAS_ONE_THREAD = 0  # how many blas_on_one_thread scopes are open
 
 
 def split(N, k=None):
@@ -89,6 +94,26 @@ class _Pool:
     def close(self):
         for inbox in self.inboxes:
             inbox.put(None)
+
+
+@contextlib.contextmanager
+def blas_on_one_thread():
+    """Declares, for the scope, that the caller holds NumPy's BLAS on one thread; it does not
+    set it (kernels/ imports no threadpoolctl: minisims.nn.conv.network_blas_threads both holds
+    BLAS on one thread and declares it). Inside such a scope a kernel may run BLAS calls on the
+    pool's threads (kernels/_conv2d_pointwise.py); outside, the threads would multiply (each
+    range's call spreading over BLAS's own threads), so it makes one call on BLAS's threads."""
+    global _BLAS_ONE_THREAD
+    _BLAS_ONE_THREAD += 1
+    try:
+        yield
+    finally:
+        _BLAS_ONE_THREAD -= 1
+
+
+def blas_declared_one_thread():
+    """Whether a :func:`blas_on_one_thread` scope is open."""
+    return _BLAS_ONE_THREAD > 0
 
 
 def run(fn, ranges):

@@ -102,6 +102,10 @@ def blas_thread_count() -> int | None:
     return max(counts) if counts else None
 
 
+_BLAS_CONTROLLER = (None, -1)  # blas_threads(cached=True)'s threadpoolctl controller, and how
+# many modules were imported when it was made
+
+
 def blas_threads(n: int | None, cached: bool = False):
     """Context manager: limit NumPy's BLAS to n threads (None: leave it alone).
 
@@ -112,16 +116,23 @@ def blas_threads(n: int | None, cached: bool = False):
     that the UNet keeps its own BLAS calls on one thread while the "direct" convolution runs its
     threads: minisims.nn.conv.network_blas_threads).
 
-    cached=True reuses one threadpoolctl controller (kernels/_blas.py): about 20 us a scope
-    instead of 1.3 ms (finding the libraries), for a scope opened on every network pass; it
-    limits every BLAS library loaded, as the uncached one does.
+    cached=True reuses one threadpoolctl controller: about 20 us a scope instead of 1.3 ms
+    (finding the libraries), for a scope opened on every network pass. It is made again whenever
+    modules were imported since (a new BLAS library comes with an import: numba's first
+    compilation loads SciPy's), so it limits every BLAS library loaded, as the uncached one does.
     """
     import contextlib
+    import sys
 
     if n is None:
         return contextlib.nullcontext()
     if cached:
-        from kernels import _blas
-        return _blas.limit(n)
+        global _BLAS_CONTROLLER
+        controller, imported = _BLAS_CONTROLLER
+        if imported != len(sys.modules):
+            from threadpoolctl import ThreadpoolController
+            controller = ThreadpoolController()
+            _BLAS_CONTROLLER = controller, len(sys.modules)
+        return controller.limit(limits=n, user_api="blas")
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=n, user_api="blas")

@@ -183,38 +183,45 @@ def test_direct_any_shape(N, C, O, H, W, k, s, p, seed):
     _check_version("direct", x, w, b, dy, s, p)
 
 
-@pytest.mark.parametrize("k, p", [(3, 1), (1, 0)])
-def test_direct_results_do_not_depend_on_the_thread_count(rng, monkeypatch, k, p):
+def test_direct_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
     # each image is computed by one thread, and each weight-gradient tile sums the whole batch in
-    # one order whichever thread runs it: y, dx and dw are the same bits on 1, 2 or 3 threads.
-    # 1x1: one BLAS product per image (kernels/_conv2d_pointwise.py), dW summed in image order
+    # one order whichever thread runs it: y, dx and dw are the same bits on 1, 2 or 3 threads
     from kernels import _threads
-    x, w, b, dy = _data(rng, 5, 12, 40, 7, 9, k, 1, p, dtype=np.float32)  # 3 x 3 weight tiles
+    x, w, b, dy = _data(rng, 5, 12, 40, 7, 9, 3, 1, 1, dtype=np.float32)  # 3 x 3 weight tiles
     out = {}
     for threads in (1, 2, 3):
         monkeypatch.setattr(_threads, "THREADS", threads)
-        out[threads] = (conv2d_forward(x, w, b, 1, p, impl="direct"),
-                        conv2d_backward_input(dy, w, x.shape, 1, p, impl="direct"),
-                        *conv2d_backward_weight(dy, x, w.shape, 1, p, impl="direct"))
+        out[threads] = (conv2d_forward(x, w, b, 1, 1, impl="direct"),
+                        conv2d_backward_input(dy, w, x.shape, 1, 1, impl="direct"),
+                        *conv2d_backward_weight(dy, x, w.shape, 1, 1, impl="direct"))
     for threads in (2, 3):
         for name, a, a1 in zip(("y", "dx", "dw", "db"), out[threads], out[1]):
             assert np.array_equal(a, a1), f"{name} differs between 1 and {threads} threads"
 
 
-def test_direct_1x1_leaves_blas_threads_as_they_were(rng):
-    # the 1x1 path holds BLAS on one thread while its threads multiply; afterwards the caller's
-    # setting is back
-    from threadpoolctl import threadpool_info, threadpool_limits
-    x, w, b, dy = _data(rng, 4, 6, 5, 5, 5, 1, 1, 0, dtype=np.float32)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_direct_1x1_on_the_kernel_threads_only_where_blas_is_declared_on_one(rng, monkeypatch,
+                                                                           threads):
+    # kernels/_conv2d_pointwise.py: the images go to the kernel threads only inside a
+    # blas_on_one_thread scope (else one BLAS call); the same bits either way
+    from kernels import _threads
+    monkeypatch.setattr(_threads, "THREADS", threads)
+    calls = []
+    run = _threads.run
+    monkeypatch.setattr(_threads, "run", lambda fn, ranges: calls.append(ranges) or run(fn, ranges))
+    x, w, b, dy = _data(rng, 5, 6, 7, 5, 4, 1, 1, 0, dtype=np.float32)
 
-    def blas():
-        return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
-    with threadpool_limits(limits=2, user_api="blas"):
-        before = blas()
-        conv2d_forward(x, w, b, 1, 0, impl="direct")
-        conv2d_backward_input(dy, w, x.shape, 1, 0, impl="direct")
-        conv2d_backward_weight(dy, x, w.shape, 1, 0, impl="direct")
-        assert blas() == before
+    def three():
+        return (conv2d_forward(x, w, b, 1, 0, impl="direct"),
+                conv2d_backward_input(dy, w, x.shape, 1, 0, impl="direct"),
+                *conv2d_backward_weight(dy, x, w.shape, 1, 0, impl="direct"))
+    alone = three()
+    assert calls == []
+    with _threads.blas_on_one_thread():  # the test session holds BLAS on one thread (conftest)
+        shared = three()
+    assert len(calls) == 3 and all(len(r) == threads for r in calls)
+    for name, a, a1 in zip(("y", "dx", "dW", "db"), shared, alone):
+        assert np.array_equal(a, a1), name
 
 
 @pytest.mark.parametrize("impl", FAST)

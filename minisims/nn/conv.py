@@ -11,6 +11,7 @@ for the array type (NumPy or CuPy).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -68,6 +69,15 @@ def network_blas_threads(x, impl: str = "auto"):
     (kernels/conv2d.py's "direct"), left alone otherwise. A threaded BLAS call leaves an OpenBLAS
     worker spinning for about 0.1 s, which took a core from those threads: the UNet step at batch
     8 spent 30% longer in the convolutions (see kernels/_conv2d_direct.py); attention's products
-    on one thread cost about as much as on two."""
+    on one thread cost about as much as on two. With BLAS held on one thread it also declares so
+    to the kernels (kernels/_threads.py's blas_on_one_thread), which may then run BLAS calls on
+    their own threads (the "direct" version's 1x1 convolutions, kernels/_conv2d_pointwise.py)."""
     own = backend.xp(x) is np and runs_own_threads(impl)
-    return backend.blas_threads(1 if own else None, cached=True)
+    return _blas_on_one_thread() if own else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _blas_on_one_thread():
+    from kernels import _threads
+    with backend.blas_threads(1, cached=True), _threads.blas_on_one_thread():
+        yield
