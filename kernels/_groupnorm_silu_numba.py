@@ -17,7 +17,8 @@ time, the group's M values contiguous in NCHW:
 Why the sigmoid has a loop, and an exp, of its own: LLVM vectorises a loop only if every call
 in it has a vector form, and numba's exp (libm's) has none here (no SVML); with it the loops ran
 one value at a time and were no faster than the two NumPy layers. ``_sigmoid`` computes exp from
-float32 arithmetic alone (its docstring), over one channel's HW values at a time, and vectorises.
+float32 arithmetic alone (kernels/_exp_numba.py), over one channel's HW values at a time, and
+vectorises.
 The sums vectorise too (fastmath "reassoc": LLVM may split a float64 sum into vector lanes).
 
 Sums are in another order than NumPy's (and in float64), and the exp is this module's own
@@ -32,35 +33,22 @@ import math
 import numpy as np
 from numba import njit
 
+from ._exp_numba import exp_parts
 from ._threads import run, split
 
 
-F = np.float32  # every constant below is float32, so that no loop is promoted to float64
-LOG2E = F(1.4426950408889634)
-LN2_HI, LN2_LO = F(0.693359375), F(-2.12194440e-4)  # ln 2 = LN2_HI + LN2_LO to 1e-11; LN2_HI
-# = 355/512 has 9 significant bits, so j LN2_HI is exact for |j| < 2^15
-ONE = F(1.0)
-Z_MAX = F(87.0)  # |z| clamped to 87: exp(-z) stays within the normal float32 range
-C2, C3, C4, C5, C6, C7 = (F(1 / 2), F(1 / 6), F(1 / 24), F(1 / 120), F(1 / 720), F(1 / 5040))
+F = np.float32
+ONE, MINUS_ONE = F(1.0), F(-1.0)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _sigmoid(z, s, e, k):
-    """s[i] = 1 / (1 + exp(-z[i])), float32, with an exp that vectorises. exp(-z) = 2^j e^f with
-    j = round(-z log2(e)) and f = -z - j ln 2 (|f| <= ln2/2; ln 2 in two parts, so that f keeps
-    its accuracy when j is large); e^f is its Taylor series to f^7 (the first term left out,
-    f^8/8!, is at most 5.3e-9 of it), 2^j is the float whose exponent field is j + 127 (the
-    int (j + 127) << 23 read as a float32). e (float32) and k (int32) are scratch of z's length:
-    the second loop reads k as float32. Within 1 ulp or so of NumPy's float32 sigmoid (see
-    tests/test_kernels_fused.py); |z| is clamped to 87 first, so s is 1 for z > 87 and about
-    1.6e-38 below -87 (NumPy: 1, and below 1.6e-38, 0 once exp overflows at z < -88.7)."""
-    for i in range(z.shape[0]):
-        mz = -min(max(z[i], -Z_MAX), Z_MAX)
-        j = F(np.int32(mz * LOG2E + F(127.5)))  # round(-z log2 e) + 127: truncates a positive
-        jm = j - F(127.0)
-        f = (mz - jm * LN2_HI) - jm * LN2_LO
-        e[i] = ONE + f * (ONE + f * (C2 + f * (C3 + f * (C4 + f * (C5 + f * (C6 + f * C7))))))
-        k[i] = np.int32(j * F(8388608.0))  # (j + 127) << 23: exact in float32, then converted
+    """s[i] = 1 / (1 + exp(-z[i])), float32, with the exp of kernels/_exp_numba.py, which
+    vectorises. e (float32) and k (int32) are scratch of z's length: the second loop reads k as
+    float32. Within 1 ulp or so of NumPy's float32 sigmoid (see tests/test_kernels_fused.py);
+    |z| is clamped to 87 first, so s is 1 for z > 87 and about 1.6e-38 below -87 (NumPy: 1, and
+    below 1.6e-38, 0 once exp overflows at z < -88.7)."""
+    exp_parts(z, MINUS_ONE, e, k)  # exp(-z) = e 2^j
     two_j = k.view(np.float32)
     for i in range(z.shape[0]):
         s[i] = ONE / (ONE + e[i] * two_j[i])

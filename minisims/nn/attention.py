@@ -17,7 +17,10 @@ Backward, step for step in reverse:
 The L x L score matrix costs L^2 memory, which is why attention runs only at low resolution
 (16x16 or 8x8 for 32x32 images). The GroupNorm runs through GroupNormSiLU without its SiLU: one
 fused kernel each way on float32 arrays (kernels/groupnorm_silu.py: CUDA C on CuPy, numba loops
-on NumPy), the layer itself otherwise, on the same parameters (norm.gamma, norm.beta).
+on NumPy), the layer itself otherwise, on the same parameters (norm.gamma, norm.beta). The
+softmax, forward and backward, is kernels/softmax.py's: numba loops over the rows on float32
+NumPy arrays (both cores, an exp that vectorises), the array code above otherwise
+(``softmax_impl``, "auto" by default; "reference" keeps the array code everywhere).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import numpy as np
 
 from kernels.bmm import bmm as _bmm
 from kernels.conv2d import runs_own_threads
+from kernels.softmax import softmax_backward, softmax_forward
 
 from .. import backend
 from .conv import Conv2d
@@ -52,19 +56,16 @@ class SelfAttention2d(Module):
         self.proj = Conv2d(channels, channels, 1, rng, init_scale=init_scale, dtype=dtype)
         # norm's parameters, fused in float32 like the ResBlocks' norm + SiLU (no names of its own)
         self.norm_fused = GroupNormSiLU(self.norm, act=None)
+        self.softmax_impl = "auto"  # kernels/softmax.py: numba loops on float32 NumPy arrays
         self.children = {"norm": self.norm, "qkv": self.qkv, "proj": self.proj,
                          "norm_fused": self.norm_fused}
 
     def forward(self, x):
-        xp = backend.xp(x)
         N, C, H, W = x.shape
         qkv = self.qkv.forward(self.norm_fused.forward(x)).reshape(N, 3, C, H * W)  # N,3,C,L
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # N,C,L each
         S = bmm(q.transpose(0, 2, 1), k)  # N,L,L
-        S *= 1.0 / math.sqrt(C)
-        S -= S.max(axis=-1, keepdims=True)  # softmax is shift invariant; this keeps exp finite
-        A = xp.exp(S, out=S)  # N,L,L
-        A /= A.sum(axis=-1, keepdims=True)
+        A = softmax_forward(S, 1.0 / math.sqrt(C), self.softmax_impl)  # N,L,L, over S
         self.q, self.k, self.v, self.A = q, k, v, A  # keep all four: each appears in backward
         o = bmm(v, A.transpose(0, 2, 1))  # N,C,L
         return x + self.proj.forward(o.reshape(N, C, H, W))  # N,C,H,W
@@ -77,8 +78,7 @@ class SelfAttention2d(Module):
         do = do.reshape(N, C, H * W)  # N,C,L
         dv = bmm(do, A)  # N,C,L
         dA = bmm(do.transpose(0, 2, 1), v)  # N,L,L
-        dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,L,L, softmax backward
-        dS *= 1.0 / math.sqrt(C)
+        dS = softmax_backward(A, dA, 1.0 / math.sqrt(C), self.softmax_impl)  # N,L,L
         dq = bmm(k, dS.transpose(0, 2, 1))  # N,C,L
         dk = bmm(q, dS)  # N,C,L
         dqkv = xp.stack([dq, dk, dv], axis=1).reshape(N, 3 * C, H, W)  # N,3C,H,W
