@@ -173,6 +173,12 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
   the blocks outgrew L2; a 1x64 image took 2.38 ms against 2.68 at 8x8, so short rows cost little
   either. At 8x8 the weight gradient runs at about 50 GFLOP/s on two threads, the forward at
   about 110.
+- No gain: for the 1x1 forward, blocks of 1-16 pixel tiles each run against every weight panel
+  (the tiles' pixels staying in L1) instead of every tile against one panel: 6.7-7.6 ms against
+  6.6 at 128->384 16x16, and from 7% faster (128->128 at 16x16, 4 tiles) to 15% slower at four
+  other 1x1 shapes (one core, batch 8, medians of 15 interleaved calls). The 1x1 forward's tile sums only C products, so loading,
+  storing and scattering its P x Q results weighs as much; kernels/_conv2d_pointwise.py took
+  those convolutions over.
 - Lost: 1x1 convolutions (forward and input gradient) straight from NCHW through the same tile
   with the operands' roles swapped (5 output channels broadcast, 16 consecutive pixels of a row
   of x as the vectors; the same products in the same order, so the same bits, checked). Forward +
@@ -180,8 +186,9 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
   32x32 (sum over the UNet's ten 1x1 shapes 39.6 -> 46.8 ms); copying each tile's 16 pixels of
   every channel to a contiguous block first (x's rows are 4 KB apart at 32x32) was slower still
   (44.5 -> 73.5). Not kept. Since then the 1x1 convolutions (stride 1, no padding) leave this
-  micro-kernel for one BLAS product per image on the same threads (kernels/_conv2d_pointwise.py,
-  1.4-1.9x faster there; different bits from the micro-kernel's, the same on any thread count).
+  micro-kernel for one BLAS product per image, the images on the same threads inside a network's
+  pass (kernels/_conv2d_pointwise.py, 1.4-1.9x faster there; different bits from the
+  micro-kernel's, the same on any thread count).
 - bench_conv.py --unet (repeats 5, load 0.4-0.9), ms per training step: before, 1149 (fwd 349,
   dx 330, dw 470) against torch 891, 1.29x; after, 1048 (318, 334, 396) against 837, 1.25x.
 """
@@ -297,7 +304,7 @@ def _channel_blocks(x, n, p, B, out, c0, c1):
 
 
 @njit(cache=True, nogil=True)
-def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, PB, y):
+def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, y):
     """y[n] (Cout, Ho*Wo), NCHW, for n0 <= n < n1: y[n, o, m] = b[o] + sum_{i,j,c}
     pad[(s*h + i)*Wp + s*v + j, c] * w[o, c, i, j], m = h*Wo + v.
 
@@ -324,16 +331,15 @@ def _forward_images(x, n0, n1, wpk, b, kh, kw, s, p, P, Q, PB, y):
     acc = np.empty((P, Q), dtype=x.dtype)  # P,Q
     for n in range(n0, n1):
         _channel_blocks(x, n, p, C, pad, 0, C)  # NHWC: one block of all C channels
-        for t0 in range(0, nt, PB):  # PB pixel tiles at a time
-            for ob in range(wpk.shape[0]):  # one weight panel (T*C*Q) at a time
-                for mt in range(t0, min(nt, t0 + PB)):
-                    m0 = mt * P
-                    acc[:] = 0
-                    _tile(pad, pa[mt], toff, U(1), C, wpk[ob], b1, U(Q), acc)
-                    for q in range(min(Q, Cout - ob * Q)):
-                        o = ob * Q + q
-                        for k in range(min(P, M - m0)):
-                            y[n, o, m0 + k] = acc[k, q] + b[o]
+        for ob in range(wpk.shape[0]):  # one weight panel (T*C*Q) at a time, over all pixels
+            for mt in range(nt):
+                m0 = mt * P
+                acc[:] = 0
+                _tile(pad, pa[mt], toff, U(1), C, wpk[ob], b1, U(Q), acc)
+                for q in range(min(Q, Cout - ob * Q)):
+                    o = ob * Q + q
+                    for k in range(min(P, M - m0)):
+                        y[n, o, m0 + k] = acc[k, q] + b[o]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,9 +404,6 @@ def _pack_weights(w, Q):
     return out.reshape(nb, -1)
 
 
-PIXEL_TILES = 4
-
-
 def _conv(x, w, b, stride, padding, Ho, Wo):
     """y (N,Cout,Ho,Wo) = b + the convolution of x (N,C,H,W) with w (Cout,C,kh,kw)."""
     N = x.shape[0]
@@ -409,8 +412,7 @@ def _conv(x, w, b, stride, padding, Ho, Wo):
     y = np.empty((N, Cout, Ho * Wo), dtype=x.dtype)  # N,Cout,HoWo
     b = np.zeros(Cout, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     wpk = _pack_weights(w, Q)  # Cout/Q, T*C*Q
-    PB = PIXEL_TILES if kh * kw == 1 else Ho * Wo
-    _run(lambda n0, n1: _forward_images(x, n0, n1, wpk, b, kh, kw, stride, padding, P, Q, PB, y),
+    _run(lambda n0, n1: _forward_images(x, n0, n1, wpk, b, kh, kw, stride, padding, P, Q, y),
          _split(N))
     return y.reshape(N, Cout, Ho, Wo)
 

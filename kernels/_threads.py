@@ -27,6 +27,7 @@ CHUNKS_PER_THREAD = 1  # ranges handed out per thread. 4 were meant to keep a th
 
 _POOL = None
 _BLAS_ONE_THREAD = 0  # how many blas_on_one_thread scopes are open
+_BLAS_LOCK = threading.Lock()  # for that count (scopes may open on several Python threads)
 
 
 def split(N, k=None):
@@ -104,11 +105,13 @@ def blas_on_one_thread():
     pool's threads (kernels/_conv2d_pointwise.py); outside, the threads would multiply (each
     range's call spreading over BLAS's own threads), so it makes one call on BLAS's threads."""
     global _BLAS_ONE_THREAD
-    _BLAS_ONE_THREAD += 1
+    with _BLAS_LOCK:
+        _BLAS_ONE_THREAD += 1
     try:
         yield
     finally:
-        _BLAS_ONE_THREAD -= 1
+        with _BLAS_LOCK:
+            _BLAS_ONE_THREAD -= 1
 
 
 def blas_declared_one_thread():

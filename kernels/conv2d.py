@@ -35,7 +35,9 @@ Versions (``impl=``), each validated against the reference in tests/test_kernels
   back to "numba"; 1x1 convolutions (stride 1, no padding) are one BLAS product per image on
   the same threads (kernels/_conv2d_pointwise.py: the micro-kernel ran them at half its 3x3 rate). 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 76-80% of
   sgemm on one core at 32x32), and at the UNet's own 24 shapes (batch 8, `bench_conv.py --unet`)
-  1128 ms of convolution per training step against "numba"'s 1330 (PyTorch: 856).
+  1128 ms of convolution per training step against "numba"'s 1330 (PyTorch: 856); after the
+  kernel threads' own pool, the weights packed block by block and the 1x1 path, 996 against
+  1364 (PyTorch: 889; one run, load average 0.8-1.0).
   ``"auto"`` on the CPU since issue 9's per-shape study. Inside the UNet it gained nothing at
   first (1.28-1.49x PyTorch's step time against 1.28-1.41x): after every threaded BLAS call
   (attention's products, the embedding's 256x256 Linear) an OpenBLAS worker spins for about
