@@ -23,15 +23,17 @@ gradient and weight gradient, per call, for "numba", "direct" and PyTorch (its p
 torch.ops.aten.convolution_backward), interleaved, and the totals weighted by how many times
 each shape runs in one training step (62 convolutions: 3x3 at 32x32, 16x16 and 8x8, the stride-2
 down-sampling, the 1x1 skips and attention's qkv and proj). The shapes are found by running the
-network's forward once with the convolution wrapped.
+network's forward once with the convolution wrapped. Measured (issue 9, two threads, median of 7
+rounds, load 0.4-0.6), ms per training step: numba 1330 (fwd 475, dx 402, dw 453), direct 1128
+(362, 347, 419), torch 856 (261, 239, 356): 1.55x and 1.32x PyTorch's time; per shape, "direct"
+0.92-1.06x PyTorch's at 32x32, 1.2-1.4x at 16x16, 1.75-1.9x at 8x8 and for the 1x1, slower than
+"numba" at 8x8 only (and in 2 other calls); kernels/_conv2d_direct.py has the table's reading.
+Later (with the 1x1 convolutions as BLAS products, one run, repeats 5, load 1.0-1.2): direct 913,
+numba 1294, torch 834 ms a step (1.09x and 1.55x).
 
 On the CPU each contender's turn ends in a pause (PAUSE) and starts with one untimed call, so
-that no one pays for another's spinning threads (the square shapes too, since issue 9's last CPU
-session: without it "direct" at 16x16 on two threads ran slower than on one). Measured (issue 9, two threads, median of 7 rounds, load 0.4-0.6), ms per training
-step: numba 1330 (fwd 475, dx 402, dw 453), direct 1128 (362, 347, 419), torch 856 (261, 239,
-356): 1.55x and 1.32x PyTorch's time; per shape, "direct" 0.92-1.06x PyTorch's at 32x32, 1.2-1.4x
-at 16x16, 1.75-1.9x at 8x8 and for the 1x1, slower than "numba" at 8x8 only (and in 2 other calls);
-kernels/_conv2d_direct.py has the table's reading.
+that no one pays for another's spinning threads; the square shapes' table pauses too since a
+later session (without it "direct" at 16x16 on two threads ran slower than on one).
 """
 from __future__ import annotations
 

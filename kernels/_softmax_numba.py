@@ -7,7 +7,8 @@ Forward, a row s at a time, in place: t_j = scale s_j, m = max_j t_j; u_j = t_j 
 the reference rounds them (NumPy multiplies a float32 array by a Python float in float64 and
 rounds once; so does this, scale being a float64), so that only the exp and the normalisation
 differ (at |t| ~ 200 one ulp of t is 1.5e-5, which exp makes a relative error of A); e_j = exp(u_j)
-(kernels/_exp_numba.py: vectorises, |u| clamped to 87), their sum in float64; a_j = e_j / sum.
+(kernels/_exp_numba.py: vectorises, |u| clamped to 87), their sum in float64; a_j = e_j times
+the sum's reciprocal (rounded to float32 once).
 Backward, a row at a time: d = sum_j dA_j a_j (float64, then rounded); dS_j = a_j (dA_j - d) scale.
 Each image is one thread's work, so nothing depends on the thread count.
 """

@@ -13,8 +13,9 @@ Versions (``impl=``):
   each row's maximum off (softmax does not change, and exp stays finite), exp, divide by the
   row's sum; a pass over the N*I*J values each, on one core.
 - ``"numba"``: loops over the rows (``_softmax_numba.py``), the images shared by the threads of
-  kernels/_threads.py, float32 only: two passes a row forward (the scaled maximum; then exp and
-  the sum, in float64, and the division), two backward (the row's sum of dA A; then dS). Its exp
+  kernels/_threads.py, float32 only: forward, loops over each row for the scaled maximum, the
+  shift, the exp and its sum (in float64), and the normalisation (times the sum's reciprocal);
+  backward, two (the row's sum of dA A, in float64; then dS). Its exp
   is kernels/_exp_numba.py's, which vectorises (numba's does not); |scale S - max| is clamped
   to 87, so entries under exp(-87) of their row's largest come out about 1.6e-38 times it
   instead of 0. Within float32 tolerances of the reference (tests/test_kernels_softmax.py), and

@@ -19,8 +19,8 @@ The L x L score matrix costs L^2 memory, which is why attention runs only at low
 fused kernel each way on float32 arrays (kernels/groupnorm_silu.py: CUDA C on CuPy, numba loops
 on NumPy), the layer itself otherwise, on the same parameters (norm.gamma, norm.beta). The
 softmax, forward and backward, is kernels/softmax.py's: numba loops over the rows on float32
-NumPy arrays (both cores, an exp that vectorises), the array code above otherwise
-(``softmax_impl``, "auto" by default; "reference" keeps the array code everywhere).
+NumPy arrays (both cores, an exp that vectorises), its array-code reference otherwise
+(``softmax_impl``: "auto" by default; "reference" keeps the array code everywhere).
 """
 from __future__ import annotations
 
