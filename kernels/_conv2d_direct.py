@@ -188,7 +188,9 @@ process, interleaved calls, medians; load 0.2-0.9; one-off scripts, not kept):
   (44.5 -> 73.5). Not kept. Since then the 1x1 convolutions (stride 1, no padding) leave this
   micro-kernel for one BLAS product per image, the images on the same threads inside a network's
   pass (kernels/_conv2d_pointwise.py, 1.4-1.9x faster there; different bits from the
-  micro-kernel's, the same on any thread count).
+  micro-kernel's, the same on any thread count). Likewise the weight gradient of larger kernels
+  with at most 64 output pixels an image (8x8) leaves it for columns and one BLAS product per
+  range of 4 images (kernels/_conv2d_small_dw.py: 21-27% faster at the UNet's 8x8 shapes).
 - bench_conv.py --unet (repeats 5, load 0.4-0.9), ms per training step: before, 1149 (fwd 349,
   dx 330, dw 470) against torch 891, 1.29x; after, 1048 (318, 334, 396) against 837, 1.25x.
 """
@@ -202,6 +204,7 @@ from numba.core import config as _numba_config
 
 from ._conv2d_common import check_shapes, flipped_padding
 from . import _conv2d_pointwise as _pointwise
+from . import _conv2d_small_dw as _small_dw
 from . import _threads
 from ._threads import run as _run, split as _split
 
@@ -456,6 +459,8 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0):
     x = np.ascontiguousarray(x, dtype=dtype)
     if _pointwise.applies(w_shape, stride, padding):
         return _pointwise.backward_weight(dy, x)
+    if _small_dw.applies(w_shape, dy.shape[2] * dy.shape[3]):  # 8x8: columns and BLAS
+        return _small_dw.backward_weight(dy, x, w_shape, stride, padding)
     P, Q = TILE[np.dtype(dtype)]
     ncb, nob = -(-C // P), -(-Cout // Q)
     dwp = np.zeros((kh * kw, ncb, nob, P, Q), dtype=dtype)  # T,Cp/P,Coutp/Q,P,Q: the sums

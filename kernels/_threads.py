@@ -8,9 +8,9 @@ kernels/_conv2d_numba.py explains why OpenMP threads lose on this shared machine
                                         thread (kernels may then call BLAS on the pool's threads)
     blas_declared_one_thread() -> bool  whether such a scope is open
 
-Used by kernels/_conv2d_direct.py (and its _conv2d_pointwise.py), _groupnorm_silu_numba.py,
-_softmax_numba.py, adam_ema.py and bmm.py. Their results never depend on THREADS: each range's
-work is the same whichever thread does it.
+Used by kernels/_conv2d_direct.py (and its _conv2d_pointwise.py, _conv2d_small_dw.py),
+_groupnorm_silu_numba.py, _softmax_numba.py, adam_ema.py and bmm.py. Their results never depend
+on THREADS: each range's work is the same whichever thread does it.
 """
 from __future__ import annotations
 

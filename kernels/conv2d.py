@@ -33,7 +33,9 @@ Versions (``impl=``), each validated against the reference in tests/test_kernels
   directly; the weight gradient is the same micro-kernel as a direct reduction over the pixels.
   Both cores through 2 threads over the batch; the input gradient at strides other than 1 falls
   back to "numba"; 1x1 convolutions (stride 1, no padding) are one BLAS product per image on
-  the same threads (kernels/_conv2d_pointwise.py: the micro-kernel ran them at half its 3x3 rate). 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 76-80% of
+  the same threads (kernels/_conv2d_pointwise.py: the micro-kernel ran them at half its 3x3 rate),
+  and the weight gradient at 8x8 and below is columns + BLAS in ranges of 4 images
+  (kernels/_conv2d_small_dw.py). 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 76-80% of
   sgemm on one core at 32x32), and at the UNet's own 24 shapes (batch 8, `bench_conv.py --unet`)
   1128 ms of convolution per training step against "numba"'s 1330 (PyTorch: 856); after the
   kernel threads' own pool, the weights packed block by block and the 1x1 path, 996 against

@@ -187,7 +187,8 @@ def test_direct_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
     # each image is computed by one thread, and each weight-gradient tile sums the whole batch in
     # one order whichever thread runs it: y, dx and dw are the same bits on 1, 2 or 3 threads
     from kernels import _threads
-    x, w, b, dy = _data(rng, 5, 12, 40, 7, 9, 3, 1, 1, dtype=np.float32)  # 3 x 3 weight tiles
+    # 9x9 (81 output pixels): the micro-kernel's weight gradient (up to 64: _conv2d_small_dw.py)
+    x, w, b, dy = _data(rng, 5, 12, 40, 9, 9, 3, 1, 1, dtype=np.float32)  # 3 x 3 weight tiles
     out = {}
     for threads in (1, 2, 3):
         monkeypatch.setattr(_threads, "THREADS", threads)
@@ -222,6 +223,30 @@ def test_direct_1x1_on_the_kernel_threads_only_where_blas_is_declared_on_one(rng
     assert len(calls) == 3 and all(len(r) == threads for r in calls)
     for name, a, a1 in zip(("y", "dx", "dW", "db"), shared, alone):
         assert np.array_equal(a, a1), name
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("s", [1, 2])
+def test_direct_small_weight_gradient_same_bits_on_the_threads_or_not(rng, monkeypatch, threads,
+                                                                      s):
+    # kernels/_conv2d_small_dw.py (at most 64 output pixels): ranges of RANGE_IMAGES images, on
+    # the kernel threads only inside a blas_on_one_thread scope; the same bits either way, and
+    # against the reference within float32 rounding
+    from kernels import _conv2d_small_dw, _threads
+    monkeypatch.setattr(_threads, "THREADS", threads)
+    calls = []
+    run = _threads.run
+    monkeypatch.setattr(_threads, "run", lambda fn, ranges: calls.append(ranges) or run(fn, ranges))
+    x, w, b, dy = _data(rng, 11, 7, 20, 8, 7, 3, s, 1, dtype=np.float32)  # 11 images: 3 ranges
+    assert _conv2d_small_dw.applies(w.shape, dy.shape[2] * dy.shape[3])
+    alone = conv2d_backward_weight(dy, x, w.shape, s, 1, impl="direct")
+    assert calls == []
+    with _threads.blas_on_one_thread():  # the test session holds BLAS on one thread (conftest)
+        shared = conv2d_backward_weight(dy, x, w.shape, s, 1, impl="direct")
+    assert len(calls) == 1 and len(calls[0]) == min(threads, 3)
+    assert np.array_equal(shared[0], alone[0]) and np.array_equal(shared[1], alone[1])
+    ref = conv2d_backward_weight(dy, x, w.shape, s, 1, impl="reference")
+    np.testing.assert_allclose(shared[0], ref[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("impl", FAST)
