@@ -29,7 +29,7 @@ CHUNK_ROWS = 8192  # GEMM rows per chunk: OpenBLAS ran 2048-row products at half
 # 8192-row ones here (N=64, 32x32, C=64: 8 images, 19 MB of columns, inside the 32 MB L3)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: kernels/_conv2d_small_dw.py runs it on the kernel threads
 def _im2col(x, n0, padding, stride, kh, kw, Ho, Wo, cols):
     """cols[b, h*Wo+v, (i*kw+j)*C+c] = x_pad[n0+b, c, s*h+i, s*v+j] for the B images of a chunk.
 

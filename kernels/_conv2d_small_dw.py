@@ -22,9 +22,9 @@ Ranges of 2 or 8 images were slower than 4 at 8x8.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from . import _threads
+from ._conv2d_numba import _im2col  # the "numba" version's columns, (B, M, K) a chunk
 
 SMALL_PIXELS = 64  # output pixels per image up to which the weight gradient goes this way
 RANGE_IMAGES = 4  # images per product
@@ -34,28 +34,6 @@ def applies(w_shape, out_pixels):
     """Whether this path computes the weight gradient: a kernel larger than 1x1 and at most
     SMALL_PIXELS output pixels an image."""
     return w_shape[2] * w_shape[3] > 1 and out_pixels <= SMALL_PIXELS
-
-
-@njit(cache=True, nogil=True)
-def _im2col(x, n0, n1, p, s, kh, kw, Ho, Wo, cols):
-    """cols[(n - n0)*M + h*Wo + v, (i*kw + j)*C + c] = x_pad[n, c, s*h + i, s*v + j] for
-    n0 <= n < n1; x (N,C,H,W), cols (R*M, K)."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    M = Ho * Wo
-    pad = np.zeros((H + 2 * p, W + 2 * p, C), dtype=x.dtype)  # one image, NHWC; border 0
-    for n in range(n0, n1):
-        for c in range(C):
-            for h in range(H):
-                for v in range(W):
-                    pad[h + p, v + p, c] = x[n, c, h, v]
-        for h in range(Ho):
-            for v in range(Wo):
-                row = (n - n0) * M + h * Wo + v
-                for i in range(kh):
-                    for j in range(kw):
-                        k0 = (i * kw + j) * C
-                        for c in range(C):
-                            cols[row, k0 + c] = pad[s * h + i, s * v + j, c]
 
 
 def backward_weight(dy, x, w_shape, stride, padding):
@@ -71,10 +49,10 @@ def backward_weight(dy, x, w_shape, stride, padding):
         for r in range(r0, r1):
             n0, n1 = ranges[r]
             B = n1 - n0
-            cols = np.empty((B * M, K), dtype=x.dtype)  # R*M,K
-            _im2col(x, n0, n1, padding, stride, kh, kw, Ho, Wo, cols)
+            cols = np.empty((B, M, K), dtype=x.dtype)  # R,M,K: row (n, h, v), column (i, j, c)
+            _im2col(x, n0, padding, stride, kh, kw, Ho, Wo, cols)
             dyr = np.ascontiguousarray(dy[n0:n1].reshape(B, Cout, M).transpose(1, 0, 2))  # Cout,R,M
-            np.matmul(dyr.reshape(Cout, B * M), cols, out=per_range[r])
+            np.matmul(dyr.reshape(Cout, B * M), cols.reshape(B * M, K), out=per_range[r])
     if _threads.blas_declared_one_thread():
         _threads.run(products, _threads.split(len(ranges)))
     else:
