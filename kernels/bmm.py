@@ -17,8 +17,10 @@ Versions (``impl=``):
   at once. Each image's product is the same BLAS call as in the reference with BLAS on one
   thread, so with BLAS on one thread the two agree bit for bit (tests/test_kernels_bmm.py); call
   it with BLAS on one thread, or the threads multiply.
-"auto" picks "threads" for NumPy arrays of more than one image and more than one kernel thread,
-"reference" otherwise (CuPy arrays included).
+"auto" picks "threads" for NumPy arrays of more than one image and more than one kernel thread
+inside a scope where the caller declares BLAS on one thread (kernels/_threads.py's
+blas_on_one_thread: the UNet's passes, minisims.nn.conv.network_blas_threads), "reference"
+otherwise (CuPy arrays included).
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def _resolve(impl, a):
         if on_gpu or a.shape[0] < 2:
             return "reference"
         from . import _threads
-        return "threads" if _threads.THREADS > 1 else "reference"
+        return "threads" if _threads.THREADS > 1 and _threads.blas_declared_one_thread() \
+            else "reference"
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}: use one of {IMPLS} or 'auto'")
     if impl == "threads" and on_gpu:

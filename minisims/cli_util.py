@@ -178,7 +178,8 @@ def run_command(main, argv=None, prog: str | None = None):
     prog = prog or os.path.basename(sys.argv[0])
     if threading.current_thread() is threading.main_thread():
         sigint.restore()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
-        sys.unraisablehook = _interrupted_in_a_callback(sys.unraisablehook)
+        if not getattr(sys.unraisablehook, "ends_on_ctrl_c", False):  # once, not a chain a call
+            sys.unraisablehook = _interrupted_in_a_callback(sys.unraisablehook)
     try:
         code = main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -203,6 +204,7 @@ def _interrupted_in_a_callback(previous):
         if args.exc_type is not None and issubclass(args.exc_type, KeyboardInterrupt):
             _exit_now("interrupted", 130, at_once=True)
         previous(args)
+    hook.ends_on_ctrl_c = True
     return hook
 
 

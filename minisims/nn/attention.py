@@ -28,21 +28,13 @@ import math
 
 import numpy as np
 
-from kernels.bmm import bmm as _bmm
-from kernels.conv2d import runs_own_threads
+from kernels.bmm import bmm
 from kernels.softmax import softmax_backward, softmax_forward
 
 from .. import backend
 from .conv import Conv2d
 from .module import Module
 from .norm import GroupNorm, GroupNormSiLU
-
-
-def bmm(a, b):
-    """a (N,I,K) @ b (N,K,J) image by image: on NumPy, with the batch shared by the kernel threads
-    while the convolutions run their own (then the UNet keeps BLAS on one thread during its
-    passes: minisims.nn.conv.network_blas_threads), else on BLAS's threads (kernels/bmm.py)."""
-    return _bmm(a, b, "auto" if runs_own_threads() else "reference")
 
 
 class SelfAttention2d(Module):
