@@ -10,7 +10,9 @@ after 3 warm-up calls, float32, next to PyTorch's cuDNN (TF32 off) where torch i
 
 Each tile is forced through the module constant TILE; "auto" is the per-call rule (choose_tile,
 choose_tile_dw), and the table prints which tile it took per product. Every tile is checked
-against the first one's result before it is timed.
+against the first one's result before it is timed. At stride 2 a last row times the input
+gradient as one gather over every tap (``parity_split=False``), three quarters of whose
+multiply-adds are by zero, against the parity classes the tiles' rows use.
 """
 from __future__ import annotations
 
@@ -111,6 +113,10 @@ def main(argv=None):
             print(f"{name:<24}{tile:<10}{'/'.join(taken):<24}" + "".join(f"{t:8.3f}" for t in ms)
                   + f"{sum(ms):8.3f}")
         G.TILE = "auto"
+        if s > 1:  # the input gradient's gather over every tap, before the parity split
+            gather = gpu_ms(cp, lambda: G.backward_input(G.MODULES, dy, w, x.shape, s, 1,
+                                                          parity_split=False))
+            print(f"{name:<24}{'auto':<10}{'dx, every tap':<24}{'':8}{gather:8.3f}")
         t = None if args.no_torch else time_torch(x, w, b, dy, s)
         if t is not None:
             print(f"{name:<24}{'cudnn':<10}{'':<24}" + "".join(f"{v:8.3f}" for v in t) + f"{sum(t):8.3f}")

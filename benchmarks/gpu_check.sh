@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One short GPU run for the whole repository: the GPU tests (tests/gpu) and the GPU timings
-# (the toy MLP's training step and evaluation vs torch; conv: ours vs torch cuDNN; fused Heun step
-# vs unfused CuPy; the UNet step vs torch and its per-layer-kind profile). Run from the repository root:
+# (the toy MLP's training step and evaluation vs torch; conv: ours vs torch cuDNN, by wall clock
+# and, for igemm, by GPU time per phase; fused Heun step vs unfused CuPy; the UNet step vs torch
+# and its per-layer-kind profile). Run from the repository root:
 #
 #     bash benchmarks/gpu_check.sh
 #     bash benchmarks/gpu_check.sh toy   # only the toy MLP's fused kernels: tests, bench_mlp_gpu,
@@ -11,7 +12,7 @@
 # Logs go to $OUT if it is set, else ./gpu_check_logs. Installs nothing (the README's "GPU" says
 # how: the gpu-cuda12 / gpu-cuda13 extras). It first prints what it runs on: the CuPy package
 # (cupy-cuda12x or cupy-cuda13x), the CUDA runtime and driver, numba and numba-cuda, NumPy, torch.
-# Every step runs under its own time limit (20 + 120 + 90 + 90 + 30 + 90 + 60 s = under 9 minutes
+# Every step runs under its own time limit (20 + 120 + 90 + 90 + 45 + 30 + 90 + 60 s = under 10 minutes
 # at worst; most of the time is first-use compilation by NVRTC and numba); the script goes on past a
 # failing or timed-out step and exits non-zero if any step failed. Needs python3 with cupy,
 # numba-cuda, torch, pytest.
@@ -100,6 +101,8 @@ fi
 step pytest_gpu 120 "$PY" -m pytest -q -rs --durations=8 tests/gpu
 step bench_mlp_gpu 90 "$PY" benchmarks/bench_mlp_gpu.py --runs 1000 --points 2000 --repeats 15
 step bench_conv_gpu 90 "$PY" benchmarks/bench_conv.py --device gpu --repeats 7
+# igemm by GPU time against cuDNN per phase, and the stride-2 input gradient with and without its parity split
+step bench_igemm 45 "$PY" benchmarks/bench_igemm_tiles.py --tiles auto
 step bench_heun_gpu 30 "$PY" benchmarks/bench_heun.py --device gpu --repeats 30
 # the UNet step against torch, then where our step spends its time (a markdown table per layer kind)
 step bench_unet_gpu 90 "$PY" benchmarks/bench_unet.py --device gpu --profile

@@ -15,7 +15,8 @@ The input gradient as a convolution (used by "numpy", "numba" and "cupy"): at st
 
 with dy padded by q = k-1-p and i' = k-1-i: the forward convolution of dy with the kernel
 flipped in space and transposed in channels (Cin,Cout,kh,kw), no scatter-add. At other strides
-the versions use col2im instead (the adjoint of im2col).
+the versions use col2im instead (the adjoint of im2col), except "igemm", which splits dx by the
+parity of the input pixel into s*s stride-1 input gradients with sub-kernels (parity_classes).
 """
 from __future__ import annotations
 
@@ -57,6 +58,29 @@ def flipped_padding(kh, kw, stride, padding):
     if stride == 1 and kh == kw and kh - 1 - padding >= 0:
         return kh - 1 - padding
     return None
+
+
+def parity_classes(k, n, n_out, stride, padding):
+    """The input gradient along one axis, split by the parity of the input index: a list, one
+    entry per residue r < s, of (r, i0, taps, q, n_sub).
+
+    At stride s the input pixel a = s*alpha + r receives dy[h] w[i] for every (h, i) with
+    s*h - p + i = a. s divides a + p - i only for the taps i = i0 + s*t (i0 = (r + p) mod s,
+    t < taps = len(range(i0, k, s))), and then h = alpha + q - t with q = (r + p - i0) / s.
+    So each class is a stride-1 input gradient with a sub-kernel w[..., i0::s] read at
+    dy[alpha + q - t]: no tap multiplies a zero, where the gather over every tap wastes
+    (s^2 - 1)/s^2 of them in 2D. n_sub = len(range(r, n, s)) inputs fall in the class; taps = 0
+    (s > k) means the class receives nothing: its inputs' gradient is zero. n_out (the dy
+    length) is not needed by the split, only checked."""
+    if n_out != out_size(n, k, stride, padding):
+        raise ValueError(f"dy length {n_out} does not match input {n}, kernel {k}, stride "
+                         f"{stride}, padding {padding}")
+    classes = []
+    for r in range(stride):
+        i0 = (r + padding) % stride
+        classes.append((r, i0, len(range(i0, k, stride)), (r + padding - i0) // stride,
+                        len(range(r, n, stride))))
+    return classes
 
 
 def flipped_weight_matrix(xp, w):

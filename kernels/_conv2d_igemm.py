@@ -21,11 +21,19 @@ The GEMM views (A gathered on the fly, B the weights in their own layout, no cop
   the transposed convolution: every dx value is one GEMM row, written by one thread, so there
   are no atomics at any stride. At stride 1 it is the convolution of dy with the flipped,
   transposed kernel (every tap counts); at stride s only 1/s^2 of the taps pass the divisibility
-  test and the rest multiply zeros (for the stride-2 convolutions of a UNet's downsampling that
-  waste is 3/4 of one cheap layer; splitting dx by the parity of (hh, vv) would remove it).
-  One kernel serves both: the row an output row reads at tap i is (out*mul + add + sgn*i)/div,
-  with (mul, add, sgn, div) = (s, -p, +1, 1) forward and (1, p, -1, s) for dx, and the weight
-  index is (k // kh*kw)*w_step_k + col*w_step_col + k % (kh*kw).
+  test and the rest multiply zeros (3/4 of the work of the UNet's stride-2 downsampling).
+  So at stride s > 1 dx is split by the parity of (hh, vv) (PARITY_SPLIT): the pixels
+  hh = s*alpha + r only ever meet the taps i = i0 + s*t, at dy row alpha + q - t
+  (kernels/_conv2d_common.parity_classes), so each of the s*s classes is a stride-1 gather
+  with the sub-kernel w[:, :, i0::s, j0::s] (a small contiguous copy) into a (N, Cin, H/s, W/s)
+  buffer, then copied into dx[:, :, r::s, r'::s]: s*s launches, s*s small weight copies and
+  s*s strided copies of dx in place of one launch whose multiply-adds are 3/4 zeros
+  (``parity_split=False`` keeps the one launch, for comparison).
+  One kernel serves all: the row an output row reads at tap i is (out*mul + add + sgn*i)/div,
+  with (mul, add, sgn, div) = (s, -p, +1, 1) forward, (1, p, -1, s) for dx in one gather and
+  (1, q, -1, 1) for a parity class (add given per axis: add_h, add_w, as a class's q can differ
+  between rows and columns), and the weight index is
+  (k // kh*kw)*w_step_k + col*w_step_col + k % (kh*kw).
 - weight gradient: dw (Cout rows, K = Cin*kh*kw columns) = dy^T (Cout, M) @ A (M, K), the
   reduction over the long axis M = N*Ho*Wo. Split-K over blocks: a launch of Cout/64 x K/64
   output tiles is only 9 blocks at C 64 (an H100 has 132 SMs), so M is cut into `splits`
@@ -79,8 +87,10 @@ N 128, the tile "auto" took in brackets:
     C 128, 8x8, s1     0.45 (64/64/128)   0.47    0.61    0.64     0.31
     C 64, 32x32, s2    1.26 (128x64)      1.03    1.56    1.26     0.53   (dx 0.97: 3/4 wasted taps)
 
-So by GPU time cuDNN is still 1.2x-2.4x faster, most at the stride-2 input gradient (a parity
-split would remove its zero taps) and at C 128, 16x16 (cuDNN's weight gradient 0.19 ms against
+(All before the parity split of the stride-2 input gradient, which is tested in the emulator and
+compiled by nvcc but not yet timed on a GPU: bench_igemm_tiles.py times its dx both ways.)
+So by GPU time cuDNN is still 1.2x-2.4x faster, most at the stride-2 input gradient (where the
+parity split removes the zero taps) and at C 128, 16x16 (cuDNN's weight gradient 0.19 ms against
 0.36-0.70 here); MIN_BLOCKS and the dw rule are reasoned, not tuned (the "64" tile won the
 stride-2 shape). By wall clock per call, as the issue's table measures
 (benchmarks/bench_conv.py --device gpu --repeats 7, N 64, C 64), igemm took 1.00 ms at 32x32
@@ -106,7 +116,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._conv2d_common import array_module, check_shapes
+from ._conv2d_common import array_module, check_shapes, parity_classes
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,7 @@ TILES = {
     "128": Tile(128, 128, 16, 8, 8, sm_blocks=2, sm_blocks_dw=1),     # 256 threads, 8 x 8 each
     "128x64": Tile(128, 64, 16, 8, 8, sm_blocks=3, sm_blocks_dw=3),   # 128 threads, 8 x 8 each
 }
+PARITY_SPLIT = True  # the input gradient at stride > 1 by parity classes (backward_input)
 TILE = "auto"  # or a key of TILES: force one tile for every call (to measure them one by one)
 MIN_BLOCKS = 240  # a big tile only when its grid is at least about one full wave on a 132-SM H100/H200
 SPLIT_MIN_STEPS = 16  # a weight-gradient split reduces at least 16 depth steps of 16 GEMM rows
@@ -185,8 +196,8 @@ __device__ __forceinline__ void tile_step(const float (*As)[BM + PAD], const flo
 
 // Forward (src = x) and input gradient (src = dy) as one implicit GEMM:
 //   out[n, col, hd, wd] = sum_k A[(n, hd, wd), k] * B[k, col] (+ bias[col])
-//   A[(n, hd, wd), (cs, i, j)] = src[n, cs, hs / div, ws / div], hs = hd*mul + add + sgn*i
-//                                (ws likewise with wd, j), zero unless hs, ws are multiples
+//   A[(n, hd, wd), (cs, i, j)] = src[n, cs, hs / div, ws / div], hs = hd*mul + add_h + sgn*i
+//                                (ws likewise with wd, add_w, j), zero unless hs, ws are multiples
 //                                of div and land inside src
 //   B[(cs, i, j), col] = wt[cs*w_step_k + col*w_step_col + i*kw + j]
 // Double-buffered: the slice k0 + BK is loaded from global memory into registers while the tile
@@ -195,7 +206,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, SM_BLOCKS) conv_igemm(
         const float* __restrict__ src, const float* __restrict__ wt,
         const float* __restrict__ bias, float* __restrict__ out,
         int N, int Cs, int Hs, int Ws, int Cd, int Hd, int Wd, int kh, int kw,
-        int mul, int add, int sgn, int div, int w_step_k, int w_step_col, int has_bias) {
+        int mul, int add_h, int add_w, int sgn, int div, int w_step_k, int w_step_col, int has_bias) {
     __align__(16) __shared__ float As[2][BK][BM + PAD];
     __align__(16) __shared__ float Bs[2][BK][BN + PAD];
     const int t = threadIdx.x, tx = t % TX, ty = t / TX;
@@ -209,7 +220,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, SM_BLOCKS) conv_igemm(
     const int mm = m_ok ? m : 0;
     const int img = mm / (Hd * Wd), hd = (mm / Wd) % Hd, wd = mm % Wd;
     const float* src_img = src + (long long)img * Cs * Hs * Ws;
-    const int h_base = hd * mul + add, w_base = wd * mul + add;
+    const int h_base = hd * mul + add_h, w_base = wd * mul + add_w;
     const int b_k = t % BK, b_col = t / BK;  // loads B[b_k, b_col + B_STEP r], r < B_LOADS
 
     float a_next[A_LOADS], b_next[B_LOADS];
@@ -453,13 +464,34 @@ def forward(mods, x, w, b=None, stride=1, padding=0, tile=None):
     # row of x read by output row h at tap i: s*h - p + i (mul s, add -p, sgn +1, div 1)
     mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
         x, w, bias, y, _i32(N), _i32(C), _i32(H), _i32(W), _i32(Cout), _i32(Ho), _i32(Wo),
-        _i32(kh), _i32(kw), _i32(stride), _i32(-padding), _i32(1), _i32(1),
+        _i32(kh), _i32(kw), _i32(stride), _i32(-padding), _i32(-padding), _i32(1), _i32(1),
         _i32(kh * kw), _i32(C * kh * kw), _i32(b is not None)))
     return y
 
 
-def backward_input(mods, dy, w, x_shape, stride=1, padding=0, tile=None):
-    """dy (N,Cout,Ho,Wo), w (Cout,Cin,kh,kw) -> dx (N,Cin,H,W), float32."""
+def _dx_launch(mods, dy, w, dx, add_h, add_w, div, tile):
+    """One conv_igemm launch of an input gradient: dx (N,Cin,Hd,Wd) gathered from dy
+    (N,Cout,Ho,Wo) over every tap (i, j) of w (Cout,Cin,kh,kw). dx row hd reads dy row
+    (hd + add_h - i) / div where the division is exact and lands inside dy, else zero
+    (columns likewise with add_w): mul 1, sgn -1 in the kernel's terms."""
+    N, Cout, Ho, Wo = dy.shape
+    _, C, Hd, Wd = dx.shape
+    kh, kw = w.shape[2], w.shape[3]
+    M = N * Hd * Wd
+    tile = tile or choose_tile(M, C)
+    t = TILES[tile]
+    grid = (math.ceil(M / t.bm), math.ceil(C / t.bn))
+    # the depth runs over (o, i, j), so w[o, c, i, j] = w[o*Cin*kh*kw + c*kh*kw + i*kw + j]
+    mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
+        dy, w, w, dx, _i32(N), _i32(Cout), _i32(Ho), _i32(Wo), _i32(C), _i32(Hd), _i32(Wd),
+        _i32(kh), _i32(kw), _i32(1), _i32(add_h), _i32(add_w), _i32(-1), _i32(div),
+        _i32(C * kh * kw), _i32(kh * kw), _i32(0)))
+
+
+def backward_input(mods, dy, w, x_shape, stride=1, padding=0, tile=None, parity_split=None):
+    """dy (N,Cout,Ho,Wo), w (Cout,Cin,kh,kw) -> dx (N,Cin,H,W), float32. At stride s > 1, by
+    parity classes (PARITY_SPLIT, which ``parity_split`` overrides, for tests and benchmarks):
+    s*s stride-1 gathers with sub-kernels, none of whose taps multiplies a zero."""
     xp = array_module(dy)
     N, C, H, W = x_shape
     Cout, _, kh, kw = w.shape
@@ -467,16 +499,23 @@ def backward_input(mods, dy, w, x_shape, stride=1, padding=0, tile=None):
     dy, w = _float32(xp, dy, "dy"), _float32(xp, w, "w")
     _check_int32(dy.size, N * C * H * W)
     dx = xp.empty((N, C, H, W), dtype=np.float32)  # N,Cin,H,W
-    M = N * H * W
-    tile = tile or choose_tile(M, C)
-    t = TILES[tile]
-    grid = (math.ceil(M / t.bm), math.ceil(C / t.bn))
-    # row of dy read by dx row hh at tap i: (hh + p - i) / s when exact (mul 1, add p, sgn -1,
-    # div s); the depth runs over (o, i, j), so w[o, c, i, j] = w[o*Cin*kh*kw + c*kh*kw + i*kw + j]
-    mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
-        dy, w, w, dx, _i32(N), _i32(Cout), _i32(Ho), _i32(Wo), _i32(C), _i32(H), _i32(W),
-        _i32(kh), _i32(kw), _i32(1), _i32(padding), _i32(-1), _i32(stride),
-        _i32(C * kh * kw), _i32(kh * kw), _i32(0)))
+    split = PARITY_SPLIT if parity_split is None else parity_split
+    if stride == 1 or not split:  # dx row hh reads dy row (hh + p - i) / s at tap i, when exact
+        _dx_launch(mods, dy, w, dx, padding, padding, stride, tile)
+        return dx
+    # dx[.., s*alpha + rh, s*beta + rw] reads dy[.., alpha + qh - t, beta + qw - u] at the
+    # sub-tap (t, u) = tap (ih + s*t, iw + s*u) (kernels/_conv2d_common.parity_classes)
+    for rh, ih, th, qh, nh in parity_classes(kh, H, Ho, stride, padding):
+        for rw, iw, tw, qw, nw in parity_classes(kw, W, Wo, stride, padding):
+            if nh == 0 or nw == 0:  # an input smaller than the stride: no pixel in the class
+                continue
+            if th == 0 or tw == 0:  # a kernel smaller than the stride: no tap reaches them
+                dx[:, :, rh::stride, rw::stride] = 0
+                continue
+            w_sub = xp.ascontiguousarray(w[:, :, ih::stride, iw::stride])  # Cout,Cin,th,tw
+            dx_sub = xp.empty((N, C, nh, nw), dtype=np.float32)  # N,Cin,nh,nw
+            _dx_launch(mods, dy, w_sub, dx_sub, qh, qw, 1, tile)
+            dx[:, :, rh::stride, rw::stride] = dx_sub
     return dx
 
 

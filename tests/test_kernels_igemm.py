@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kernels import _conv2d_igemm as G
+from kernels._conv2d_common import parity_classes
 from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
                             out_size)
 from minisims.gradcheck import assert_close
@@ -179,6 +180,42 @@ def test_igemm_any_small_shape(mods, N, C, O, H, W, k, s, p, seed):
     _check(mods, (N, C, O, H, W, k, s, p), np.random.default_rng(seed), tile, rows_per_split=16)
 
 
+@pytest.mark.parametrize("tile", TILE_NAMES)
+@pytest.mark.parametrize("case", [c for c in CASES if c[6] > 1] + [(2, 4, 5, 10, 11, 5, 3, 2)])
+def test_dx_by_parity_classes_equals_the_gather_over_every_tap(mods, rng, case, tile):
+    """At stride > 1 the input gradient runs as s*s stride-1 gathers with sub-kernels; the
+    gather over every tap (dividing by s) stays beside it: both against the reference."""
+    N, C, O, H, W, k, s, p = case
+    _, w, _, dy = _data(rng, *case)
+    dx = conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), (N, C, H, W), s, p,
+                               impl="reference")
+    for split in (True, False):
+        got = G.backward_input(mods, dy, w, (N, C, H, W), s, p, tile, parity_split=split)
+        assert_close(f"igemm {tile} dx split={split} {case}", got, dx, rtol=1e-5,
+                     atol=2e-6 * O * k * k)
+
+
+def test_dx_by_parity_classes_multiplies_no_zero_tap(rng):
+    """The split's launches do 1/s^2 of the gather's multiply-adds (rows M times depth K):
+    3x3, stride 2, 32x32 (the UNet's downsampling): 4 launches, a quarter of the work."""
+    launches = []
+
+    class Spy(dict):  # records each conv_igemm launch's M and K; its kernels do nothing
+        def __missing__(self, name):
+            def conv_igemm(grid, block, args):
+                N, Cs, Ho, Wo, Cd, Hd, Wd, kh, kw = (int(a) for a in args[4:13])
+                launches.append((N * Hd * Wd, Cs * kh * kw))
+            self[name] = type("Module", (), {"get_function": lambda _, n: conv_igemm})()
+            return self[name]
+    x, w, _, dy = _data(rng, 2, 8, 16, 32, 32, 3, 2, 1)
+    G.backward_input(Spy(), dy, w, x.shape, 2, 1, parity_split=False)
+    (gather,) = launches
+    launches.clear()
+    G.backward_input(Spy(), dy, w, x.shape, 2, 1, parity_split=True)
+    assert len(launches) == 4
+    assert sum(m * k for m, k in launches) * 4 == gather[0] * gather[1]
+
+
 def test_float64_is_refused_with_a_pointer_to_cupy(mods, rng):
     x, w, b, dy = _data(rng, 1, 2, 3, 4, 4, 3, 1, 1)
     with pytest.raises(TypeError, match="float32 only"):
@@ -227,3 +264,22 @@ def test_ptxas_no_spills_within_the_launch_bounds(tile):
         regs, spill = report[name]
         assert spill == 0, (tile, name, report)
         assert regs * t.threads * blocks <= 65536, (tile, name, report)
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 6), n=st.integers(1, 12), s=st.integers(1, 4), p=st.integers(0, 3))
+def test_parity_classes_cover_every_product_once(k, n, s, p):
+    """Along one axis, the forward pairs input a, tap i and output h when s*h - p + i = a. The
+    classes must list every such (a, i, h) exactly once, as a = s*alpha + r, i = i0 + s*t,
+    h = alpha + q - t, and no other."""
+    n_out = out_size(n, k, s, p)
+    if n + 2 * p < k:
+        return
+    want = sorted((s * h - p + i, i, h) for h in range(n_out) for i in range(k)
+                  if 0 <= s * h - p + i < n)
+    got = sorted((s * alpha + r, i0 + s * t, alpha + q - t)
+                 for r, i0, taps, q, n_sub in parity_classes(k, n, n_out, s, p)
+                 for alpha in range(n_sub) for t in range(taps) if 0 <= alpha + q - t < n_out)
+    assert got == want
+    assert sorted(s * alpha + r for r, _, _, _, n_sub in parity_classes(k, n, n_out, s, p)
+                  for alpha in range(n_sub)) == list(range(n))  # the classes partition the inputs

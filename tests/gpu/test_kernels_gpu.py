@@ -97,6 +97,22 @@ def test_igemm_every_tile_on_gpu(cp, monkeypatch, tile, case):
         assert_close(f"igemm {tile} {name}", cp.asnumpy(g), r, 1e-5, 2e-6 * depth)
 
 
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[6] > 1] + [(2, 4, 5, 10, 11, 5, 3, 2)])
+def test_igemm_dx_by_parity_classes_on_gpu(cp, case):
+    """At stride > 1 igemm's input gradient runs by parity classes (s*s stride-1 gathers, then
+    a strided copy into dx); the gather over every tap beside it: both against the reference."""
+    from kernels import _conv2d_igemm as G
+    from kernels.conv2d import conv2d_backward_input
+    N, C, O, H, W, k, s, p = case
+    _, w, _, dy = _conv_data(np.random.default_rng(1), *case, np.float32)
+    ref = conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), (N, C, H, W), s, p,
+                                impl="reference")
+    for split in (True, False):
+        got = G.backward_input(G.MODULES, cp.asarray(dy), cp.asarray(w), (N, C, H, W), s, p,
+                               parity_split=split)
+        assert_close(f"igemm dx split={split}", cp.asnumpy(got), ref, 1e-5, 2e-6 * O * k * k)
+
+
 def test_igemm_on_gpu_is_deterministic_and_refuses_float64(cp):
     """Split-K weight gradient: the splits are summed in a fixed order, the same bits every run."""
     from kernels.conv2d import conv2d_backward_weight, conv2d_forward
