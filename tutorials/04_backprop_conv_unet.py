@@ -395,6 +395,9 @@ print("figures in", OUT)
 # ## Exercises
 # 1. Derive dx for a stride-2 convolution. Why is it no longer a plain convolution of dy? (Hint:
 #    dy lives on every other pixel; look at `conv2d_backward_input` in `kernels/conv2d.py`.)
+#    Then split dx by the parity of its pixel (even or odd row, even or odd column): show that
+#    each of the four parts is a plain stride-1 convolution of dy with a part of the kernel, and
+#    check your split against `parity_classes` in `kernels/_conv2d_common.py`.
 # 2. VP preconditioning (`minisims.diffusion.VPPrecond`) fixes c_skip = 1 and c_out = -sigma, so
 #    F's target is the noise itself, of unit variance at every level. Redo section 5's table with
 #    it: which of the conditions fails for the digits (look at c_in), and how much does c_out
