@@ -71,7 +71,10 @@ def main(argv=None):
     p.add_argument("--job-repeats", type=int, default=2, help="toy jobs: best of this many, alternating (default: 2)")
     p.add_argument("--no-job", action="store_true", help="only the draws")
     args = p.parse_args(argv)
-    backend.use_device(args.device)
+    try:
+        backend.use_device(args.device)
+    except backend.BackendError as e:
+        p.error(str(e))
     runs = [int(r) for r in args.runs.split(",")]
     with backend.blas_threads(args.threads):
         print(f"device {args.device}, BLAS threads {args.threads}; ms, best of {args.repeats}\n")

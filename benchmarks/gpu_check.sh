@@ -8,6 +8,11 @@
 #     bash benchmarks/gpu_check.sh toy   # only the toy MLP's fused kernels: tests, bench_mlp_gpu,
 #                                        # toy/gpu_check.py timings at R = 1000, the toy profile
 #                                        # (time limits 120 + 90 + 240 + 150 s; not yet run)
+#     bash benchmarks/gpu_check.sh pending   # all that has never run on a GPU, sized for one
+#                                        # device call (limits 20 + 120 + 75 + 200 + 45 + 90 s =
+#                                        # 550 s at worst): the toy's fused kernels as above, and
+#                                        # igemm's parity-split stride-2 input gradient (its GPU
+#                                        # test and bench_igemm_tiles.py, which times it both ways)
 #
 # Logs go to $OUT if it is set, else ./gpu_check_logs. Installs nothing (the README's "GPU" says
 # how: the gpu-cuda12 / gpu-cuda13 extras). It first prints what it runs on: the CuPy package
@@ -84,6 +89,22 @@ sys.exit(0 if ok else 1)
 EOF
 export ENV_PY PY
 step env 20 bash -c 'nvidia-smi -L; "$PY" -c "$ENV_PY"'
+if [ "${1:-all}" = pending ]; then
+    # what no GPU has run yet: the toy MLP's fused training and tiled evaluation (tests, against
+    # PyTorch, a Figure 4 generation at R = 1000 with the fused training on and off, the profile)
+    # and igemm's stride-2 input gradient by parity classes (the GPU test, then GPU time per phase)
+    step pytest_pending 120 "$PY" -m pytest -q -rs tests/gpu/test_mlp_train_gpu.py \
+        tests/gpu/test_mlp_eval_gpu.py tests/gpu/test_kernels_gpu.py -k "mlp or igemm"
+    step bench_mlp_gpu 75 "$PY" benchmarks/bench_mlp_gpu.py --runs 1000 --points 2000 --repeats 15
+    step toy_timings 200 "$PY" toy/gpu_check.py --sizes 1000 --fused-eval on --fused-train both \
+        --outdir "$LOG/toy_gpu_check"
+    step bench_igemm 45 "$PY" benchmarks/bench_igemm_tiles.py --tiles auto
+    step toy_profile 90 "$PY" benchmarks/profile_toy_gpu.py --runs 1000 --kernels 20
+    echo "logs in $LOG"
+    [ ${#failed[@]} -eq 0 ] || { echo "FAILED: ${failed[*]}"; exit 1; }
+    echo "all pending GPU steps passed"
+    exit 0
+fi
 if [ "${1:-all}" = toy ]; then
     # the toy MLP's fused kernels alone: their GPU tests, the training step and the evaluation
     # against PyTorch, a Figure 4 generation at R = 1000 with the fused training on and off (and

@@ -70,7 +70,10 @@ def main(argv=None) -> int:
                    help="train with the fused kernels of kernels/mlp_train.py (on, the default "
                         "on a GPU) or layer by layer (off)")
     args = p.parse_args(argv)
-    backend.use_device(args.device)
+    try:
+        backend.use_device(args.device)
+    except backend.BackendError as e:
+        p.error(str(e))
     MLPDenoiser.fused_gpu_train = args.fused_train == "on"
     cfg = figure4.augmentation_loop(dataclasses.replace(figure4.PRESETS[args.preset], generations=1),
                                     "ddpm")

@@ -361,3 +361,19 @@ def test_a_ctrl_c_inside_a_c_callback_ends_the_run_in_one_line(tmp_path):
     p = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 130 and p.stderr.strip() == "interrupted" and "carried on" not in p.stdout
+
+
+# ---------------------------------------------------------------- the GPU scripts without a GPU
+
+@pytest.mark.skipif(backend.gpu_available(), reason="a GPU is here: the scripts would run")
+@pytest.mark.parametrize("script", [["toy/gpu_check.py"], ["benchmarks/profile_toy_gpu.py"],
+                                    ["benchmarks/bench_streams.py", "--device", "gpu"],
+                                    ["benchmarks/bench_mlp_gpu.py"]])
+def test_a_gpu_script_without_a_gpu_says_why_in_one_line(script, tmp_path):
+    """benchmarks/gpu_check.sh runs these on a GPU machine; where CuPy or the GPU is missing each
+    ends with status 2 and one error line under its usage, never a traceback."""
+    p = subprocess.run([sys.executable, *script], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "error:" in last and ("CuPy" in last or "GPU" in last), last

@@ -44,8 +44,11 @@ def main(argv=None) -> int:
                    help="time training with the fused forward and backward kernels "
                         "(kernels/mlp_train.py), without them, or both (default: both)")
     args = p.parse_args(argv)
+    try:
+        backend.use_device("gpu")
+    except backend.BackendError as e:
+        p.error(str(e))
     os.makedirs(args.outdir, exist_ok=True)
-    backend.use_device("gpu")
     import cupy
     print("device:", cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), flush=True)
 
