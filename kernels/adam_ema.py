@@ -25,6 +25,13 @@ operations are the same IEEE float32 ones, no multiply-add contraction):
 - ``"numba"``: one compiled loop per array, every value read and written once; the arrays, cut
   into pieces of at most PIECE values, shared by the threads of kernels/_threads.py, one range
   of pieces of about equal size per thread (each value's arithmetic is the same on any thread).
+  Compiled with ``error_model="numpy"``: under numba's default ("python") every float division
+  tests its divisor for zero, to raise ZeroDivisionError, and that branch kept LLVM from
+  vectorising the loop (no vdivps or vsqrtps in its asm); now a zero divisor gives inf or nan, as
+  in the reference, and the loop runs on 8 floats at a time, the same bits (IEEE division and
+  square root). The whole update of 6.46M parameters on two threads went 20.6-22.6 -> 9.9-10.3 ms
+  (one-off script, medians of 21 calls, two A/B pairs, load average 0.6-0.7); one piece of 65536
+  values in cache 5.7 -> 0.8 ns a value.
 - ``"cupy"``: one CUDA C kernel launch for all P arrays (``_adam_ema_cupy.py``): a table of the
   arrays' device addresses and sizes ("multi-tensor apply"), each thread block taking one chunk
   of one array. Compiled with --fmad=false, so it is bit for bit NumPy's arithmetic.
@@ -101,7 +108,7 @@ def _numba_loops():
     """The three compiled loops (numba is imported on first use: the GPU path needs none)."""
     from numba import njit
 
-    @njit(cache=True, inline="always")
+    @njit(cache=True, inline="always", error_model="numpy")
     def _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps):
         """Adam on entry i, in the reference's order of operations; returns the new p_i."""
         gi = g[i]
@@ -115,12 +122,12 @@ def _numba_loops():
         p[i] = pi
         return pi
 
-    @njit(cache=True, nogil=True)
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _adam(p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps):
         for i in range(p.size):
             _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
 
-    @njit(cache=True, nogil=True)
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _adam_ema(p, g, m, v, e, lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb):
         for i in range(p.size):  # Adam, then the EMA of the new p_i
             pi = _adam_entry(i, p, g, m, v, lr, b1, omb1, b2, omb2, c1, c2, eps)
@@ -147,8 +154,8 @@ PIECE = 1 << 16  # values per piece of work: the threads share pieces of the arr
 
 
 def adam_ema_numba(entries, lr, betas, eps, t, ema_beta):
-    # three loops, not one with two flags: without branches in it LLVM vectorises the loop
-    # (2x faster, measured)
+    # three loops, not one with two flags: LLVM vectorises only a loop without branches (the
+    # docstring: a division's zero test was one)
     from . import _threads  # imports numba: on first use, as _numba_loops does
 
     lr, b1, omb1, b2, omb2, c1, c2, eps, beta, omb = float32_scalars(lr, betas, eps, t, ema_beta)

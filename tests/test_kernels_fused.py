@@ -366,6 +366,26 @@ def test_adam_ema_versions_are_the_reference_bit_for_bit(impl):
     assert not all(a.tobytes() == b.tobytes() for a, b in zip(ref, run_optimiser("reference", 2)))
 
 
+def test_numba_adam_divides_by_zero_as_the_reference_does():
+    """b1 = 1 makes c1 = 1 - b1^t zero, and eps = 0 with v = 0 makes 0 / 0: the reference's
+    arrays give inf and nan, and so does the numba loop (compiled with error_model="numpy",
+    which lets LLVM vectorise its divisions; numba's default raised ZeroDivisionError)."""
+    def step(impl):
+        r = np.random.default_rng(1)
+        p, g, m, e = (r.standard_normal(64).astype(np.float32) for _ in range(4))
+        m[:4] = 0.0  # 0 / c1 = 0 / 0
+        v = r.random(64).astype(np.float32)
+        v[4:8] = 0.0
+        g[4:8] = 0.0  # v stays 0: sqrt(0) + eps = 0, a division by zero for eps = 0
+        entries = [(p, g, m, v, e)]
+        with np.errstate(all="ignore"):
+            adam_ema_update(entries, 1e-3, (1.0, 0.999), 0.0, 1, 0.9, impl=impl)
+        return entries[0]
+    ref, mine = step("reference"), step("numba")
+    assert np.isnan(ref[0]).any() and np.isinf(ref[0]).any()  # the case does divide by zero
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(mine, ref))
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_numba_adam_ema_shares_pieces_between_threads(monkeypatch, threads):
     """Arrays cut into pieces (PIECE 1000 here: the 5000-value array in five) and shared by 1 or
