@@ -445,6 +445,25 @@ def _check_int32(*sizes):
         raise ValueError('impl="igemm" indexes with int32: arrays must have fewer than 2^31 elements')
 
 
+def _conv_igemm(mods, src, wt, bias, out, kh, kw, mul, add_h, add_w, sgn, div, w_step_k,
+                w_step_col, tile):
+    """One conv_igemm launch (SOURCE's comment has the GEMM): out (N,Cd,Hd,Wd) from src
+    (N,Cs,Hs,Ws) and the weights wt over taps (i, j) < (kh, kw); out row hd reads src row
+    (hd*mul + add_h + sgn*i) / div where the division is exact and lands inside src (columns
+    likewise with add_w); bias None or (Cd,). The tile: ``tile``, else choose_tile."""
+    N, Cs, Hs, Ws = src.shape
+    _, Cd, Hd, Wd = out.shape
+    M = N * Hd * Wd
+    tile = tile or choose_tile(M, Cd)
+    t = TILES[tile]
+    grid = (math.ceil(M / t.bm), math.ceil(Cd / t.bn))
+    mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
+        src, wt, wt if bias is None else bias, out,  # any float array for an unused bias
+        _i32(N), _i32(Cs), _i32(Hs), _i32(Ws), _i32(Cd), _i32(Hd), _i32(Wd), _i32(kh), _i32(kw),
+        _i32(mul), _i32(add_h), _i32(add_w), _i32(sgn), _i32(div), _i32(w_step_k),
+        _i32(w_step_col), _i32(bias is not None)))
+
+
 def forward(mods, x, w, b=None, stride=1, padding=0, tile=None):
     """x (N,Cin,H,W), w (Cout,Cin,kh,kw), b (Cout,) or None -> y (N,Cout,Ho,Wo), float32.
     ``mods[name]`` is source(name) compiled: a cupy.RawModule, or tests' EmulatedModule;
@@ -454,38 +473,24 @@ def forward(mods, x, w, b=None, stride=1, padding=0, tile=None):
     Cout, _, kh, kw = w.shape
     Ho, Wo = check_shapes(x.shape, w.shape, stride, padding)
     x, w = _float32(xp, x, "x"), _float32(xp, w, "w")
-    bias = w if b is None else _float32(xp, b, "b")  # any float array when unused
+    b = None if b is None else _float32(xp, b, "b")
     _check_int32(x.size, N * Cout * Ho * Wo)
     y = xp.empty((N, Cout, Ho, Wo), dtype=np.float32)  # N,Cout,Ho,Wo
-    M = N * Ho * Wo
-    tile = tile or choose_tile(M, Cout)
-    t = TILES[tile]
-    grid = (math.ceil(M / t.bm), math.ceil(Cout / t.bn))
-    # row of x read by output row h at tap i: s*h - p + i (mul s, add -p, sgn +1, div 1)
-    mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
-        x, w, bias, y, _i32(N), _i32(C), _i32(H), _i32(W), _i32(Cout), _i32(Ho), _i32(Wo),
-        _i32(kh), _i32(kw), _i32(stride), _i32(-padding), _i32(-padding), _i32(1), _i32(1),
-        _i32(kh * kw), _i32(C * kh * kw), _i32(b is not None)))
+    # row of x read by output row h at tap i: s*h - p + i (mul s, add -p, sgn +1, div 1); the
+    # depth runs over (c, i, j): w[o, c, i, j] = w[c*kh*kw + o*Cin*kh*kw + i*kw + j]
+    _conv_igemm(mods, x, w, b, y, kh, kw, stride, -padding, -padding, 1, 1, kh * kw,
+                C * kh * kw, tile)
     return y
 
 
 def _dx_launch(mods, dy, w, dx, add_h, add_w, div, tile):
-    """One conv_igemm launch of an input gradient: dx (N,Cin,Hd,Wd) gathered from dy
-    (N,Cout,Ho,Wo) over every tap (i, j) of w (Cout,Cin,kh,kw). dx row hd reads dy row
-    (hd + add_h - i) / div where the division is exact and lands inside dy, else zero
-    (columns likewise with add_w): mul 1, sgn -1 in the kernel's terms."""
-    N, Cout, Ho, Wo = dy.shape
-    _, C, Hd, Wd = dx.shape
-    kh, kw = w.shape[2], w.shape[3]
-    M = N * Hd * Wd
-    tile = tile or choose_tile(M, C)
-    t = TILES[tile]
-    grid = (math.ceil(M / t.bm), math.ceil(C / t.bn))
-    # the depth runs over (o, i, j), so w[o, c, i, j] = w[o*Cin*kh*kw + c*kh*kw + i*kw + j]
-    mods[tile].get_function("conv_igemm")(grid, (t.threads,), (
-        dy, w, w, dx, _i32(N), _i32(Cout), _i32(Ho), _i32(Wo), _i32(C), _i32(Hd), _i32(Wd),
-        _i32(kh), _i32(kw), _i32(1), _i32(add_h), _i32(add_w), _i32(-1), _i32(div),
-        _i32(C * kh * kw), _i32(kh * kw), _i32(0)))
+    """One launch of an input gradient: dx (N,Cin,Hd,Wd) gathered from dy (N,Cout,Ho,Wo) over
+    every tap (i, j) of w (Cout,Cin,kh,kw): dx row hd reads dy row (hd + add_h - i) / div where
+    the division is exact and lands inside dy, else zero (columns likewise with add_w). The
+    depth runs over (o, i, j): w[o, c, i, j] = w[o*Cin*kh*kw + c*kh*kw + i*kw + j]."""
+    C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    _conv_igemm(mods, dy, w, None, dx, kh, kw, 1, add_h, add_w, -1, div, C * kh * kw, kh * kw,
+                tile)
 
 
 def backward_input(mods, dy, w, x_shape, stride=1, padding=0, tile=None, parity_split=None):
