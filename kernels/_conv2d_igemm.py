@@ -477,7 +477,7 @@ def forward(mods, x, w, b=None, stride=1, padding=0, tile=None):
     _check_int32(x.size, N * Cout * Ho * Wo)
     y = xp.empty((N, Cout, Ho, Wo), dtype=np.float32)  # N,Cout,Ho,Wo
     # row of x read by output row h at tap i: s*h - p + i (mul s, add -p, sgn +1, div 1); the
-    # depth runs over (c, i, j): w[o, c, i, j] = w[c*kh*kw + o*Cin*kh*kw + i*kw + j]
+    # depth runs over (c, i, j): w[o, c, i, j] = w[o*Cin*kh*kw + c*kh*kw + i*kw + j]
     _conv_igemm(mods, x, w, b, y, kh, kw, stride, -padding, -padding, 1, 1, kh * kw,
                 C * kh * kw, tile)
     return y
