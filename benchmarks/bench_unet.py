@@ -13,7 +13,11 @@ GroupNormSiLU and Adam.fused_step; --fused) are wrapped in this
 process for the profile only (the library is unchanged; the wrappers come off afterwards). Each
 row is exclusive time, so nested modules count once; 'other' is the step less every row. On the
 GPU a CUDA event pair brackets each phase and each phase is synchronised, which slows the profiled
-step: read the shares, and the unprofiled median printed beside it.
+step: read the shares, and the unprofiled median printed beside it. A second table splits the
+three convolution rows by shape (ms per call of each phase, in the step itself: caches and threads
+as the step leaves them, which bench_conv.py's calls in turn do not show), beside PyTorch's own
+convolutions by shape from its profiler (forward, and dx + dW in its one backward call) and the
+ratio per shape.
 
 examples:
   python benchmarks/bench_unet.py                      # CPU, 32x32x3, batch 8, ~1 minute
@@ -90,7 +94,8 @@ def build_parser():
                         "numba or direct on the cpu, igemm or cupy on the gpu; default: auto's own)")
     p.add_argument("--profile", action="store_true",
                    help="also time our step per layer kind (rounds x steps steps, synchronised per "
-                        "phase) and print a markdown table")
+                        "phase) and print a markdown table, then the convolutions by shape beside "
+                        "PyTorch's")
     return p
 
 
@@ -260,6 +265,29 @@ def timed_targets():
     return targets
 
 
+CONV_KINDS = ("conv forward", "conv dgrad (dx)", "conv wgrad (dW, db)")
+
+
+def conv_label(x_shape, w_shape, stride, padding):
+    """'3x3 s1 64->64 32x32 p1': a convolution's kernel, stride, channels, input size, padding."""
+    N, C, H, W = x_shape
+    Cout, _, kh, kw = w_shape
+    return f"{kh}x{kw} s{stride} {C}->{Cout} {H}x{W} p{padding}"
+
+
+def conv_shape(owner, name, args):
+    """The conv_label of a timed convolution call (Conv2d.forward, the two gradient kernels)
+    from its arguments; None for every other target."""
+    if owner is Conv2d and name == "forward":
+        layer, x = args[0], args[1]
+        return conv_label(x.shape, layer.params["W"].shape, layer.stride, layer.padding)
+    if name == "conv2d_backward_input":  # (dy, w, x_shape, stride, padding, ...)
+        return conv_label(args[2], args[1].shape, args[3], args[4])
+    if name == "conv2d_backward_weight":  # (dy, x, w_shape, stride, padding, ...)
+        return conv_label(args[1].shape, args[2], args[3], args[4])
+    return None
+
+
 class HostClock:
     """perf_counter: on the CPU an array operation has finished when its call returns."""
 
@@ -293,11 +321,14 @@ class CudaEventClock:
 @dataclass
 class Profile:
     """Exclusive seconds and calls per kind, summed over ``steps`` profiled steps, and the steps'
-    own time (``step_seconds``, summed, measured by the same clock)."""
+    own time (``step_seconds``, summed, measured by the same clock); ``conv_seconds`` and
+    ``conv_calls`` split the three convolution kinds by shape: {(kind, conv_label): ...}."""
     seconds: dict
     calls: dict
     step_seconds: float
     steps: int
+    conv_seconds: dict = None
+    conv_calls: dict = None
 
 
 class PhaseTimer:
@@ -307,9 +338,11 @@ class PhaseTimer:
     def __init__(self, clock):
         self.clock = clock
         self.seconds, self.calls = defaultdict(float), defaultdict(int)
+        self.conv_seconds, self.conv_calls = defaultdict(float), defaultdict(int)
         self.inner = []  # one entry per open call: the time spent in the timed calls it made
 
-    def wrap(self, fn, kind, counted: bool):
+    def wrap(self, fn, kind, counted: bool, shape=None):
+        """fn timed into ``kind``; ``shape(args)`` (convolutions) also files it by shape."""
         def timed(*args, **kwargs):
             t0 = self.clock.start()
             self.inner.append(0.0)
@@ -321,6 +354,10 @@ class PhaseTimer:
                 if kind is not None:
                     self.seconds[kind] += dt - inner
                     self.calls[kind] += counted
+                    if shape is not None:
+                        key = (kind, shape(args))
+                        self.conv_seconds[key] += dt - inner
+                        self.conv_calls[key] += 1
                 if self.inner:
                     self.inner[-1] += dt
         return timed
@@ -332,7 +369,10 @@ class PhaseTimer:
             for owner, name, kind, counted in timed_targets():
                 fn = vars(owner)[name]  # the owner's own attribute, never an inherited one
                 saved.append((owner, name, fn))
-                setattr(owner, name, self.wrap(fn, kind, counted))
+                shaped = None
+                if counted and kind in CONV_KINDS:  # file each call under its shape too
+                    shaped = lambda args, owner=owner, name=name: conv_shape(owner, name, args)  # noqa: E731
+                setattr(owner, name, self.wrap(fn, kind, counted, shaped))
             yield self
         finally:
             for owner, name, fn in reversed(saved):
@@ -348,7 +388,56 @@ def profile_steps(step, steps: int, clock) -> Profile:
             t0 = clock.start()
             step()
             total += clock.stop(t0)
-    return Profile(dict(timer.seconds), dict(timer.calls), total, steps)
+    return Profile(dict(timer.seconds), dict(timer.calls), total, steps,
+                   dict(timer.conv_seconds), dict(timer.conv_calls))
+
+
+def conv_shape_rows(prof: Profile) -> list:
+    """[(conv_label, calls per step, (fwd, dx, dw) ms per call, ms per step)], the most
+    expensive shape first: where the three conv rows' time goes, shape by shape, in the step
+    itself (caches and threads as the step leaves them, unlike bench_conv.py's calls in turn)."""
+    labels = {label for _, label in prof.conv_seconds}
+    rows = []
+    for label in labels:
+        ms = tuple(1e3 * prof.conv_seconds.get((k, label), 0.0) / max(prof.conv_calls.get((k, label), 0), 1)
+                   for k in CONV_KINDS)
+        calls = prof.conv_calls.get((CONV_KINDS[0], label), 0) / prof.steps
+        step_ms = 1e3 * sum(prof.conv_seconds.get((k, label), 0.0) for k in CONV_KINDS) / prof.steps
+        rows.append((label, calls, ms, step_ms))
+    return sorted(rows, key=lambda r: -r[3])
+
+
+def conv_shape_table(prof: Profile, torch_ms=None) -> str:
+    """:func:`conv_shape_rows` as a markdown table; with ``torch_ms`` ({conv_label: (fwd, dx+dW)
+    ms per call}, :func:`torch_conv_shapes`) also PyTorch's in its own step, and the ratio of the
+    two shapes' ms per step."""
+    head = "| convolution | calls / step | fwd ms / call | dx ms / call | dW ms / call | ms / step |"
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if torch_ms is not None:
+        head += " torch fwd | torch dx+dW | torch ms / step | ratio |"
+        rule += "---:|---:|---:|---:|"
+    lines = [head, rule]
+    ours_total = torch_total = 0.0  # ms per step over the shapes both sides have
+    for label, calls, (f, dx, dw), step_ms in conv_shape_rows(prof):
+        line = f"| {label} | {calls:g} | {f:.2f} | {dx:.2f} | {dw:.2f} | {step_ms:.1f} |"
+        if torch_ms is not None:
+            if label in torch_ms:
+                tf, tb = torch_ms[label]
+                t_step, ours, mark = calls * (tf + tb), step_ms, ""
+            elif label + " (no dx)" in torch_ms:  # torch skips the first layer's dx: so do we here
+                tf, tb = torch_ms[label + " (no dx)"]
+                t_step, ours, mark = calls * (tf + tb), step_ms - calls * dx, " (no dx)"
+            else:
+                lines.append(line + " | | | |")
+                continue
+            ours_total += ours
+            torch_total += t_step
+            line += f" {tf:.2f} | {tb:.2f}{mark} | {t_step:.1f} | {ours / t_step:.2f}x{mark} |"
+        lines.append(line)
+    if torch_total:
+        lines.append(f"| **all of these** | | | | | {ours_total:.1f} | | | {torch_total:.1f} | "
+                     f"{ours_total / torch_total:.2f}x |")
+    return "\n".join(lines)
 
 
 def profile_rows(prof: Profile) -> list:
@@ -376,7 +465,7 @@ def profile_table(prof: Profile) -> str:
     return "\n".join(lines)
 
 
-def print_profile(prof: Profile, device: str, unprofiled_s: float):
+def print_profile(prof: Profile, device: str, unprofiled_s: float, torch_ms=None):
     how = ("CUDA events, synchronised after every phase" if device == "gpu" else
            "perf_counter around every phase")
     profiled_ms = prof.step_seconds / prof.steps * 1e3
@@ -388,13 +477,20 @@ def print_profile(prof: Profile, device: str, unprofiled_s: float):
     for kind, holds in list(KINDS.items()) + [(OTHER, OTHER_HOLDS)]:
         if kind == OTHER or prof.calls.get(kind, 0):
             print(f"  {kind}: {holds}")
+    if prof.conv_seconds:
+        print("\nthe three conv rows by shape, in the step (kernel, stride, channels, input size, "
+              "padding; the same exclusive times; Conv2d.backward's own adds stay in the dW row "
+              "only)" + ("; torch's from its profiler, in its own steps (aten::convolution and "
+                         "aten::convolution_backward, inclusive)" if torch_ms else "") + ":")
+        print(conv_shape_table(prof, torch_ms or None))
 
 
 def print_torch_profile(model, topt, yt, torch, gpu: bool, steps: int, sync):
-    """torch.profiler's per-operator table of ``steps`` torch steps (its own view, not ours)."""
+    """torch.profiler's per-operator table of ``steps`` torch steps (its own view, not ours);
+    returns its convolutions' times by shape (:func:`torch_conv_shapes`)."""
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, record_shapes=True) as prof:
         for _ in range(steps):
             torch_edm_step(model, topt, yt, torch)
         sync()
@@ -404,6 +500,37 @@ def print_torch_profile(model, topt, yt, torch, gpu: bool, steps: int, sync):
                                         "self_cpu_time_total", row_limit=14))
     except (KeyError, AttributeError, ValueError):  # older torch names the GPU column cuda
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14))
+    return torch_conv_shapes(prof.events(), gpu)
+
+
+def torch_conv_shapes(events, gpu: bool) -> dict:
+    """{conv_label: (fwd, dx + dW) ms per call} from torch.profiler's events (recorded with
+    shapes): aten::convolution(x, w, b, stride, padding, ...) and aten::convolution_backward(dy,
+    x, w, bias sizes, stride, padding, dilation, transposed, output padding, groups, output
+    mask), which computes dx, dW and db in one call; inclusive time, the device's on the GPU. A
+    shape missing either call is left out. Where the output mask asked for no dx (the first
+    layer: its input needs no gradient; ours computes it anyway) the label gets " (no dx)"."""
+    sums = defaultdict(lambda: [0.0, 0, 0.0, 0])  # label: fwd us, calls, bwd us, calls
+    no_dx = set()
+    for e in events:
+        if e.name not in ("aten::convolution", "aten::convolution_backward"):
+            continue
+        shapes, args = e.input_shapes, e.concrete_inputs
+        fwd = e.name == "aten::convolution"
+        x_shape, w_shape = (shapes[0], shapes[1]) if fwd else (shapes[1], shapes[2])
+        stride, padding = (args[3], args[4]) if fwd else (args[4], args[5])
+        if not (x_shape and w_shape and stride and padding) or len(set(stride)) != 1 \
+                or len(set(padding)) != 1:
+            continue  # not a square-strided, evenly padded 2D convolution: none in this UNet
+        label = conv_label(x_shape, w_shape, stride[0], padding[0])
+        if not fwd and len(args) > 10 and args[10] and not args[10][0]:
+            no_dx.add(label)
+        us = e.device_time_total if gpu else e.cpu_time_total
+        slot = sums[label]
+        slot[0 if fwd else 2] += us
+        slot[1 if fwd else 3] += 1
+    return {label + " (no dx)" * (label in no_dx): (f / nf / 1e3, b / nb / 1e3)
+            for label, (f, nf, b, nb) in sums.items() if nf and nb}
 
 
 def train_step(net, edm, opt, y, rng, ema=None, fused=None):
@@ -539,9 +666,10 @@ def run(args):
           (f", min torch {min(t_torch) * 1e3:.1f} ms)" if t_torch else ")"))
 
     if args.profile:
+        torch_ms = None
         if model is not None:  # torch's own per-operator table first: ours ends the output
             try:
-                print_torch_profile(model, topt, yt, torch, gpu, args.steps, sync)
+                torch_ms = print_torch_profile(model, topt, yt, torch, gpu, args.steps, sync)
             except Exception as e:  # a profiler without CUPTI must not cost us our own table
                 print(f"\ntorch's profiler failed: {type(e).__name__}: {e}")
         # the profiled step is minisims.train's with an EMA kept: the comparison above has none
@@ -553,7 +681,7 @@ def run(args):
         sync()
         ours_prof = profile_steps(lambda: train_step(net, edm, opt, y, rng, ema, fused),
                                   args.rounds * args.steps, clock)
-        print_profile(ours_prof, args.device, mo)
+        print_profile(ours_prof, args.device, mo, torch_ms)
 
 
 if __name__ == "__main__":

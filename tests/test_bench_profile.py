@@ -124,3 +124,60 @@ def test_conv_option_refuses_a_version_that_cannot_run_here(bench, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--conv igemm does not run on the cpu" in err[0]
+
+
+def test_profile_splits_the_conv_rows_by_shape(bench):
+    """The three conv rows, filed by shape too: per shape the calls of each phase match, and the
+    shapes' times add up to the rows' (Conv2d.backward's own adds, counted in the dW row with
+    no call of their own, are the only time not filed by shape)."""
+    net, _, args = tiny_training()
+    prof = bench.profile_steps(lambda: bench.train_step(*args), 2, bench.HostClock())
+    rows = bench.conv_shape_rows(prof)
+    convs = [m for m in net.modules() if isinstance(m, Conv2d)]
+    labels = {bench.conv_label((2, m.params["W"].shape[1], 0, 0), m.params["W"].shape, m.stride,
+                               m.padding).rsplit(" ", 2)[0] for m in convs}
+    assert {r[0].rsplit(" ", 2)[0] for r in rows} == labels  # every conv's kernel, stride, channels
+    for kind in bench.CONV_KINDS:
+        calls = sum(n for (k, _), n in prof.conv_calls.items() if k == kind)
+        assert calls == prof.calls[kind] == 2 * len(convs)
+    assert sum(r[1] for r in rows) == len(convs)  # calls per step
+    shaped = sum(v for (k, _), v in prof.conv_seconds.items())
+    rows_total = sum(prof.seconds[k] for k in bench.CONV_KINDS)
+    assert 0 < shaped <= rows_total * (1 + 1e-12)
+    assert rows == sorted(rows, key=lambda r: -r[3])
+    table = bench.conv_shape_table(prof)
+    assert table.count("\n") == len(rows) + 1 and "3x3 s2" in table  # the down-sampling conv
+
+
+def test_torch_conv_times_by_shape_from_profiler_events(bench):
+    """torch.profiler's events (stand-ins with its attributes) filed under the same labels as
+    ours: stride and padding from the concrete inputs, forward and backward averaged per call,
+    a shape without both calls left out, and a backward that skipped dx (the first layer) marked."""
+    class Event:
+        def __init__(self, name, shapes, args, us):
+            self.name, self.input_shapes, self.concrete_inputs = name, shapes, args
+            self.cpu_time_total, self.device_time_total = us, us / 10
+
+    x, w, dy = [8, 64, 32, 32], [64, 64, 3, 3], [8, 64, 32, 32]
+    x2, dy2 = [8, 64, 32, 32], [8, 64, 16, 16]
+    fwd = lambda xs, ws, s, us: Event("aten::convolution", [xs, ws, [64]], [None, None, None, [s, s], [1, 1], [1, 1], False, [0, 0], 1], us)  # noqa: E731
+    bwd = lambda d, xs, ws, s, us, mask=(True, True, True): Event(  # noqa: E731
+        "aten::convolution_backward", [d, xs, ws], [None, None, None, [64], [s, s], [1, 1], [1, 1], False, [0, 0], 1, list(mask)], us)
+    events = [fwd(x, w, 1, 1000), fwd(x, w, 1, 3000), bwd(dy, x, w, 1, 5000),
+              fwd(x2, w, 2, 700), bwd(dy2, x2, w, 2, 900),
+              fwd([8, 3, 32, 32], [64, 3, 3, 3], 1, 400), bwd(dy, [8, 3, 32, 32], [64, 3, 3, 3], 1, 600, (False, True, True)),
+              fwd([8, 64, 8, 8], [64, 64, 1, 1], 1, 50),  # no backward: left out
+              Event("aten::addmm", [[8, 4]], [], 99)]
+    got = bench.torch_conv_shapes(events, gpu=False)
+    assert got == {"3x3 s1 64->64 32x32 p1": (2.0, 5.0), "3x3 s2 64->64 32x32 p1": (0.7, 0.9),
+                   "3x3 s1 3->64 32x32 p1 (no dx)": (0.4, 0.6)}
+    assert bench.torch_conv_shapes(events, gpu=True)["3x3 s1 64->64 32x32 p1"] == (0.2, 0.5)
+    net, _, args = tiny_training()
+    prof = bench.profile_steps(lambda: bench.train_step(*args), 1, bench.HostClock())
+    label = bench.conv_shape_rows(prof)[0][0]
+    table = bench.conv_shape_table(prof, {label: (1.0, 2.0)})
+    row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+    assert row.endswith("x |") and "| 1.00 | 2.00 |" in row
+    calls = bench.conv_shape_rows(prof)[0][1]
+    assert table.splitlines()[-1].startswith("| **all of these** |") and \
+        f"| {3.0 * calls:.1f} |" in table.splitlines()[-1]  # torch's total: the one shape it has
