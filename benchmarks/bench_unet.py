@@ -17,7 +17,8 @@ step: read the shares, and the unprofiled median printed beside it. A second tab
 three convolution rows by shape (ms per call of each phase, in the step itself: caches and threads
 as the step leaves them, which bench_conv.py's calls in turn do not show), beside PyTorch's own
 convolutions by shape from its profiler (forward, and dx + dW in its one backward call) and the
-ratio per shape.
+ratio per shape. PyTorch's profiled steps alternate with ours, one before each, so both tables
+come from the same minutes.
 
 examples:
   python benchmarks/bench_unet.py                      # CPU, 32x32x3, batch 8, ~1 minute
@@ -379,12 +380,16 @@ class PhaseTimer:
                 setattr(owner, name, fn)
 
 
-def profile_steps(step, steps: int, clock) -> Profile:
-    """Run ``step()`` ``steps`` times with every layer kind timed (see :data:`KINDS`)."""
+def profile_steps(step, steps: int, clock, between=None) -> Profile:
+    """Run ``step()`` ``steps`` times with every layer kind timed (see :data:`KINDS`);
+    ``between()``, if given, runs before each of them with the wrappers off (PyTorch's profiled
+    step, so that both profiles come from the same minutes)."""
     timer = PhaseTimer(clock)
     total = 0.0
-    with timer.installed():
-        for _ in range(steps):
+    for _ in range(steps):
+        if between is not None:
+            between()
+        with timer.installed():
             t0 = clock.start()
             step()
             total += clock.stop(t0)
@@ -485,22 +490,41 @@ def print_profile(prof: Profile, device: str, unprofiled_s: float, torch_ms=None
         print(conv_shape_table(prof, torch_ms or None))
 
 
-def print_torch_profile(model, topt, yt, torch, gpu: bool, steps: int, sync):
-    """torch.profiler's per-operator table of ``steps`` torch steps (its own view, not ours);
-    returns its convolutions' times by shape (:func:`torch_conv_shapes`)."""
-    from torch.profiler import ProfilerActivity, profile
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
-    with profile(activities=acts, record_shapes=True) as prof:
-        for _ in range(steps):
-            torch_edm_step(model, topt, yt, torch)
-        sync()
-    print(f"\nwhere torch's step spends its time ({steps} steps):")
-    try:
-        print(prof.key_averages().table(sort_by="self_device_time_total" if gpu else
-                                        "self_cpu_time_total", row_limit=14))
-    except (KeyError, AttributeError, ValueError):  # older torch names the GPU column cuda
-        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14))
-    return torch_conv_shapes(prof.events(), gpu)
+class TorchProfile:
+    """PyTorch's steps under torch.profiler, one profiled step per call (``step()``), their
+    events kept: ``print_table()`` prints its per-operator table of all of them (its own view,
+    not ours), ``conv_ms()`` its convolutions by shape (:func:`torch_conv_shapes`)."""
+
+    def __init__(self, model, topt, yt, torch, gpu: bool, sync):
+        self.run = lambda: torch_edm_step(model, topt, yt, torch)  # noqa: E731
+        self.gpu, self.sync, self.events, self.steps = gpu, sync, [], 0
+        self.averages = {}  # operator: its FunctionEventAvg, summed over the steps
+
+    def step(self):
+        from torch.autograd.profiler_util import FunctionEventAvg
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.gpu else [])
+        with profile(activities=acts, record_shapes=True) as prof:
+            self.run()
+            self.sync()
+        self.events += list(prof.events())
+        for avg in prof.key_averages():
+            self.averages.setdefault(avg.key, FunctionEventAvg()).add(avg)
+        self.steps += 1
+
+    def print_table(self):
+        from torch.autograd.profiler_util import EventList
+        averages = EventList(list(self.averages.values()), use_device="cuda" if self.gpu else None)
+        print(f"\nwhere torch's step spends its time ({self.steps} steps, each profiled just "
+              f"before one of ours):")
+        try:
+            print(averages.table(sort_by="self_device_time_total" if self.gpu else
+                                 "self_cpu_time_total", row_limit=14))
+        except (KeyError, AttributeError, ValueError):  # older torch names the GPU column cuda
+            print(averages.table(sort_by="self_cuda_time_total", row_limit=14))
+
+    def conv_ms(self):
+        return torch_conv_shapes(self.events, self.gpu)
 
 
 def torch_conv_shapes(events, gpu: bool) -> dict:
@@ -666,12 +690,6 @@ def run(args):
           (f", min torch {min(t_torch) * 1e3:.1f} ms)" if t_torch else ")"))
 
     if args.profile:
-        torch_ms = None
-        if model is not None:  # torch's own per-operator table first: ours ends the output
-            try:
-                torch_ms = print_torch_profile(model, topt, yt, torch, gpu, args.steps, sync)
-            except Exception as e:  # a profiler without CUPTI must not cost us our own table
-                print(f"\ntorch's profiler failed: {type(e).__name__}: {e}")
         # the profiled step is minisims.train's with an EMA kept: the comparison above has none
         net.set_dropout(None)  # the copy must not hold the generator (CuPy's cannot be copied)
         ema = EMA(net, beta=0.999)
@@ -679,8 +697,23 @@ def run(args):
         clock = CudaEventClock(xp) if gpu else HostClock()
         train_step(net, edm, opt, y, rng, ema, fused)  # warm-up of the EMA's arrays
         sync()
+        tprof = TorchProfile(model, topt, yt, torch, gpu, sync) if model is not None else None
+        failed = []
+
+        def torch_turn():  # torch's profiled step before each of ours, alternating
+            if tprof is not None and not failed:
+                try:
+                    tprof.step()
+                except Exception as e:  # a profiler without CUPTI must not cost us our table
+                    failed.append(f"{type(e).__name__}: {e}")
         ours_prof = profile_steps(lambda: train_step(net, edm, opt, y, rng, ema, fused),
-                                  args.rounds * args.steps, clock)
+                                  args.rounds * args.steps, clock, torch_turn)
+        torch_ms = None
+        if failed:
+            print(f"\ntorch's profiler failed: {failed[0]}")
+        elif tprof is not None:  # torch's own per-operator table first: ours ends the output
+            tprof.print_table()
+            torch_ms = tprof.conv_ms()
         print_profile(ours_prof, args.device, mo, torch_ms)
 
 

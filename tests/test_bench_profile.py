@@ -181,3 +181,38 @@ def test_torch_conv_times_by_shape_from_profiler_events(bench):
     calls = bench.conv_shape_rows(prof)[0][1]
     assert table.splitlines()[-1].startswith("| **all of these** |") and \
         f"| {3.0 * calls:.1f} |" in table.splitlines()[-1]  # torch's total: the one shape it has
+
+
+def test_between_runs_before_each_step_with_the_wrappers_off(bench):
+    """PyTorch's profiled steps alternate with ours: ``between`` runs before each of our steps,
+    outside the wrappers (its work is not timed into our rows)."""
+    net, _, args = tiny_training()
+    original = vars(Conv2d)["forward"]
+    seen = []
+    prof = bench.profile_steps(lambda: seen.append("step") or bench.train_step(*args), 3,
+                               bench.HostClock(),
+                               between=lambda: seen.append(vars(Conv2d)["forward"] is original))
+    assert seen == [True, "step"] * 3 and prof.steps == 3
+    assert vars(Conv2d)["forward"] is original
+
+
+def test_torch_profile_accumulates_steps_and_files_its_convolutions(bench, capsys):
+    """TorchProfile on a tiny UNet (where PyTorch is installed): its steps' operator table, and its
+    convolutions under the labels ours use, each with a forward and a backward time."""
+    torch = pytest.importorskip("torch")
+    net, _, args = tiny_training()
+    model = bench.torch_unet(net, torch, "cpu")
+    model.train()
+    topt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    yt = torch.as_tensor(args[3])
+    tprof = bench.TorchProfile(model, topt, yt, torch, False, lambda: None)
+    tprof.step()
+    tprof.step()
+    tprof.print_table()
+    assert "(2 steps" in capsys.readouterr().out
+    got = tprof.conv_ms()
+    prof = bench.profile_steps(lambda: bench.train_step(*args), 1, bench.HostClock())
+    ours = {r[0] for r in bench.conv_shape_rows(prof)}
+    assert {label.replace(" (no dx)", "") for label in got} == ours
+    assert sum(label.endswith("(no dx)") for label in got) == 1  # the first layer's
+    assert all(f > 0 and b > 0 for f, b in got.values())
