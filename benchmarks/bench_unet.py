@@ -485,8 +485,9 @@ def print_profile(prof: Profile, device: str, unprofiled_s: float, torch_ms=None
     if prof.conv_seconds:
         print("\nthe three conv rows by shape, in the step (kernel, stride, channels, input size, "
               "padding; the same exclusive times; Conv2d.backward's own adds stay in the dW row "
-              "only)" + ("; torch's from its profiler, in its own steps (aten::convolution and "
-                         "aten::convolution_backward, inclusive)" if torch_ms else "") + ":")
+              "only)" + ("; torch's from its profiler, in its own steps, which alternated with "
+                         "ours (aten::convolution and aten::convolution_backward, inclusive)"
+                         if torch_ms else "") + ":")
         print(conv_shape_table(prof, torch_ms or None))
 
 
@@ -539,8 +540,10 @@ def torch_conv_shapes(events, gpu: bool) -> dict:
     for e in events:
         if e.name not in ("aten::convolution", "aten::convolution_backward"):
             continue
-        shapes, args = e.input_shapes, e.concrete_inputs
+        shapes, args = e.input_shapes or [], getattr(e, "concrete_inputs", None) or []
         fwd = e.name == "aten::convolution"
+        if len(shapes) < 3 or len(args) < 6:  # shapes or scalars not recorded (an older torch)
+            continue
         x_shape, w_shape = (shapes[0], shapes[1]) if fwd else (shapes[1], shapes[2])
         stride, padding = (args[3], args[4]) if fwd else (args[4], args[5])
         if not (x_shape and w_shape and stride and padding) or len(set(stride)) != 1 \

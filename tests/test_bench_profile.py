@@ -167,7 +167,8 @@ def test_torch_conv_times_by_shape_from_profiler_events(bench):
               fwd(x2, w, 2, 700), bwd(dy2, x2, w, 2, 900),
               fwd([8, 3, 32, 32], [64, 3, 3, 3], 1, 400), bwd(dy, [8, 3, 32, 32], [64, 3, 3, 3], 1, 600, (False, True, True)),
               fwd([8, 64, 8, 8], [64, 64, 1, 1], 1, 50),  # no backward: left out
-              Event("aten::addmm", [[8, 4]], [], 99)]
+              Event("aten::addmm", [[8, 4]], [], 99),
+              Event("aten::convolution", [x, w, [64]], [], 10)]  # no scalars recorded: skipped
     got = bench.torch_conv_shapes(events, gpu=False)
     assert got == {"3x3 s1 64->64 32x32 p1": (2.0, 5.0), "3x3 s2 64->64 32x32 p1": (0.7, 0.9),
                    "3x3 s1 3->64 32x32 p1 (no dx)": (0.4, 0.6)}
