@@ -38,15 +38,6 @@ def applies(w_shape, stride, padding):
     return w_shape[2] == 1 and w_shape[3] == 1 and stride == 1 and padding == 0
 
 
-def _images(fn, N):
-    """fn(n0, n1) over the batch: on the kernel threads when BLAS is declared on one thread, else
-    one call (BLAS's threads)."""
-    if _threads.blas_declared_one_thread():
-        _threads.run(fn, _threads.split(N))
-    else:
-        fn(0, N)
-
-
 def forward(x, w, b):
     """y (N,Cout,H,W) = W x[n] + b; x (N,C,H,W) and w (Cout,C,1,1) of one dtype, x contiguous."""
     N, C, H, W = x.shape
@@ -60,7 +51,7 @@ def forward(x, w, b):
         np.matmul(wm, xm[n0:n1], out=y[n0:n1])
         if bias is not None:
             y[n0:n1] += bias
-    _images(images, N)
+    _threads.run_blas(images, N)
     return y.reshape(N, Cout, H, W)
 
 
@@ -74,7 +65,7 @@ def backward_input(dy, w):
 
     def images(n0, n1):
         np.matmul(wt, dym[n0:n1], out=dx[n0:n1])
-    _images(images, N)
+    _threads.run_blas(images, N)
     return dx.reshape(N, C, H, W)
 
 
@@ -88,6 +79,6 @@ def backward_weight(dy, x):
 
     def images(n0, n1):
         np.matmul(dym[n0:n1], xm[n0:n1].transpose(0, 2, 1), out=per_image[n0:n1])
-    _images(images, N)
+    _threads.run_blas(images, N)
     dw = per_image.sum(axis=0)  # Cout,C: added image after image (axis 0 is not the contiguous one)
     return dw.reshape(Cout, C, 1, 1), dy.sum(axis=(0, 2, 3))

@@ -53,9 +53,6 @@ def backward_weight(dy, x, w_shape, stride, padding):
             _im2col(x, n0, padding, stride, kh, kw, Ho, Wo, cols)
             dyr = np.ascontiguousarray(dy[n0:n1].reshape(B, Cout, M).transpose(1, 0, 2))  # Cout,R,M
             np.matmul(dyr.reshape(Cout, B * M), cols.reshape(B * M, K), out=per_range[r])
-    if _threads.blas_declared_one_thread():
-        _threads.run(products, _threads.split(len(ranges)))
-    else:
-        products(0, len(ranges))
+    _threads.run_blas(products, len(ranges))
     dw = per_range.sum(axis=0).reshape(Cout, kh, kw, C).transpose(0, 3, 1, 2)  # Cout,C,kh,kw
     return np.ascontiguousarray(dw), dy.sum(axis=(0, 2, 3))

@@ -4,6 +4,8 @@ kernels/_conv2d_numba.py explains why OpenMP threads lose on this shared machine
 
     split(N, k=None) -> [(n0, n1)]      the batch in k ranges (default one per thread)
     run(fn, ranges)                     fn(n0, n1) for each range, on the pool
+    run_blas(fn, n)                     fn over range(n) for work made of BLAS calls: on the
+                                        pool inside a blas_on_one_thread scope, else fn(0, n)
     blas_on_one_thread()                context manager: the caller declares BLAS held on one
                                         thread (kernels may then call BLAS on the pool's threads)
     blas_declared_one_thread() -> bool  whether such a scope is open
@@ -117,6 +119,16 @@ def blas_on_one_thread():
 def blas_declared_one_thread():
     """Whether a :func:`blas_on_one_thread` scope is open."""
     return _BLAS_ONE_THREAD > 0
+
+
+def run_blas(fn, n):
+    """fn(i0, i1) over range(n), where fn's work is BLAS calls: shared by the pool's threads
+    inside a :func:`blas_on_one_thread` scope; elsewhere one call fn(0, n), on BLAS's own threads
+    (the pool's threads on top of BLAS's would multiply)."""
+    if blas_declared_one_thread():
+        run(fn, split(n))
+    else:
+        fn(0, n)
 
 
 def run(fn, ranges):
