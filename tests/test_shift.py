@@ -54,17 +54,24 @@ def test_w_minus_one_is_the_aux_model_and_w_zero_the_base():
 
 
 def test_the_mix_moves_from_the_aux_mix_through_the_base_mix_toward_the_target():
-    """w = -1 gives the aux set's mix and w = 0 the base mix, each within 4 standard errors over
-    runs (which include sampling and run-to-run model error), and w = 1 goes past the base."""
+    """The group-0 fraction rises with w: w = -1 (exactly the aux model) lies between the aux
+    set's mix and the base mix, nearer the aux set's; w = 0 gives the base mix within 4 standard
+    errors over runs; w = 1 goes past the base.
+
+    The aux model is *not* asserted to reproduce its training mix: it is fine-tuned from the base
+    for a short budget and keeps some of the base's mix (here 0.348-0.354 for an aux set of 0.30,
+    under OpenBLAS's Prescott, Nehalem, Sandybridge, Haswell and SkylakeX kernels, 1 and 2
+    threads; the paper's aux, trained on 30%, gives 32%). That bias is the model's, not sampling
+    error, so it sits outside the run-to-run error; the bounds below hold it with room to spare."""
     cfg, R = small_cfg(), 6
     r = shift_sweep(cfg, [-1.0, 0.0, 1.0], runs=R, seed=0)
     assert np.allclose(r["aux_set_frac"], cfg.aux_frac)  # the aux set is exactly 30/70
     f = r["frac0"]  # W,R
     m, se = f.mean(1), f.std(1, ddof=1) / np.sqrt(R)
     se = np.maximum(se, np.sqrt(0.25 / (R * cfg.n_eval)))  # never below the binomial sampling error
-    assert abs(m[0] - cfg.aux_frac) < 4 * se[0], (m, se)
+    assert cfg.aux_frac - 4 * se[0] < m[0] < (cfg.aux_frac + cfg.base_frac) / 2, (m, se)
     assert abs(m[1] - cfg.base_frac) < 4 * se[1], (m, se)
-    assert m[0] < m[1] < m[2]
+    assert m[0] + 4 * se[0] < m[1] < m[2] - 4 * se[2], (m, se)  # each step moves by > 4 s.e.
     assert r["dist"].shape == (3, R, 2) and np.isfinite(r["dist"]).all()
     # every run has its own streams: runs 4-5 alone, as a chunk of their own, are the same runs
     tail = shift_sweep(cfg, [-1.0, 0.0, 1.0], runs=R, seed=0, chunk_size=4)
