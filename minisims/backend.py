@@ -25,8 +25,9 @@ def _import_cupy():
     try:
         import cupy
     except ImportError as e:  # CuPy comes with the gpu-cuda12 / gpu-cuda13 extras
-        raise BackendError("the GPU backend needs CuPy: pip install 'minisims[gpu-cuda13]' "
-                           "(or [gpu-cuda12]: the CUDA version nvidia-smi prints)") from e
+        raise BackendError("the GPU backend needs CuPy: in the minisims checkout, "
+                           "pip install -e '.[gpu-cuda13]' (or '.[gpu-cuda12]': the CUDA "
+                           "version nvidia-smi prints)") from e
     try:
         cupy.cuda.runtime.getDeviceCount()
         cupy.zeros(1).sum()

@@ -14,10 +14,26 @@ from . import sigint
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports bad input in one line (no usage dump) and exits with status 2."""
+    """argparse that reports bad input in one line (no usage dump) and exits with status 2, and
+    answers ``--version`` with minisims' version and NumPy's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=version_line(self.prog))
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def version_line(prog: str) -> str:
+    """'<prog> (minisims 0.1.0, NumPy 2.4.6, Python 3.11.7)'."""
+    import platform
+
+    import numpy
+
+    import minisims
+    return f"{prog} (minisims {minisims.__version__}, NumPy {numpy.__version__}, " \
+           f"Python {platform.python_version()})"
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -1,12 +1,14 @@
-"""Samples written where the FID tools look for them: PNG folders, an npz, a grid to look at.
+"""Samples written where the FID tools look for them: PNGs, a zip of them, an npz, a grid.
 
 # N images, H W size, 3 channels
-Images here are uint8 (N,H,W,3). Two formats every FID package reads:
+Images here are uint8 (N,H,W,3). What each tool reads:
 
-- :func:`write_pngs`: one PNG per seed, named ``{seed:06d}.png`` (EDM's generate.py), the folder
-  that pytorch-fid, clean-fid, torch-fidelity and EDM's fid.py take.
-- :func:`write_npz`: one npz holding ``arr_0`` (N,H,W,3) uint8 (the ADM / guided-diffusion
-  convention, read by ADM's evaluator, EDM and clean-fid).
+- :func:`write_pngs`: one PNG per seed, named ``{seed:06d}.png`` (EDM's generate.py): a folder
+  of PNGs, which EDM's fid.py (``--images``), pytorch-fid and clean-fid take.
+- :func:`write_png_zip`: the same PNGs in one zip, which EDM's fid.py also takes (its
+  ImageFolderDataset reads a folder or a zip); one file instead of N.
+- :func:`write_npz`: one npz holding ``arr_0`` (N,H,W,3) uint8, the ADM / guided-diffusion
+  evaluator's format (its ``evaluator.py``); EDM, pytorch-fid and clean-fid do not read it.
 
 :func:`image_grid` is for people: the images tiled into one PNG, optionally with a label under
 each. Every file is written atomically (:func:`minisims.atomic.atomic_write`), so an interrupted
@@ -14,8 +16,10 @@ export never leaves a truncated PNG that an FID tool would read as a sample.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
+import zipfile
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -29,19 +33,36 @@ def _write_png(image, path: str) -> None:
         Image.fromarray(image, "RGB").save(f, format="PNG")
 
 
-def write_pngs(images, seeds, folder: str) -> list[str]:
-    """One PNG per image, ``folder/{seed:06d}.png``; returns the paths in order. (N,H,W,3)."""
+def _png_names(images, seeds):
+    """The images as uint8 (N,H,W,3) and their file names ``{seed:06d}.png``, checked."""
     images = host_uint8_images(images, "exports")
     seeds = [int(s) for s in seeds]
     if len(seeds) != len(images):
         raise ValueError(f"{len(images)} images but {len(seeds)} seeds")
     if len(set(seeds)) != len(seeds) or min(seeds, default=0) < 0:
         raise ValueError("seeds must be distinct and >= 0: each names one file")
+    return images, [f"{seed:06d}.png" for seed in seeds]
+
+
+def write_pngs(images, seeds, folder: str) -> list[str]:
+    """One PNG per image, ``folder/{seed:06d}.png``; returns the paths in order. (N,H,W,3)."""
+    images, names = _png_names(images, seeds)
     os.makedirs(folder, exist_ok=True)
-    paths = [os.path.join(folder, f"{seed:06d}.png") for seed in seeds]
+    paths = [os.path.join(folder, name) for name in names]
     for image, path in zip(images, paths):
         _write_png(image, path)
     return paths
+
+
+def write_png_zip(images, seeds, path: str) -> None:
+    """The PNGs of :func:`write_pngs` as the entries ``{seed:06d}.png`` of one zip, atomically.
+    PNG is compressed already, so the entries are stored, not deflated again. (N,H,W,3)."""
+    images, names = _png_names(images, seeds)
+    with atomic_write(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+        for image, name in zip(images, names):
+            buf = io.BytesIO()
+            Image.fromarray(image, "RGB").save(buf, format="PNG")
+            z.writestr(name, buf.getvalue())
 
 
 def write_npz(images, path: str) -> None:

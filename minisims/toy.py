@@ -148,8 +148,8 @@ def _run(args, outdir: str, chunk: int) -> int:
     parts = []
     bar = None
     if not args.quiet and len(starts) > 1:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=args.runs, unit="run", desc="runs")
+        from .progress import bar as progress_bar
+        bar = progress_bar(total=args.runs, unit="run", desc="runs")
     for start in starts:
         parts.append(_chunk(args, cfg, omegas, start, min(chunk, args.runs - start), squared,
                             progress=not args.quiet and len(starts) == 1))

@@ -175,9 +175,9 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
         st, total = _load(checkpoint, net, ema, opt, history, xp)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=sum(map(len, schedule)), initial=st.steps, unit="step", leave=False,
-                   desc=progress if isinstance(progress, str) else "train")
+        from .progress import bar as progress_bar
+        bar = progress_bar(total=sum(map(len, schedule)), initial=st.steps, unit="step", leave=False,
+                           desc=progress if isinstance(progress, str) else "train")
     dropout = hasattr(net, "dropouts") and any(d.p > 0 for d in net.dropouts())
     bad = xp.full(lead, -1, dtype=np.int64)  # (R,) first step whose loss was not finite, on device
     t0, seen0 = time.perf_counter(), st.seen

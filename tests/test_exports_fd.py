@@ -51,6 +51,25 @@ def test_pngs_reject_bad_input(tmp_path):
         exports.write_pngs(images(2), [3, 3], str(tmp_path))
 
 
+def test_png_zip_round_trips_and_reads_as_edm_reads_it(tmp_path):
+    """EDM's fid.py (training/dataset.py ImageFolderDataset) lists a zip's names, keeps those
+    with an image extension, sorts them and opens each with PIL: the same images come back."""
+    import zipfile
+    x, seeds = images(4), [5, 0, 17, 3]
+    path = str(tmp_path / "samples.zip")
+    exports.write_png_zip(x, seeds, path)
+    with zipfile.ZipFile(path) as z:
+        names = sorted(n for n in z.namelist() if os.path.splitext(n)[1].lower() in Image.EXTENSION)
+        assert names == ["000000.png", "000003.png", "000005.png", "000017.png"]
+        for name in names:
+            with z.open(name) as f, Image.open(f) as im:
+                np.testing.assert_array_equal(np.asarray(im), x[seeds.index(int(name[:6]))])
+    assert os.listdir(tmp_path) == ["samples.zip"]  # no temporary file left
+    with pytest.raises(ValueError, match="distinct"):
+        exports.write_png_zip(x, [1, 1, 2, 3], str(tmp_path / "bad.zip"))
+    assert not (tmp_path / "bad.zip").exists()
+
+
 def test_npz_round_trip(tmp_path):
     x = images(6)
     path = str(tmp_path / "samples.npz")

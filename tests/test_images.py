@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 from cifar_like import make_cifar_like
 
 from minisims.images import PRESETS
@@ -52,6 +54,11 @@ def test_sims_writes_the_table_heatmap_grids_and_every_number(tiny_run):
     with np.load(os.path.join(out, "samples", "base", "samples.npz"), allow_pickle=False) as z:
         x = z["arr_0"]
     assert x.dtype == np.uint8 and x.shape == (p.n_eval, p.resolution, p.resolution, 3)
+    with zipfile.ZipFile(os.path.join(out, "samples", "base", "samples.zip")) as z:  # the same, as PNGs
+        names = z.namelist()
+        assert len(names) == p.n_eval and all(n.endswith(".png") for n in names)
+        with z.open(names[0]) as f, Image.open(f) as im:
+            assert np.array_equal(np.asarray(im), x[0])
 
 
 def test_guidance_endpoints_on_images(tiny_run):
@@ -90,7 +97,7 @@ def test_the_steps_one_at_a_time(cifar, tmp_path):
     r = run("sample", "--budget", "32", "--w", "0,1", "--seeds", "0-3,7", *common)
     assert r.returncode == 0, r.stderr
     pngs = sorted(os.listdir(os.path.join(out, "samples", "sims_B32_w1")))
-    assert pngs == [f"{s:06d}.png" for s in (0, 1, 2, 3, 7)] + ["samples.npz"]
+    assert pngs == [f"{s:06d}.png" for s in (0, 1, 2, 3, 7)] + ["samples.npz", "samples.zip"]
     r = run("fd", "--data", cifar.folder, "--images", os.path.join(out, "samples", "base"), *common)
     assert r.returncode == 0 and "\nFD_randconv = " in r.stdout, r.stderr
 

@@ -1,5 +1,10 @@
-"""The README's module list ("Every module") names every module of the library and of kernels/,
-so a reader can find each file's one-line purpose there."""
+"""The README tells the truth: its module list ("Every module") names every module of the library
+and of kernels/, and its quick start shows what the command prints."""
+import json
+import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,3 +26,58 @@ def test_every_module_is_listed_in_the_readme():
 
 def _modules(package: str):
     return sorted(str(p.relative_to(ROOT / package)) for p in (ROOT / package).rglob("*.py"))
+
+
+def _toy_rows(text: str) -> dict:
+    """The toy's printed table as {'0': (mean, std), '3': (mean, std, ratio, better, runs),
+    'D_r': (mean, std)}."""
+    rows = {}
+    for m in re.finditer(r"^\s*(0 \(base\)|[\d.]+|D_r)\s+([\d.]+) \+- ([\d.]+)(?:\s+([\d.]+)"
+                         r"(?:\s+(\d+)/(\d+))?)?", text, re.M):
+        key = "0" if m[1] == "0 (base)" else m[1]
+        rows[key] = tuple(float(v) for v in m.groups()[1:] if v is not None)
+    return rows
+
+
+def test_the_quick_start_prints_what_the_readme_shows(tmp_path):
+    """The README's first command, run here, against the output block the README shows: the
+    digits depend on the BLAS kernel (the README's table of kernels), so each mean must lie
+    within 3 standard errors of a difference of two 16-run means, as the README states."""
+    readme = (ROOT / "README.md").read_text()
+    block = _section(readme, "SIMS on the 2D Gaussian: ddpm, 16 runs", "```")
+    want = _toy_rows(block)
+    out = subprocess.run([sys.executable, "-m", "minisims.toy", "--omega", "3", "--quiet",
+                          "--no-plot", "--outdir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, check=True).stdout
+    got = _toy_rows(out)
+    assert set(got) == set(want) == {"0", "3", "D_r"}, (got, want)
+    for w in ("0", "3"):
+        tol = 3 * math.sqrt(2) * want[w][1] / math.sqrt(16)
+        assert abs(got[w][0] - want[w][0]) < tol, (w, got[w], want[w], tol)
+    assert got["D_r"] == want["D_r"]  # the real points' own fit: no training, no BLAS kernel
+    ratio, better, runs = got["3"][2:]
+    assert ratio < 0.5 and better >= 13 and runs == 16, got["3"]
+
+
+def test_the_image_results_in_the_readme_are_the_commands_own():
+    """The cpu preset's FD table in the README is docs/images_cpu/fd_table.md word for word, and
+    that file's numbers and the quoted wall time are its results.json's."""
+    readme = (ROOT / "README.md").read_text()
+    folder = ROOT / "docs" / "images_cpu"
+    table = (folder / "fd_table.md").read_text().strip()
+    assert table in readme
+    res = json.loads((folder / "results.json").read_text())
+    for budget, row in res["fd"].items():
+        cells = " | ".join(f"{row[w]:.3f}" for w in sorted(row, key=float))
+        assert f"| {int(budget):,} | {cells} |" in table
+    assert f"**{res['seconds']['total'] / 60:.0f} min wall** (base {res['seconds']['train base']:.0f} s" in readme
+
+
+def test_the_figure4_rows_in_the_readme_are_the_commands_own():
+    readme = (ROOT / "README.md").read_text()
+    table = (ROOT / "toy" / "results" / "figure4_cpu_ddpm" / "figure4_table.md").read_text()
+    rows = [ln for ln in _section(readme, "| \\|D_s\\| | SIMS, min over w", "\n\n").splitlines()
+            if ln.startswith("| 1") or ln.startswith("| 2") or ln.startswith("| 5")]
+    assert len(rows) == 4
+    for row in rows:  # the README leaves out the file's last column
+        assert any(ln.startswith(row) for ln in table.splitlines()), row

@@ -41,8 +41,8 @@ STEPS = ("plain", "fused")
 def _progress(it, total, desc, progress):
     if not progress:
         return it
-    from tqdm.auto import tqdm
-    return tqdm(it, total=total, desc=desc, leave=False)
+    from ..progress import bar
+    return bar(it, total=total, desc=desc, leave=False)
 
 
 class PlainStep:

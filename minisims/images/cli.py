@@ -49,7 +49,7 @@ def build_parser() -> Parser:
              "train": "step 1: train the base model (resumes an interrupted run)",
              "synth": "step 2: sample the synthetic set S from the base",
              "aux": "step 3: fine-tune the auxiliary model on S for one budget",
-             "sample": "step 4: sample (1 + w) D_base - w D_aux: PNGs per seed and samples.npz",
+             "sample": "step 4: sample (1 + w) D_base - w D_aux: PNGs per seed, samples.zip, samples.npz",
              "fd": "FD between a sample set (folder of PNGs or .npz) and the real images"}
     cmds = {}
     for name, text in helps.items():
@@ -88,7 +88,7 @@ def build_parser() -> Parser:
     cmds["sims"].add_argument("--aux-budgets", type=int_list, help="aux budgets B, images seen, e.g. 4000,12000")
     cmds["sims"].add_argument("--omegas", type=float_list, help="guidance weights w, e.g. -1,0,0.5,1,2")
     cmds["sims"].add_argument("--n-eval", type=int_at_least(2), help="images per (B, w) for the FD")
-    cmds["sims"].add_argument("--pngs", action="store_true", help="also write one PNG per sample (samples.npz always)")
+    cmds["sims"].add_argument("--pngs", action="store_true", help="also write one PNG per sample (samples.zip and samples.npz always)")
     for name in ("sims", "fd"):
         cmds[name].add_argument("--features", default=None,
                                 help="FD features: randconv (default, no download), pixels, or inception")

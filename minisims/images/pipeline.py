@@ -7,7 +7,7 @@ adds the files between them, so a step can run alone, be interrupted and resumed
     outdir/base.npz           step 1: the base model (raw weights, "ema" group, training state)
     outdir/synthetic.npz      step 2: S, n_s images (arr_0, uint8 NHWC) from the base's EMA
     outdir/aux_<B>.npz        step 3: the auxiliary model fine-tuned on S with budget B images
-    outdir/samples/<name>/    step 4: one PNG per seed and samples.npz (arr_0, uint8 NHWC)
+    outdir/samples/<name>/    step 4: samples.zip (a PNG per seed), samples.npz (arr_0, uint8 NHWC)
     outdir/ref_stats.npz      the real images' feature statistics (mu, sigma) for the FD
     outdir/results.json, fd_table.md, fd_heatmap.png, grid_<name>.png   the experiment's summary
 
@@ -203,11 +203,13 @@ def sample_images(p: ImagePreset, base, aux, w: float, seeds, progress: bool = F
 
 
 def write_samples(images, seeds, folder: str, pngs: bool = True):
-    """One PNG per seed (if ``pngs``) and samples.npz (arr_0) in ``folder``."""
-    from ..exports import write_npz, write_pngs
+    """samples.zip (one PNG per seed: EDM's fid.py reads it), samples.npz (arr_0: the ADM
+    evaluator's format) and, if ``pngs``, the PNGs themselves in ``folder``."""
+    from ..exports import write_npz, write_png_zip, write_pngs
     os.makedirs(folder, exist_ok=True)
     if pngs:
         write_pngs(images, list(seeds), folder)
+    write_png_zip(images, list(seeds), os.path.join(folder, "samples.zip"))
     write_npz(images, os.path.join(folder, "samples.npz"))
 
 

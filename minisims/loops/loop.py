@@ -144,8 +144,8 @@ def run_loop_chunk(cfg: LoopConfig, cell: Cell, runs: int, seed: int = 0, first_
     D_r = D_s = None
     gens = range(1, G + 1)
     if progress:
-        from tqdm.auto import tqdm
-        gens = tqdm(gens, desc=f"{cell.label} |D_s| {cell.n_synth} runs {first_run}+", leave=False)
+        from ..progress import bar
+        gens = bar(gens, desc=f"{cell.label} |D_s| {cell.n_synth} runs {first_run}+", leave=False)
     for t in gens:
         # the training set D^t of this loop type
         if t == 1 or cfg.loop == "fresh":

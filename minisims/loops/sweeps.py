@@ -94,8 +94,8 @@ def run_task(fn, kwargs: dict, device: str, blas_threads: int | None, parent_pid
 
 
 def _bar(total: int, desc: str, unit: str):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit=unit)
+    from ..progress import bar
+    return bar(total=total, desc=desc, unit=unit)
 
 
 def map_chunks(fn, runs: int, chunk_size: int, executor: Executor | None = None,
