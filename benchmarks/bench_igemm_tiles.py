@@ -6,7 +6,7 @@ after 3 warm-up calls, float32, next to PyTorch's cuDNN (TF32 off) where torch i
 
     PYTHONPATH=. python benchmarks/bench_igemm_tiles.py                  # every tile and "auto"
     PYTHONPATH=. python benchmarks/bench_igemm_tiles.py --tiles 64 128   # only these
-    PYTHONPATH=. python benchmarks/bench_igemm_tiles.py --batch 64       # the docstring's table's N
+    PYTHONPATH=. python benchmarks/bench_igemm_tiles.py --batch 64       # the N of docs/notes/kernels-conv.md's table
 
 Each tile is forced through the module constant TILE; "auto" is the per-call rule (choose_tile,
 choose_tile_dw), and the table prints which tile it took per product. Every tile is checked

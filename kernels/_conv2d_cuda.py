@@ -5,54 +5,21 @@ teaching ladder's first two rungs (the CuPy versions are the next ones: "cupy" i
 # N batch, C input channels, Cout output channels, H W input size, Ho Wo output size,
 # kh kw kernel size, s stride, p padding, T the tile side (16), OB/CB channels per thread (8)
 
-Rung 1, "cuda_naive": one thread per output value, looping over its own inputs; no im2col
-buffer, no GEMM, no shared memory.
-- forward: a thread per y[n, o, h, v] sums x_pad[n, c, s*h+i, s*v+j] w[o, c, i, j] over c, i, j.
-- input gradient: a thread per dx[n, c, hh, vv] gathers the dy[n, o, h, v] whose window covers
-  (hh, vv): hh + p = s*h + i, so only taps i with (hh + p - i) divisible by s and 0 <= h < Ho.
-  A gather instead of the reference's scatter, so no two threads write the same value.
-- weight gradient: a thread per dw[o, c, i, j] sums over n, h, v.
-Cost, counted by hand: every multiply-add reads its two operands from global memory, 2*C*kh*kw
-reads per forward output (1152 at C 64, 3x3; the caches catch many, as neighbouring threads
-read overlapping pixels); the weight gradient has only Cout*C*kh*kw threads, each a serial sum
-of N*Ho*Wo products (36864 threads of 65536 products at the benchmark's shape). Measured on an
-H100 (benchmarks/bench_conv.py --device gpu, fwd+bwd, N 64, C 64, 32x32): 22x cuDNN.
-
-Rung 2, "cuda" (the default numba-CUDA version): shared-memory tiles.
-- forward: a block of T x T threads owns a T x T tile of output pixels for OB = 8 output
-  channels (each thread one pixel, OB accumulators). Per input channel the block stages in
-  shared memory the input patch the tile reads, ((T-1)s + kh) x ((T-1)s + kw) values (zero
-  outside x: padding is a bounds check at load time), and the OB x kh x kw weights, waits at
-  cuda.syncthreads, and every thread does its OB*kh*kw multiply-adds from shared memory.
-  Global reads per output value and input channel: ((T-1)s+kh)((T-1)s+kw)/(T*T*OB) +
-  kh*kw/(T*T) = 324/2048 + 9/256 = 0.19 at s 1, 3x3 (rung 1: 2*kh*kw = 18): about 90x fewer.
-- input gradient: the same tiling over dx for CB = 8 input channels per thread; per output
-  channel o the block stages the dy patch its tile gathers from, ((T+kh-2)//s + 1) rows by
-  ((T+kw-2)//s + 1) columns (18 x 18 at s 1, 3x3), and w[o, c0:c0+CB]; each thread keeps the
-  rung-1 gather (taps whose (hh + p - i) divides by s), now from shared memory. The same 0.19
-  global reads per value and channel at stride 1.
-- weight gradient: a reduction, so the fix is parallelism, not tiles: one block of 256 threads
-  per (o, c); each thread walks every 256th pixel of the N*Ho*Wo and keeps kh*kw partial sums
-  in registers (1 dy and kh*kw x reads per pixel for kh*kw products: 1.1 reads per product, rung
-  1 reads 2), then a tree reduction in shared memory adds the 256 threads' partials. The blocks
-  with c = 0 also sum dy, for db.
-Measured once on an NVIDIA H200 by a one-off timing script of the session that wrote this rung
-(not in the repository; CUDA events, median of 20; fwd + dx + dw, N 64, C 64, 32x32, 3x3): rung 2 6.26 ms (fwd 0.99, dx 1.04, dw 4.23), "cupy" 3.34 ms, PyTorch cuDNN 0.69 ms: rung 2
-is 1.9x the CuPy version (goal: within 3x) and 9x cuDNN; its weight-gradient reduction is now
-the slow part. By wall clock per call (benchmarks/bench_conv.py --device gpu --repeats 7, a later
-H200 run, same shape): rung 1 28.65 ms, rung 2 7.21 ms, "cupy" 3.54 ms, PyTorch 1.21 ms: rung 2
-4x faster than rung 1 and 2.0x "cupy".
-The tile shapes depend on kh, kw and s, and numba's shared arrays need constant shapes: each
-(dtype, kh, kw, s) compiles its own kernels once (functools.lru_cache), with the tap loops
-unrolled. Grid z is N * (channel groups), at most 65535.
-
-Every thread accumulates in the array dtype, in a different order from the reference and with
-fused multiply-adds (NVVM's default), so float32 agrees with it to rounding (tests state the
-tolerance).
-
-These kernels run on a GPU, and on the CPU under NUMBA_ENABLE_CUDASIM=1 (CI, tiny shapes only).
-They accept CuPy arrays (zero copy through __cuda_array_interface__) and return CuPy arrays, or
-NumPy arrays (copied to the device and back) and return NumPy arrays.
+Rung 1, "cuda_naive": one thread per output value (of y, dx or dw), looping over its own inputs
+in global memory; no im2col buffer, no GEMM, no shared memory. 2*C*kh*kw global reads per forward
+output, and the weight gradient has only Cout*C*kh*kw threads, each a long serial sum.
+Rung 2, "cuda": shared-memory tiles. A block of T x T threads owns a T x T tile of pixels for OB
+output channels (CB input channels for dx) and stages, channel by channel, the patch and weights
+the tile reads: 0.19 global reads per output value and channel at s 1, 3x3, against rung 1's 18.
+The weight gradient is a reduction, so its fix is parallelism: a block of 256 threads per (o, c)
+and a tree reduction in shared memory. Each kernel's comment or docstring below has the details.
+Shared arrays need constant shapes: each (dtype, kh, kw, s) compiles its rung-2 kernels once
+(functools.lru_cache), tap loops unrolled. Grid z is N * (channel groups), at most 65535.
+Accumulators are in the array dtype, summed in another order than the reference, with fused
+multiply-adds (NVVM's default): float32 agrees with it to rounding (tests state the tolerance).
+They run on a GPU and, under NUMBA_ENABLE_CUDASIM=1, on the CPU (CI, tiny shapes). CuPy arrays in
+(zero copy through __cuda_array_interface__): CuPy out; NumPy in (copied to the device and back):
+NumPy out. Timings: docs/notes/kernels-conv.md.
 """
 from __future__ import annotations
 
@@ -73,6 +40,15 @@ REDUCE = 256  # rung 2: threads per weight-gradient block (a power of two)
 
 # ------------------------------------------------------------------------------------------------
 # Rung 1: one thread per output value
+# - forward: a thread per y[n, o, h, v] sums x_pad[n, c, s*h+i, s*v+j] w[o, c, i, j] over c, i, j.
+# - input gradient: a thread per dx[n, c, hh, vv] gathers the dy[n, o, h, v] whose window covers
+#   (hh, vv): hh + p = s*h + i, so only taps i with (hh + p - i) divisible by s and 0 <= h < Ho.
+#   A gather instead of the reference's scatter, so no two threads write the same value.
+# - weight gradient: a thread per dw[o, c, i, j] sums over n, h, v.
+# Cost, counted by hand: every multiply-add reads its two operands from global memory, 2*C*kh*kw
+# reads per forward output (1152 at C 64, 3x3; the caches catch many, as neighbouring threads
+# read overlapping pixels); the weight gradient has only Cout*C*kh*kw threads, each a serial sum
+# of N*Ho*Wo products (36864 threads of 65536 products at N 64, C 64, 32x32).
 # ------------------------------------------------------------------------------------------------
 
 @cuda.jit
@@ -175,7 +151,15 @@ def _bias_grad_kernel(dy, db, zero):
 
 @functools.lru_cache(maxsize=None)
 def _tiled_forward_kernel(dtype, kh, kw, stride):
-    """The forward kernel for one (dtype, kh, kw, stride): shared arrays need constant shapes."""
+    """The forward kernel for one (dtype, kh, kw, stride): shared arrays need constant shapes.
+
+    A block of TILE x TILE threads owns a TILE x TILE tile of output pixels for GROUP output
+    channels (each thread one pixel, GROUP accumulators). Per input channel the block stages in
+    shared memory the input patch the tile reads, ((T-1)s + kh) x ((T-1)s + kw) values (zero
+    outside x: padding is a bounds check at load time), and the GROUP x kh x kw weights, waits at
+    cuda.syncthreads, and every thread does its GROUP*kh*kw multiply-adds from shared memory.
+    Global reads per output value and input channel: ((T-1)s+kh)((T-1)s+kw)/(T*T*OB) +
+    kh*kw/(T*T) = 324/2048 + 9/256 = 0.19 at s 1, 3x3 (rung 1: 2*kh*kw = 18): about 90x fewer."""
     PH, PW = (TILE - 1) * stride + kh, (TILE - 1) * stride + kw  # the input patch a tile reads
     nbtype = numba.from_dtype(dtype)
 
@@ -219,7 +203,13 @@ def _tiled_forward_kernel(dtype, kh, kw, stride):
 
 @functools.lru_cache(maxsize=None)
 def _tiled_input_kernel(dtype, kh, kw, stride):
-    """The input-gradient kernel for one (dtype, kh, kw, stride)."""
+    """The input-gradient kernel for one (dtype, kh, kw, stride).
+
+    The forward's tiling over dx, for GROUP input channels per thread; per output channel o the
+    block stages the dy patch its tile gathers from, ((T+kh-2)//s + 1) rows by ((T+kw-2)//s + 1)
+    columns (18 x 18 at s 1, 3x3), and w[o, c0:c0+GROUP]; each thread keeps the rung-1 gather
+    (taps whose (hh + p - i) divides by s), now from shared memory. The same 0.19 global reads
+    per value and channel at stride 1."""
     PH, PW = (TILE + kh - 2) // stride + 1, (TILE + kw - 2) // stride + 1  # dy patch a tile reads
     nbtype = numba.from_dtype(dtype)
 
@@ -272,7 +262,12 @@ def _tiled_input_kernel(dtype, kh, kw, stride):
 @functools.lru_cache(maxsize=None)
 def _reduce_weight_kernel(dtype, kh, kw):
     """The weight (and bias) gradient kernel for one (dtype, kh, kw): block (c, o) of REDUCE
-    threads computes dw[o, c, :, :] (and db[o] when c == 0)."""
+    threads computes dw[o, c, :, :] (and db[o] when c == 0).
+
+    A reduction, so the fix is parallelism, not tiles: each thread walks every REDUCE-th pixel of
+    the N*Ho*Wo and keeps kh*kw partial sums in registers (1 dy and kh*kw x reads per pixel for
+    kh*kw products: 1.1 reads per product, rung 1 reads 2), then a tree reduction in shared
+    memory adds the REDUCE threads' partials."""
     KK, KK1 = kh * kw, kh * kw + 1  # the taps, and the taps + db (constants: array shapes)
     nbtype = numba.from_dtype(dtype)
 

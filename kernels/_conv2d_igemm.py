@@ -3,111 +3,26 @@
 # N batch, C/Cin input channels, Cout output channels, H W input size, Ho Wo output size,
 # kh kw kernel size, K GEMM depth, M GEMM rows, s stride, p padding
 
-"cupy" (kernels/_conv2d_cupy.py) writes the im2col columns (M, K) to global memory and hands
-them to cuBLAS: at N 64, C 64, 32x32, 3x3 that buffer is 151 MB written and read again per
-product. Here the same GEMM runs without it: each block gathers the piece of the column matrix
-it needs straight from the NCHW input into shared memory, multiplies it there, and throws it
-away. One kernel, ``conv_igemm``, computes the forward and the input gradient; a second,
-``conv_igemm_dw``, the weight and bias gradients.
-
-The GEMM views (A gathered on the fly, B the weights in their own layout, no copies):
-
-- forward: y (M = N*Ho*Wo rows, Cout columns) = A (M, K = Cin*kh*kw) @ B (K, Cout) + b, with
-  A[(n,h,v), (c,i,j)] = x[n, c, s*h - p + i, s*v - p + j] (zero outside x) and
-  B[(c,i,j), o] = w[o, c, i, j]; the bias is added in the epilogue, as each value is stored.
-- input gradient: dx (M = N*H*W rows, Cin columns) = A' (M, K = Cout*kh*kw) @ B' with
-  A'[(n,hh,vv), (o,i,j)] = dy[n, o, (hh + p - i)/s, (vv + p - j)/s] where the division is exact
-  and lands inside dy, else zero; B'[(o,i,j), c] = w[o, c, i, j]. This is the gather form of
-  the transposed convolution: every dx value is one GEMM row, written by one thread, so there
-  are no atomics at any stride. At stride 1 it is the convolution of dy with the flipped,
-  transposed kernel (every tap counts); at stride s only 1/s^2 of the taps pass the divisibility
-  test and the rest multiply zeros (3/4 of the work of the UNet's stride-2 downsampling).
-  So at stride s > 1 dx is split by the parity of (hh, vv) (PARITY_SPLIT): the pixels
-  hh = s*alpha + r only ever meet the taps i = i0 + s*t, at dy row alpha + q - t
-  (kernels/_conv2d_common.parity_classes), so each of the s*s classes is a stride-1 gather
-  with the sub-kernel w[:, :, i0::s, j0::s] (a small contiguous copy) into a (N, Cin, H/s, W/s)
-  buffer, then copied into dx[:, :, r::s, r'::s]: s*s launches, s*s small weight copies and
-  s*s strided copies of dx in place of one launch whose multiply-adds are 3/4 zeros
-  (``parity_split=False`` keeps the one launch, for comparison).
-  One kernel serves all: the row an output row reads at tap i is (out*mul + add + sgn*i)/div,
-  with (mul, add, sgn, div) = (s, -p, +1, 1) forward, (1, p, -1, s) for dx in one gather and
-  (1, q, -1, 1) for a parity class (add given per axis: add_h, add_w, as a class's q can differ
-  between rows and columns), and the weight index is
-  (k // kh*kw)*w_step_k + col*w_step_col + k % (kh*kw).
-- weight gradient: dw (Cout rows, K = Cin*kh*kw columns) = dy^T (Cout, M) @ A (M, K), the
-  reduction over the long axis M = N*Ho*Wo. Split-K over blocks: a launch of Cout/64 x K/64
-  output tiles is only 9 blocks at C 64 (an H100 has 132 SMs), so M is cut into `splits`
-  ranges, each block writes its partial tile to a workspace (splits, Cout*K + Cout), and a
-  second small kernel sums the splits in a fixed order. Chosen over atomicAdd: the result is the
-  same bit for bit on every run (atomics add in arrival order), and the workspace is small
-  (splits * (Cout*K + Cout) floats, 8.7 MB at the benchmark shape). db is fused: the blocks of
-  the first K tile also sum the dy tile they already hold in shared memory into the same
-  workspace.
-
-Tiles (TILES; SOURCE is written once for any of them, source(name) puts the constants in front
-and each is compiled as its own module): a block owns a BM x BN tile of the output and walks the
-depth in steps of BK = 16; each thread owns TM x TN outputs, rows 4*tx + 4*(BM/TM)*g + q and
-columns likewise (groups g of 4 consecutive rows), so it reads its rows from shared memory as
-float4s (As and Bs are stored depth-major, A[kk][row], rows padded by 4 floats so every row stays
-16-byte aligned) and the forward stores 4 consecutive pixels as one float4 where the plane size
-allows. Double-buffered: while the tile multiplies slice k0 from one pair of shared buffers, the
-slice k0 + BK is loaded from global memory into registers and then stored into the other pair,
-with one __syncthreads per step. The gather's (c, i, j) is divided out once per slice and then
-carried (no integer division per load); the weight gradient decodes its block's BM depths once
-into shared tables. Three tiles:
-
-    "64"      64 x 64,  4 x 4 per thread, 256 threads (the first version's tile)
-    "128"     128 x 128, 8 x 8 per thread, 256 threads: 4 multiply-adds per shared word read
-    "128x64"  128 x 64, 8 x 8 per thread, 128 threads: the 8 x 8 tile for 64-channel layers
-
-Selection (choose_tile, choose_tile_dw; TILE = "64" / "128" / "128x64" forces one everywhere,
-for measuring): forward and input gradient take "128" when the GEMM has more than 64 columns and
-"128x64" otherwise, but only if that grid has at least MIN_BLOCKS = 240 blocks (about one full
-wave of 2 blocks on each of an H100/H200's 132 SMs); else "64", whose 4x more blocks fill the GPU.
-For the UNet at batch 128: 64 channels at 32x32 -> "128x64" (1024 blocks), 128 at 16x16 -> "128"
-(256), 128 at 8x8 -> "64". The weight gradient's grid is filled by split-K whatever the tile, so
-it picks by fit: K = Cin*kh*kw on the 128-row side, "128" above 64 output channels, "128x64" up
-to 64, "64" when K <= 64. Registers (ptxas, sm_90): "64" 64 / 63 (forward / weight gradient),
-"128" 128 / 167, "128x64" 153 / 167, none spilled; __launch_bounds__ asks for 4 / 4, 2 / 1 and
-3 / 3 blocks per SM ("128"'s weight gradient at 2 blocks would spill 84 bytes).
-
-The weight gradient's db: the blocks of the first k tile also add up the dy values they stage,
-per thread, and sum their BK partials per channel in a fixed order at the end. Padding and stride
-are bounds checks in the gather (a masked load of zero), never a padded copy; remainder tiles (M,
-Cout, K not multiples of the tile) load zeros and skip their stores. All indices are int32: the
-entry point refuses arrays of 2^31 elements or more.
-
-Measured on one NVIDIA H200 (CuPy 14.2, PyTorch 2.11 cuDNN with TF32 off; CUDA events, median
-of 20 calls; `python benchmarks/bench_igemm_tiles.py`, one run), fwd + dx + dw in ms, float32,
-N 128, the tile "auto" took in brackets:
-
-    shape              auto               64      128     128x64   cuDNN
-    C 64, 32x32, s1    1.60 (128x64)      1.67    2.92    1.61     1.31
-    C 128, 16x16, s1   1.49 (128)         1.69    1.56    1.61     0.79
-    C 128, 8x8, s1     0.45 (64/64/128)   0.47    0.61    0.64     0.31
-    C 64, 32x32, s2    1.26 (128x64)      1.03    1.56    1.26     0.53   (dx 0.97: 3/4 wasted taps)
-
-(All before the parity split of the stride-2 input gradient, which is tested in the emulator and
-compiled by nvcc but not yet timed on a GPU: bench_igemm_tiles.py times its dx both ways.)
-So by GPU time cuDNN is still 1.2x-2.4x faster, most at the stride-2 input gradient (where the
-parity split removes the zero taps) and at C 128, 16x16 (cuDNN's weight gradient 0.19 ms against
-0.36-0.70 here); MIN_BLOCKS and the dw rule are reasoned, not tuned (the "64" tile won the
-stride-2 shape). By wall clock per call, as the issue's table measures
-(benchmarks/bench_conv.py --device gpu --repeats 7, N 64, C 64), igemm took 1.00 ms at 32x32
-and 0.39 ms at 16x16 against PyTorch's 1.21 and 1.04 (its autograd call is bound by host time at
-these sizes) and "cupy"'s 3.54 and 1.43. ``impl="auto"`` picks igemm for float32 CuPy arrays and
-"cupy" for float64.
-
-The first version (a 64 x 64 tile with strided 4 x 4 per thread, no vector loads, no double
-buffering), timed with CUDA events at N 64 by a one-off script of that session (not in the
-repository): 1.24 ms at C 64, 32x32 (cupy 3.34, cuDNN 0.69), 1.21
-ms at C 128, 16x16 (cupy 1.43, cuDNN 0.51).
-
+The ladder's top rung. "cupy" (kernels/_conv2d_cupy.py) writes the im2col columns (M, K) to global
+memory (151 MB at N 64, C 64, 32x32, 3x3) and hands them to cuBLAS; here each block gathers the
+piece of the columns it needs straight from NCHW into shared memory, multiplies it there and
+throws it away. Padding and stride are bounds checks in that gather, never a padded copy;
+remainder tiles (M, Cout, K not multiples of the tile) load zeros and skip their stores.
+- forward: y (M = N*Ho*Wo, Cout) = A (M, K = Cin*kh*kw) @ B + b, A[(n,h,v), (c,i,j)] =
+  x[n, c, s*h - p + i, s*v - p + j], B[(c,i,j), o] = w[o, c, i, j]; bias added at the store.
+- input gradient: the same kernel, ``conv_igemm``, gathering from dy (each dx value one GEMM row,
+  one thread: no atomics); at s > 1 by parity classes, none of whose taps multiplies a zero.
+- weight gradient: dw (Cout, K) = dy^T (Cout, M) @ A (M, K) in ``conv_igemm_dw``, split-K over M
+  with the splits summed in a fixed order (the same bits every run, unlike atomics), db fused.
+Tiles (TILES): a block owns BM x BN outputs, each thread TM x TN of them in registers, the depth
+double-buffered through shared memory; choose_tile / choose_tile_dw pick one per call. All
+indices are int32: the entry point refuses arrays of 2^31 elements or more.
 Testing without a GPU: the functions below take the compiled modules as an argument (``mods[tile]``
-has ``get_function``) and allocate with the array module of their inputs, so the same code
-launches source(tile) through cupy.RawModule on CuPy arrays (the public entry points at the bottom)
-and through tests/cuda_emu.EmulatedModule on NumPy arrays (tests/test_kernels_igemm.py).
-float32 only, as the GPU trains; "cupy" covers float64.
+has ``get_function``) and allocate with their inputs' array module, so the same code launches
+source(tile) through cupy.RawModule on CuPy arrays (the public entry points at the bottom) and
+through tests/cuda_emu.EmulatedModule on NumPy arrays (tests/test_kernels_igemm.py). float32
+only, as the GPU trains: "auto" picks igemm for float32 CuPy arrays, "cupy" for float64.
+Timings: docs/notes/kernels-conv.md.
 """
 from __future__ import annotations
 
@@ -142,8 +57,11 @@ class Tile:
 
 
 SMS = 132
-# Registers per thread from ptxas (sm_90, CUDA 13), none spilled: "64" 64 / 63 (fwd / dw),
-# "128" 128 / 167, "128x64" 153 / 167. "128"'s dw at 2 blocks per SM would spill 84 bytes.
+# A thread owns rows 4*tx + 4*(BM/TM)*g + q of its block's tile (groups g of 4 consecutive rows),
+# and columns likewise, so it reads shared memory as float4s (As and Bs depth-major, rows padded by
+# 4 floats). "128" does 4 multiply-adds per shared word read; "128x64" is the 8 x 8 thread tile for
+# 64-channel layers. sm_blocks are set so that ptxas (sm_90) spills nothing: "128"'s dw at 2
+# blocks per SM would spill 84 bytes (register counts: docs/notes/kernels-conv.md).
 TILES = {
     "64": Tile(64, 64, 16, 4, 4, sm_blocks=4, sm_blocks_dw=4),        # 256 threads, 4 x 4 each
     "128": Tile(128, 128, 16, 8, 8, sm_blocks=2, sm_blocks_dw=1),     # 256 threads, 8 x 8 each
@@ -411,7 +329,9 @@ def choose_tile(rows, cols):
     input value for twice as many columns, but a block covers 4x (or 2x) the outputs: they are
     taken only when their grid still fills the GPU (MIN_BLOCKS, about one wave of 2 blocks on
     each of 132 SMs); 128 x 128 where there are more than 64 columns, 128 x 64 otherwise so
-    that a 64-channel layer does not pay for 64 empty columns. TILE, if not "auto", wins."""
+    that a 64-channel layer does not pay for 64 empty columns. TILE, if not "auto", wins.
+    For the UNet at batch 128: 64 channels at 32x32 -> "128x64" (1024 blocks), 128 at 16x16 ->
+    "128" (256), 128 at 8x8 -> "64". The rule is reasoned, not tuned."""
     if TILE != "auto":
         return TILE
     big = "128" if cols > 64 else "128x64"
@@ -450,7 +370,9 @@ def _conv_igemm(mods, src, wt, bias, out, kh, kw, mul, add_h, add_w, sgn, div, w
     """One conv_igemm launch (SOURCE's comment has the GEMM): out (N,Cd,Hd,Wd) from src
     (N,Cs,Hs,Ws) and the weights wt over taps (i, j) < (kh, kw); out row hd reads src row
     (hd*mul + add_h + sgn*i) / div where the division is exact and lands inside src (columns
-    likewise with add_w); bias None or (Cd,). The tile: ``tile``, else choose_tile."""
+    likewise with add_w); bias None or (Cd,). The tile: ``tile``, else choose_tile.
+    (mul, add, sgn, div) = (s, -p, +1, 1) forward, (1, p, -1, s) for dx in one gather, (1, q, -1,
+    1) for a parity class, whose q can differ between rows and columns (hence add_h, add_w)."""
     N, Cs, Hs, Ws = src.shape
     _, Cd, Hd, Wd = out.shape
     M = N * Hd * Wd
@@ -496,7 +418,11 @@ def _dx_launch(mods, dy, w, dx, add_h, add_w, div, tile):
 def backward_input(mods, dy, w, x_shape, stride=1, padding=0, tile=None, parity_split=None):
     """dy (N,Cout,Ho,Wo), w (Cout,Cin,kh,kw) -> dx (N,Cin,H,W), float32. At stride s > 1, by
     parity classes (PARITY_SPLIT, which ``parity_split`` overrides, for tests and benchmarks):
-    s*s stride-1 gathers with sub-kernels, none of whose taps multiplies a zero."""
+    s*s stride-1 gathers with sub-kernels, none of whose taps multiplies a zero.
+    The gather form of the transposed convolution: at stride 1 it is the convolution of dy with
+    the flipped, transposed kernel; at stride s one gather over every tap lets only 1/s^2 of them
+    pass its divisibility test (3/4 of the work of the UNet's stride-2 downsampling multiplies
+    zeros). The split costs s*s launches, s*s small weight copies and s*s strided copies of dx."""
     xp = array_module(dy)
     N, C, H, W = x_shape
     Cout, _, kh, kw = w.shape
@@ -536,7 +462,11 @@ def split_rows(M, Cout, K, tile="64"):
 
 def backward_weight(mods, dy, x, w_shape, stride=1, padding=0, rows_per_split=None, tile=None):
     """dy (N,Cout,Ho,Wo), x (N,Cin,H,W) -> (dw (Cout,Cin,kh,kw), db (Cout,)), float32.
-    ``rows_per_split`` (a multiple of the tile's bk) overrides split_rows, for tests."""
+    ``rows_per_split`` (a multiple of the tile's bk) overrides split_rows, for tests.
+    Split-K: Cout/64 x K/64 output tiles are only 9 blocks at C 64, 3x3 (an H100 has 132 SMs), so
+    M is cut into splits, each block writes its partial tile to a small workspace (splits,
+    Cout*K + Cout), and sum_splits adds the splits in a fixed order. db: the blocks of the first
+    K tile also sum the dy tile they hold in shared memory into it."""
     xp = array_module(dy)
     Cout, C, kh, kw = w_shape
     N, _, H, W = x.shape

@@ -11,10 +11,10 @@ What changes from kernels/conv2d.py's "numpy" version:
   output (Mc, Cout) is transposed back into NCHW by a compiled loop too. The GEMMs stay in BLAS
   (numpy.matmul), the fastest matrix product here.
 - The loops are serial on purpose. On the shared 2-core development machine an im2col with
-  prange over the images of a chunk ran 13-20x slower than the serial loop under numba's
-  default OpenMP threading layer (spinning OpenMP threads against busy cores); with the
-  workqueue layer or OMP_WAIT_POLICY=passive it merely matched the serial loop. The gathers are
-  memory-bound and small next to the GEMMs, which use both cores through BLAS.
+  prange over the images of a chunk ran many times slower than the serial loop under numba's
+  default OpenMP threading layer (spinning OpenMP threads against busy cores), and at best
+  matched it otherwise (docs/notes/kernels-conv.md). The gathers are memory-bound and small
+  next to the GEMMs, which use both cores through BLAS.
 - The stride-1 input gradient is the forward convolution of dy with the flipped kernel, as in
   "numpy"; other strides use col2im, also compiled.
 """
@@ -26,7 +26,8 @@ from numba import njit
 from ._conv2d_common import check_shapes, flipped_padding, flipped_weight_matrix, scratch, weight_matrix
 
 CHUNK_ROWS = 8192  # GEMM rows per chunk: OpenBLAS ran 2048-row products at half the speed of
-# 8192-row ones here (N=64, 32x32, C=64: 8 images, 19 MB of columns, inside the 32 MB L3)
+# 8192-row ones here (N=64, 32x32, C=64: 8 images, 19 MB of columns, inside the 32 MB L3;
+# docs/notes/kernels-conv.md)
 
 
 @njit(cache=True, nogil=True)  # nogil: kernels/_conv2d_small_dw.py runs it on the kernel threads

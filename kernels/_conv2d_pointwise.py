@@ -16,15 +16,11 @@ each; elsewhere all the images go to BLAS in one call, on BLAS's own threads (th
 on top of BLAS's would multiply). The weight gradient's per-image products go to an (N, Cout, C)
 buffer and are summed in image order, so no result depends on how the images were shared.
 
-Why: through the direct version's micro-kernel a 1x1 convolution ran at 25-39 GFLOP/s on one core
-against about 64 for its 3x3 ones: a tile's sum has only C terms, so loading, storing and
-scattering its P x Q results weighs as much as the multiply-adds. Measured on two threads against
-that path (one-off script, medians of 21 interleaved calls, load 0.6-0.9), ms, forward / weight
-gradient: (8,128,16,16) -> 384: 5.67 / 5.65 -> 3.05 / 3.42; 256 -> 128 at 8x8: 1.23 / 1.37 ->
-0.87 / 0.96; 128 -> 64 at 32x32: 3.84 / 3.37 -> 2.03 / 1.94; 128 -> 128 at 16x16: 1.95 / 1.96
--> 1.21 / 1.20. The weight gradient as one product over the whole batch, (Cout, N*M) @ (N*M, C)
-after transposing copies of dy and x, split by rows over the threads: up to 2.2x slower (the
-copies), not kept.
+Why: through the direct version's micro-kernel a 1x1 convolution ran far below its 3x3 rate: a
+tile's sum has only C terms, so loading, storing and scattering its P x Q results weighs as much
+as the multiply-adds. This path is faster at the UNet's 1x1 shapes; the timings, and those of
+one product over the whole batch, which lost to its transposing copies, are in
+docs/notes/kernels-conv.md.
 """
 from __future__ import annotations
 

@@ -8,16 +8,14 @@ in the UNet): columns and BLAS, a range of images at a time.
     dW_r    (Cout, K)   = dy_r (Cout, R*M) @ cols_r          one BLAS product per range
     dW                  = sum of the dW_r in range order, (Cout, K) -> (Cout, C, kh, kw)
 
-Why: at 8x8 the micro-kernel's weight gradient ran at about 50 GFLOP/s on two threads against
-about 110 for its forward (kernels/_conv2d_direct.py: longer tile calls did not help), while
-the "numba" version's columns + BLAS beat it. The ranges are always RANGE_IMAGES images, so
-the sums, and the bits, do not depend on the number of threads. Inside a network's pass, where
-the caller holds BLAS on one thread and declares it (kernels/_threads.py's blas_on_one_thread),
-the ranges are shared by the kernel threads; elsewhere they run in turn on this thread, each
-product on BLAS's own threads. Measured inside such a scope against the micro-kernel (one-off
-script, medians of 21 interleaved calls, load 0.4-1.0), batch 8, 3x3: 128->128 at 8x8 3.68 ->
-2.91 ms, 256->128 6.17 -> 4.53 ms; at 16x16 no gain (9.16 against 9.5-11.1), hence the limit.
-Ranges of 2 or 8 images were slower than 4 at 8x8.
+Why: at 8x8 the micro-kernel's weight gradient ran at less than half the rate of its forward
+(longer tile calls did not help), while the "numba" version's columns + BLAS beat it; at 16x16
+this path gained nothing, hence SMALL_PIXELS, and 4 images a range beat 2 or 8
+(docs/notes/kernels-conv.md). The ranges are always RANGE_IMAGES images, so the sums, and the
+bits, do not depend on the number of threads. Inside a network's pass, where the caller holds
+BLAS on one thread and declares it (kernels/_threads.py's blas_on_one_thread), the ranges are
+shared by the kernel threads; elsewhere they run in turn on this thread, each product on BLAS's
+own threads.
 """
 from __future__ import annotations
 

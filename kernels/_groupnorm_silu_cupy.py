@@ -3,30 +3,25 @@
 # N batch, C channels, G groups, Cg = C/G, HW = H*W, M = Cg*HW values per group; T threads
 
 Layout: one thread block per (image n, group g), blockIdx.x = n*G + g. In NCHW a group's M values
-are contiguous, channel after channel; each thread walks every channel of its group at the
-offsets threadIdx.x, threadIdx.x + T, ... < HW, so the per-channel constants (bias, gamma, beta)
-are loaded once per channel and no index is divided per value. T is a multiple of 32 up to 256,
-at most HW rounded up to 32 (threads beyond HW would only add zeros).
-
-Reductions (``block_sum2``): each warp sums its 32 partials with __shfl_down_sync, lane 0 puts the
-warp's sum in shared memory (one slot per warp, two values at once), warp 0 sums those slots the
-same way and writes the total to a last slot that every thread reads. Three __syncthreads per
-reduction: after the slots are written, after the total is, and before the slots may be reused.
-- forward: the sum of u = x + bias (mean), then the sum of (u - mean)^2 (variance, two passes as
-  the reference, not E[u^2] - mean^2, which cancels), then a third pass writes y.
-- backward: per channel, the sums of dz and dz xhat (dbeta and dgamma for that image; the host
-  sums them over N, in a fixed order, instead of atomics), from which every thread forms the
-  group's <dxhat> = sum_c gamma_c sum dz / M and <dxhat xhat> likewise; a second pass writes dx
-  and reduces its per-channel sum (dbias). Both passes recompute xhat (and z, s) from x.
-
-``silu`` (an int, 0 or 1, the same for every thread of a launch) switches the SiLU off: the
-forward writes z = gamma xhat + beta, the backward takes dz = dy (attention's GroupNorm). One
-kernel with a uniform branch rather than two compiled variants: the branch costs nothing beside
-the memory traffic, and the two versions cannot drift apart.
-
-The Python side works on NumPy arrays too: ``forward(mod, ...)`` and ``backward(mod, ...)`` take
-the compiled module and allocate with the input's array module, so tests run SOURCE through
-tests/cuda_emu.EmulatedModule; only ``module()`` imports CuPy (lazily, on first GPU use).
+are contiguous, channel after channel; each thread walks every channel of its group at offsets
+threadIdx.x, threadIdx.x + T, ... < HW, so the per-channel constants (bias, gamma, beta) are
+loaded once per channel and no index is divided per value. T: a multiple of 32 up to 256, at
+most HW rounded up to 32 (threads beyond HW would only add zeros).
+Reductions (``block_sum2``): warps sum with __shfl_down_sync, lane 0 writes its warp's two sums
+to a shared slot, warp 0 sums the slots into a last one that every thread reads; three
+__syncthreads (slots written, total written, slots free again).
+- forward: the sum of u = x + bias (mean), then of (u - mean)^2 (variance: two passes as the
+  reference, not E[u^2] - mean^2, which cancels), then a third pass writes y.
+- backward: per channel, the sums of dz and dz xhat (this image's dbeta, dgamma: the host sums
+  them over N in a fixed order, no atomics), from which the group's <dxhat> = sum_c gamma_c sum
+  dz / M and <dxhat xhat> follow; a second pass writes dx and reduces its per-channel sum (dbias).
+  Both passes recompute xhat (and z, s) from x.
+``silu`` (0 or 1, the same for a whole launch) switches the SiLU off for attention's GroupNorm
+(y = z, dz = dy): one kernel with a uniform branch, which costs nothing beside the memory
+traffic, rather than two compiled variants that could drift apart. ``forward(mod, ...)`` and
+``backward(mod, ...)`` take the compiled module and allocate with the input's array module, so
+tests run SOURCE through tests/cuda_emu.EmulatedModule on NumPy arrays; only ``module()``
+imports CuPy (on first GPU use).
 """
 from __future__ import annotations
 

@@ -6,32 +6,22 @@ cores through the thread pool of kernels/_threads.py (ranges of images).
 The arithmetic is the CUDA C version's (kernels/_groupnorm_silu_cupy.py), one (image, group) at a
 time, the group's M values contiguous in NCHW:
 - forward: the sum of u = x + bias (mean), then the sum of (u - mean)^2 (variance: two passes,
-  not E[u^2] - mean^2, which cancels), both accumulated in float64; then one pass writes
-  z = gamma xhat + beta, and one more y = z sigmoid(z) (below: why two).
-- backward: a pass recomputes xhat, z and s = sigmoid(z), writes dxhat = gamma dz into dx and
-  sums, per channel, dz and dz xhat (dbeta and dgamma of this image; summed over N afterwards in
-  a fixed order, so no result depends on the thread count), from which the group's <dxhat> and
-  <dxhat xhat> follow; a second pass turns dx into (dxhat - <dxhat> - xhat <dxhat xhat>) rstd
-  and sums each channel of it (dbias).
-
-Why the sigmoid has a loop, and an exp, of its own: LLVM vectorises a loop only if every call
-in it has a vector form, and numba's exp (libm's) has none here (no SVML); with it the loops ran
-one value at a time and were no faster than the two NumPy layers. ``_sigmoid`` computes exp from
-float32 arithmetic alone (kernels/_exp_numba.py), over one channel's HW values at a time, and
-vectorises.
-The sums vectorise too (fastmath "reassoc": LLVM may split a float64 sum into vector lanes).
-The sigmoid's division 1 / (1 + exp(-z)) vectorises only under ``error_model="numpy"``: numba's
-default tests every float divisor for zero (to raise ZeroDivisionError), a branch that kept the
-loop scalar (the divisor here is at least 1). With it, the same bits, and per call (one-off
-script, two threads, medians of 31, two A/B pairs, load average 0.7-0.9), forward / backward:
-(8,64,32,32) 0.96-1.22 / 1.22-1.37 -> 0.53-0.58 / 0.83-1.00 ms, (8,128,16,16) 0.51 / 0.61-0.69 ->
-0.34 / 0.45-0.55, (8,128,8,8) 0.20 / 0.26 -> 0.12-0.14 / 0.16-0.20; one thread at (8,128,16,16),
-the forward 3.9 -> 1.8 ns a value (0.6 without the SiLU).
-
-Sums are in another order than NumPy's (and in float64), and the exp is this module's own
-(1.5e-7 relative, NumPy's float32 sigmoid 2.2e-7): agreement with the reference is within
-float32 tolerances (tests/test_kernels_fused.py), not bit for bit. Each image is one thread's
-work, so nothing depends on the thread count.
+  not E[u^2] - mean^2, which cancels), both in float64; a pass writes z = gamma xhat + beta, and
+  one more y = z sigmoid(z) (below: why two).
+- backward: a pass recomputes xhat, z and s = sigmoid(z), writes dxhat = gamma dz into dx and sums
+  dz and dz xhat per channel (this image's dbeta, dgamma; summed over N afterwards in a fixed
+  order), giving the group's <dxhat> and <dxhat xhat>; a second pass turns dx into
+  (dxhat - <dxhat> - xhat <dxhat xhat>) rstd and sums each channel of it (dbias).
+Why the sigmoid has a loop, and an exp, of its own: LLVM vectorises a loop only if every call in
+it has a vector form, and numba's exp (libm's) has none here (no SVML); with it the loops ran one
+value at a time and were no faster than the two NumPy layers. ``_sigmoid`` uses the float32 exp
+of kernels/_exp_numba.py over one channel's HW values at a time, and vectorises; its division
+only under ``error_model="numpy"`` (numba's default tests every divisor for zero, a branch that
+kept the loop scalar; the divisor here is at least 1): the same bits, faster (the timings:
+docs/notes/kernels-other.md). The float64 sums vectorise under fastmath "reassoc".
+Sums in another order than NumPy's, and this module's exp (1.5e-7 relative, NumPy's float32
+sigmoid 2.2e-7): within float32 tolerances of the reference (tests/test_kernels_fused.py), not
+bit for bit. Each image is one thread's work, so nothing depends on the thread count.
 """
 from __future__ import annotations
 

@@ -1,46 +1,24 @@
 """kernels/mlp_eval.py's fused MLP evaluation, version "cupy": one CUDA C kernel, launched through
 cupy.RawModule on CuPy arrays (``module``), or through tests/cuda_emu.EmulatedModule on NumPy
-arrays in the tests (``evaluate`` takes the compiled module and allocates with its inputs' array
-module).
+arrays in the tests (``evaluate`` takes the compiled module and allocates with its inputs').
 
 # R members (runs), N points per member, D data dimension, E embedding width, H hidden width,
 # L depth (hidden layers), P packed weights per member (kernels/mlp_eval.py's layout)
 
-Layout of a launch: grid (ceil(N / TILE), R), block TILE = 128 threads, one point per thread.
-
-- Shared memory, dynamic, per block: member r's P packed weights (copied from global memory in
-  one coalesced loop, then one __syncthreads: the only barrier), padded to 4 floats, then the
-  activations of the block's points, H x TILE floats, hs[k * TILE + t] for thread t (its own
-  column: no thread reads another's, so the layers need no barrier, and a warp's 32 loads of
-  one k hit 32 banks). For the toy's MLP (D 2, raw embedding, H 64, L 4) P = 17,026 floats:
-  68,104 + 32,768 = 100,880 bytes (98.5 KiB; the fourier embedding with K 8: 104,720). That is
-  above the 48 KB a kernel gets without asking, so ``module`` raises the kernel's
-  max_dynamic_shared_size_bytes to it; ``fits`` refuses a network that needs more than the
-  device allows (sm_80: 163 KB, sm_86/89: 99 KB, sm_90: 227 KB). Two blocks (8 warps) share an
-  H100's SM; staging the weights layer by layer would halve the memory and double that, at the
-  price of a barrier per layer (not done before a measurement asks for it).
-- Registers: a layer's H accumulators (every loop over them unrolled, with compile-time bounds:
-  H, L, D, E are #defines written into the source for each network shape, ``source``). A layer
-  is acc[j] = sum_k h[k] W[k, j]: per k, one shared load of h[k] and H/4 128-bit loads of W's
-  row k, the same address for the whole warp (a broadcast, no bank conflicts), for H
-  multiply-adds. The bias is added after the sum, as x @ W + b adds it. nvcc 13 for sm_90: 95
-  registers, no spills, 4 multiply-adds per 128-bit shared load in the inner loop, 0.9 s to
-  compile. (Keeping h in registers as well, fully unrolled over k, took 168 registers and 17 s
-  of compilation per network shape, for no fewer loads.)
-- Activations: ReLU as the reference writes it, x * (x > 0) (so -0.0 and nan come out as NumPy's
-  do), SiLU as x * (1 / (1 + exp(-x))), expf in float32. The embedding is computed in the kernel
-  from the scalar c (raw: c itself; fourier: cosf, sinf of c * f_k, the product rounded to
-  float32 as NumPy rounds it), so a call passes c as a kernel argument: no host-to-device copy.
-
-Arithmetic: float32, products summed in k order per output; nvcc contracts a * b + c into fused
-multiply-adds (its default: more accurate, and the reference's BLAS sums in another order
-anyway), so the result equals MLPDenoiser.forward within float32 rounding, not bit for bit
-(tests/test_kernels_mlp_eval.py states the tolerance). The emulator compiles without contraction.
-Indices are int32 within a member and int64 across members.
-
-Launches per network evaluation: 1 (unfused on CuPy: about 22, see kernels/mlp_eval.py).
-Run time on one H200: kernels/mlp_eval.py's docstring (toy/gpu_check.py times a generation with it
-on and off; benchmarks/profile_toy_gpu.py lists it among a generation's kernels).
+Launch: grid (ceil(N / TILE), R), block TILE = 128 threads, one point per thread. Shared memory
+per block: member r's P packed weights (one coalesced copy, then the only __syncthreads), padded
+to 4 floats, then each thread's own column of activations (``hidden_layer``: no barrier between
+layers). The toy's MLP (D 2, raw, H 64, L 4) needs 100,880 bytes (98.5 KiB; fourier, K 8:
+104,720), above the default 48 KB: ``module`` raises the kernel's limit, ``fits`` refuses what
+the device cannot give (sm_80: 163 KB, sm_86/89: 99 KB, sm_90: 227 KB). Registers: a layer's H
+accumulators, every loop bound a compile-time #define per network shape (``source``); h stays in
+shared memory (in registers too it took 168 registers, for no fewer loads). The embedding is
+computed in the kernel from the scalar c (fourier: c * f_k rounded to float32 as NumPy rounds
+it): no host-to-device copy. ReLU is x * (x > 0), so -0.0 and nan come out as NumPy's.
+Arithmetic: float32, summed in k order, with nvcc's default fused multiply-adds (the emulator
+compiles without): within float32 rounding of MLPDenoiser.forward, not bit for bit
+(tests/test_kernels_mlp_eval.py states the tolerance). Indices: int32 within a member, int64
+across members. nvcc's register counts and the H200 timings: docs/notes/kernels-other.md.
 """
 from __future__ import annotations
 

@@ -6,21 +6,16 @@ takes the compiled module).
 # R members (runs), N points per member, D data dimension, E embedding width, H hidden width,
 # TP = 128 points of one tile, NB = ceil(N / TP) tiles per member, P packed weights per member
 
-What changes from version "cupy" (_mlp_eval_cupy.py, one point per thread): there every thread
-computes all H outputs of its own point, so each multiply-add needs a quarter of a shared load
-(per k, 1 load of h[k] and H/4 broadcast loads of W's row for H multiply-adds: about 17 shared
-loads per 64 multiply-adds, as many shared-memory cycles as multiply-add cycles), and a block
-holds all weights at once (98.5 KiB at H = 64: 8 warps per SM). Here a block of 256 threads
-computes each layer for its tile of 128 points as one product, each thread a 4-point x TJ-output
-register tile (6 shared-memory wavefronts per 8 multiply-add cycles), with the weights staged
-one layer at a time (84,224 bytes per block at H = 64: two blocks, 16 warps per SM), and a
-barrier per layer. _mlp_tiles.py's docstring has the layout.
-
-Launch: grid (NB, R), 256 threads; the tile's inputs are [x, embed(c)] with the embedding of the
-one noise level c computed in the kernel (raw: c; fourier: cos, sin of c * f_k, the product
-rounded to float32 as NumPy rounds it), then ``hidden_layers`` (nothing saved), then
-``output_layer``. One network for every member (params (1,P)): member_stride 0.
-
+What changes from "cupy" (_mlp_eval_cupy.py): there a thread computes all H outputs of its own
+point, about 17 shared loads per 64 multiply-adds (as many shared-memory cycles as multiply-add
+cycles), and a block holds all the weights (98.5 KiB at H = 64: 8 warps per SM). Here 256
+threads compute each layer of a tile of 128 points as one product, each thread a 4-point x
+TJ-output register tile (6 wavefronts per 8 multiply-add cycles), the weights staged a layer at a
+time (84,224 bytes at H = 64: 16 warps per SM), a barrier per layer (_mlp_tiles.py: the layout).
+Launch: grid (NB, R), 256 threads; the tile's inputs [x, embed(c)], the embedding of the one
+level c computed in the kernel (fourier: c * f_k rounded to float32 as NumPy rounds it), then
+``hidden_layers`` (nothing saved), then ``output_layer``. One network for every member
+(params (1,P)): member_stride 0.
 Arithmetic: float32 within rounding of MLPDenoiser.forward (tests/test_kernels_mlp_eval.py
 states the tolerance, the same for both versions). Needs _mlp_tiles.py's widths (H a multiple
 of 32, at most 64); ReLU or SiLU.

@@ -1,51 +1,24 @@
 """What the toy MLP's tiled CUDA C kernels share: the tile layout, the register-tiled products and
-the layer loop, as CUDA C device code (``DEVICE_CODE``) with the Python-side sizes. The kernels:
-_mlp_train_cupy.py (the training step's forward and backward) and _mlp_eval_tiled.py (the
-samplers' evaluation).
+the layer loop, as CUDA C device code (``DEVICE_CODE``) with the Python-side sizes, for
+_mlp_train_cupy.py (the training step) and _mlp_eval_tiled.py (the samplers' evaluation).
 
 # R members (runs), N points per member, DIN = D + E network inputs, H hidden width, L depth,
 # DOUT = D outputs, TP = 128 points of one tile, NB = ceil(N / TP) tiles per member
 
-Layout of a launch: grid (NB, R), block 256 threads = 8 warps, one tile of TP = 128 points of one
-member per block. Every layer is a small matrix product of the tile; the layers follow one another
-inside the block, separated by __syncthreads.
-
-Shared memory, dynamic, per block (H = 64: 84,224 bytes, so two blocks share an H100's SM):
-- ``Ws``: one layer's weights, H*H floats, then its bias (H floats), staged from global memory
-  layer by layer (row-major straight copies; the training backward reads the packed weights with
-  every W transposed, so that it stages W^T with a copy too);
-- two activation tiles, H rows of TP points, row stride TP + 4 floats (the 4 pad floats put row
-  k + 1 four banks after row k, see the weight gradient below). Features are rows and points
-  columns, [k][p]: a warp's 32 lanes read 4 consecutive points each, one 128-bit load of 512
-  contiguous bytes, without bank conflicts.
-
-The products, per tile (TP x H x H multiply-adds each for a hidden layer):
-- ``tile_product``: out[j][p] = sum_k in[k][p] M[k][j]. Thread (lane, warp) owns points
-  4 lane .. 4 lane + 3 and outputs TJ warp .. TJ warp + TJ - 1 (TJ = H / 8): per k one 128-bit
-  load of its 4 points' in[k] (4 shared-memory wavefronts for the warp) and TJ / 4 128-bit loads
-  of M's row k (the same address for the whole warp: a broadcast, 1 wavefront each), for 4 TJ
-  multiply-adds (32 at H = 64: 4 x 8 accumulators in registers); 6 wavefronts per 8 cycles of
-  the SM's multiply-adds, so by this count (not a measurement) the arithmetic, not shared
-  memory, bounds it. ``hidden_layers``
-  runs the forward with it: + b[j] after the sum, the activation, the result into the other tile
-  buffer (and with ``save`` to global memory). The training backward's input gradient is the same
-  product with W^T.
-- ``tile_weight_grad``: dW[k][j] = sum_p h[k][p] dz[j][p]. Thread owns k in {tk + 16 a} and j in
-  {tj + 16 b} (a, b < H / 16: 4 x 4 at H = 64); per 4 points one 128-bit load of each of its rows
-  of h and of dz. tj = lane % 16, so the 8 lanes of a quarter-warp read 8 rows of dz at the same
-  points: with the row stride TP + 4 they fall in 8 different groups of 4 banks (no conflict);
-  the rows of h are the same for 16 lanes (broadcast): 12 wavefronts per 16 cycles of
-  multiply-adds.
-The first layer (DIN inputs) and the last (DOUT outputs) are thin: their products are loops of one
-output per thread (``output_layer``), and warp-wide sums with shuffles in a fixed order
+Launch: grid (NB, R), block 256 threads = 8 warps, one tile of TP points of one member; each
+layer is a small matrix product of the tile, the layers separated by __syncthreads. Shared
+memory, dynamic, per block (H = 64: 84,224 bytes, so two blocks share an H100's SM): ``Ws``, one
+layer's weights and bias, staged layer by layer; two activation tiles [k][p] (features rows,
+points columns, row stride TP + 4), read as one 128-bit load of 4 points per lane.
+Products (the comment above DEVICE_CODE gives the thread tiles and their bank accesses):
+``tile_product`` out[j][p] = sum_k in[k][p] M[k][j] (``hidden_layers``' forward; the backward's
+input gradient with W^T); ``tile_weight_grad`` dW[k][j] = sum_p h[k][p] dz[j][p]. The thin first
+and last layers: one output per thread (``output_layer``) and fixed-order warp shuffles
 (``warp_sums``: their weight gradients and every bias gradient).
-
-Arithmetic: float32, each output summed in its own fixed order (products: k ascending, the bias
-after the sum as x @ W + b adds it; weight gradients: points ascending in groups of 4); nvcc
-contracts a * b + c into fused multiply-adds (the emulator compiles without). So the kernels
-equal the layers within float32 rounding, not bit for bit, and give the same bits for the same
-inputs on every run. Indices: int32 within a member, int64 across members.
-
+Arithmetic: float32, each output summed in a fixed order (products: k ascending, the bias after
+the sum as x @ W + b adds it; weight gradients: points ascending in groups of 4), nvcc's fused
+multiply-adds (the emulator compiles without): within float32 rounding of the layers, not bit for
+bit, and the same bits on every run. Indices: int32 within a member, int64 across members.
 Needs: H a multiple of 32 and at most 64 (the thread tiles), DIN and DOUT at most H
 (``width_unsupported``); the shared memory the device gives a block (``fits_device``).
 """
@@ -58,6 +31,25 @@ THREADS = 256     # threads per block: 8 warps
 PAD = 4           # floats after each activation row in shared memory
 MAX_HIDDEN = 64
 
+# Shared memory: Ws is H*H floats, then the bias (H floats); each activation tile is H rows of TP
+# points with row stride TP + 4 floats (the 4 pad floats put row k + 1 four banks after row k, see
+# tile_weight_grad below), so a warp's 32 lanes reading 4 consecutive points each make one 128-bit
+# load of 512 contiguous bytes, without bank conflicts.
+# The thread tiles of the two products (TJ = H / 8, TW = H / 16; per tile TP x H x H multiply-adds
+# for a hidden layer):
+# - tile_product: thread (lane, warp) owns points 4 lane .. 4 lane + 3 and outputs TJ warp ..
+#   TJ warp + TJ - 1: per k one 128-bit load of its 4 points' in[k] (4 shared-memory wavefronts
+#   for the warp) and TJ / 4 128-bit loads of M's row k (the same address for the whole warp: a
+#   broadcast, 1 wavefront each), for 4 TJ multiply-adds (32 at H = 64: 4 x 8 accumulators in
+#   registers); 6 wavefronts per 8 cycles of the SM's multiply-adds, so by this count (not a
+#   measurement) the arithmetic, not shared memory, bounds it.
+# - tile_weight_grad: thread owns k in {tk + 16 a} and j in {tj + 16 b} (a, b < TW: 4 x 4 at
+#   H = 64); per 4 points one 128-bit load of each of its rows of h and of dz. tj = lane % 16, so
+#   the 8 lanes of a quarter-warp read 8 rows of dz at the same points: with the row stride
+#   TP + 4 they fall in 8 different groups of 4 banks (no conflict); the rows of h are the same
+#   for 16 lanes (broadcast): 12 wavefronts per 16 cycles of multiply-adds.
+# Ws is staged with row-major straight copies; the training backward reads the packed weights
+# with every W transposed, so that it stages W^T with a copy too.
 DEVICE_CODE = r"""
 // DIN, HIDDEN, DEPTH, DOUT, ACT, EMB, TP, THREADS, STRIDE are #defines written above this code
 // (kernels/_mlp_tiles.py's defines()). Packed layout of one member (floats), as kernels/mlp_eval.py

@@ -1,39 +1,25 @@
-"""kernels/mlp_train.py's fused training step, version "cupy": two CUDA C kernels (forward and
-backward), launched through cupy.RawModule on CuPy arrays (``module``), or through
-tests/cuda_emu.EmulatedModule on NumPy arrays in the tests (``forward`` and ``backward`` take the
-compiled module and allocate with their inputs' array module).
+"""kernels/mlp_train.py's fused training step, version "cupy": two CUDA C kernels, launched through
+cupy.RawModule on CuPy arrays (``module``), or through tests/cuda_emu.EmulatedModule on NumPy
+arrays in the tests (``forward`` and ``backward`` take the compiled module).
 
 # R members (runs), N points per member, DIN = D + E network inputs, H hidden width, L depth,
 # DOUT = D outputs, TP = 128 points of one tile, NB = ceil(N / TP) tiles per member,
 # P packed weights per member (kernels/mlp_eval.py's layout)
 
-Both kernels are built from _mlp_tiles.py's device code: its docstring gives the block (256
-threads, one tile of 128 points of one member), the shared memory (84,224 bytes at H = 64) and the
-register-tiled products. Grid (NB, R).
-
-- Forward (``mlp_train_forward``): the tile's inputs [x, embedding] (computed by the caller, a
-  level per point) into shared memory, then ``hidden_layers`` writing each h_0..h_L to global
-  memory as it goes (``saved``, tile-major (R, NB, L+1, H, TP)), then ``output_layer``.
-- Backward (``mlp_train_backward``), from the last Linear to the first, with G the gradient at
-  the layer's output and A its input h (read back from ``saved``):
-  dW = A^T G (``tile_weight_grad``; thin layers: ``warp_sums``), db = the sums of G's rows, then
-  the input gradient G W^T (``tile_product`` on the staged W^T) times the ReLU's mask A > 0,
-  written in place over A (each element read and written by the thread that owns it); A and G
-  then swap. Each tile writes its own partial dW, db for every weight (``dparts`` (R, NB, P)),
-  and mlp_train.backward sums over the NB tiles: a fixed order, no atomics, deterministic.
-  Last, dh_in = dz_0 W_0^T for the inputs.
-
-Global memory per step: the forward reads the inputs (R,N,DIN) and writes y and the L + 1 hidden
-activations; the backward reads them back once, with dy, and writes dparts and dh_in (R,N,DIN).
-Unfused (layer by layer on CuPy), each hidden layer's forward alone reads and writes an (R,N,H)
-array three to four times (product, bias, mask, multiply) and its backward as often again.
-
-Points past N in the last tile: the forward computes them from zero inputs and never writes their
-y; the backward loads them as zeros (activations, dy), so they add exact zeros to every sum.
-Arithmetic: _mlp_tiles.py's (float32, fixed orders, within float32 rounding of the layers;
-tests/test_kernels_mlp_train.py states the tolerances).
-
-Needs: the ReLU (the backward's mask), and _mlp_tiles.py's widths (``supported`` says why not);
+Both are built from _mlp_tiles.py's device code (its docstring: the block of 256 threads per tile
+of 128 points of one member, the shared memory, the products); grid (NB, R).
+- ``mlp_train_forward``: the tile's inputs [x, embedding] (the caller's, a level per point), then
+  ``hidden_layers`` writing each h_0..h_L to ``saved`` (tile-major (R,NB,L+1,H,TP)), then
+  ``output_layer``.
+- ``mlp_train_backward``, Linear by Linear from the last, G the gradient at its output, A its
+  input (from ``saved``): dW = A^T G, db = G's row sums, then G W^T times the ReLU's mask A > 0,
+  written over A by the thread that owns each element; last, dh_in = dz_0 W_0^T. Each tile writes
+  its own partial dW, db (``dparts`` (R,NB,P)), which mlp_train.backward sums in a fixed order.
+Why: the activations cross global memory once each way (unfused, each hidden layer's (R,N,H)
+array is read and written three to four times each way); no atomics, so deterministic. Points
+past N are computed from zeros and never written; the backward loads them as zeros, which add
+exact zeros. Arithmetic: _mlp_tiles.py's (tests/test_kernels_mlp_train.py states the
+tolerances). Needs the ReLU (the backward's mask), _mlp_tiles.py's widths (``supported``) and
 the shared memory the device gives a block (``fits``).
 Run time: unmeasured (no GPU in the session that wrote it); benchmarks/bench_mlp_gpu.py,
 toy/gpu_check.py --fused-train both and benchmarks/profile_toy_gpu.py time it.

@@ -25,7 +25,7 @@ import numba
 THREADS = max(1, int(numba.config.NUMBA_NUM_THREADS))  # threads over the batch
 CHUNKS_PER_THREAD = 1  # ranges handed out per thread. 4 were meant to keep a thread on a core
 # another process is using from holding the others up (this machine is shared); at batch 8 they
-# cost the direct convolution 8-35% of its forward (kernels/_conv2d_direct.py, the UNet's shapes)
+# cost the direct convolution 8-35% of its forward (the UNet's shapes: docs/notes/kernels-conv.md)
 
 _POOL = None
 _BLAS_ONE_THREAD = 0  # how many blas_on_one_thread scopes are open
@@ -46,12 +46,9 @@ class _Pool:
     """THREADS - 1 worker threads, each with a queue of its own; the calling thread is the
     THREADS-th, so a call with two threads wakes one worker. It replaced a
     concurrent.futures.ThreadPoolExecutor of THREADS workers (the caller waiting), under which
-    the direct convolution's forward ranges, timed inside, at times started one after the other
-    (the second 1.4 ms late) and at times each ran 1.4x longer than alone. The forward kernel on
-    two threads, old pool against this one (one-off script, medians of 41 interleaved calls,
-    three runs, load 0.5-0.9): (8,128,8,8) 1.49-2.19 -> 1.28-1.38 ms, (8,64,32,32) 6.0-8.7 ->
-    5.6-5.8 ms, (8,128,16,16) 5.58 -> 5.21 ms, (64,64,32,32) 45-46 -> 42-45 ms, (64,64,16,16)
-    12.3 -> 10.9 ms; one thread 2.3-2.4 ms at 8x8."""
+    the direct convolution's forward ranges at times started one after the other and at times
+    each ran longer than alone; this pool is faster at every shape timed
+    (docs/notes/kernels-conv.md)."""
 
     def __init__(self, threads):
         self.threads = threads

@@ -4,46 +4,27 @@
 # P parameter arrays; for each: p the parameter, g its gradient, m v Adam's moments, e the EMA's
 # shadow copy, all float32 arrays of one size; t the step number (already counted)
 
-Per entry, in this order and with these roundings (minisims.nn.optim.Adam.step, then EMA.update):
+    m = m * b1;  m = m + (1 - b1) * g               per entry, in this order, every scalar
+    v = v * b2;  v = v + (1 - b2) * g * g           rounded once to the arrays' dtype (as NumPy
+    p = p - lr * (m / c1) / (sqrt(v / c2) + eps)    rounds a Python float): Adam.step, then
+    e = e * beta;  e = e + (1 - beta) * p           EMA.update; c1 = 1 - b1^t, c2 = 1 - b2^t
+    adam_ema_update(entries, lr, betas, eps, t, ema_beta, impl="auto")     # updates in place
+        entries [(p, g, m, v, e)]: g m v None together (not trained: the EMA only); e None: no EMA
 
-    m = m * b1;  m = m + (1 - b1) * g
-    v = v * b2;  v = v + (1 - b2) * g * g
-    p = p - lr * (m / c1) / (sqrt(v / c2) + eps)        c1 = 1 - b1^t, c2 = 1 - b2^t
-    e = e * beta;  e = e + (1 - beta) * p
-
-with every scalar rounded once to the arrays' dtype, as NumPy rounds a Python float next to a
-float32 array. An entry without g, m, v (a parameter the optimiser does not train, e.g. the frozen
-encoder) only updates its shadow; one without e (no EMA kept) only takes the Adam step.
-
-    adam_ema_update(entries, lr, betas, eps, t, ema_beta, impl="auto")
-        entries: [(p, g, m, v, e)], g m v together None or not, e None or not; updated in place
-
-Versions (``impl=``), each bit for bit the reference (tests/test_kernels_fused.py; the
-operations are the same IEEE float32 ones, no multiply-add contraction):
-- ``"reference"``: NumPy (or CuPy: plain array code), the lines above as array operations, one
-  temporary each: what Adam.step and EMA.update do.
-- ``"numba"``: one compiled loop per array, every value read and written once; the arrays, cut
-  into pieces of at most PIECE values, shared by the threads of kernels/_threads.py, one range
-  of pieces of about equal size per thread (each value's arithmetic is the same on any thread).
-  Compiled with ``error_model="numpy"``: under numba's default ("python") every float division
-  tests its divisor for zero, to raise ZeroDivisionError, and that branch kept LLVM from
-  vectorising the loop (no vdivps or vsqrtps in its asm); now a zero divisor gives inf or nan, as
-  in the reference, and the loop runs on 8 floats at a time, the same bits (IEEE division and
-  square root). The whole update of 6.46M parameters on two threads went 20.6-22.6 -> 9.9-10.3 ms
-  (one-off script, medians of 21 calls, two A/B pairs, load average 0.6-0.7); one piece of 65536
-  values in cache 5.7 -> 0.8 ns a value.
-- ``"cupy"``: one CUDA C kernel launch for all P arrays (``_adam_ema_cupy.py``): a table of the
-  arrays' device addresses and sizes ("multi-tensor apply"), each thread block taking one chunk
-  of one array. Compiled with --fmad=false, so it is bit for bit NumPy's arithmetic.
-"auto" picks "cupy" for float32 CuPy arrays and "numba" for float32 NumPy arrays, else
-"reference".
-
-Why a table of addresses and not one flat buffer with every parameter a view into it: a flat
-buffer holds only while nothing replaces a parameter array (Module.copy deep-copies each view
-into an array of its own, Module.load_state_dict and checkpoints assign in place but other code
-may assign new arrays, the EMA's shadow is a copy, SIMS's auxiliary model is a copy, ensembles
-carry a leading run axis), and a broken view would silently train a stale copy. The table is
-rebuilt whenever an address or size changes (and cached while none does), so it cannot go stale.
+Versions (``impl=``), each bit for bit the reference (tests/test_kernels_fused.py; the same IEEE
+float32 operations as minisims.nn.optim's Adam and EMA, no multiply-add contraction):
+- "reference": NumPy or CuPy, the lines above as array operations, one temporary each.
+- "numba": a compiled loop per array, each value read and written once, in pieces of at most PIECE
+  values shared by kernels/_threads.py's threads; ``error_model="numpy"`` (the default's zero test
+  of every divisor kept LLVM from vectorising; a zero divisor gives inf or nan, as in the
+  reference), the same bits, faster: docs/notes/kernels-other.md.
+- "cupy" (_adam_ema_cupy.py): one launch for all P arrays, from a table of their device addresses
+  and sizes ("multi-tensor apply"); --fmad=false, so bit for bit.
+"auto" picks "cupy" for float32 CuPy arrays, "numba" for float32 NumPy arrays, else "reference".
+Why a table, not one flat buffer with every parameter a view into it: a view breaks when a
+parameter array is replaced (Module.copy, the EMA's shadow and SIMS's auxiliary model are copies,
+other code may assign new arrays, ensembles carry a run axis) and would silently train a stale
+copy; the table is rebuilt whenever an address or a size changes, so it cannot go stale.
 """
 from __future__ import annotations
 

@@ -6,21 +6,17 @@
 
 Why: inside a network's pass the CPU UNet keeps BLAS on one thread (its convolutions run their
 own threads, and an OpenBLAS worker left spinning after a threaded call takes a core from them;
-minisims.nn.conv.network_blas_threads). Attention's batched products then ran on one core.
-Here they run on both, through the threads that the convolutions use, without waking BLAS's.
-
+minisims.nn.conv.network_blas_threads), so attention's batched products ran on one core. Here
+they run on both, through the threads that the convolutions use, without waking BLAS's.
 Versions (``impl=``):
-- ``"reference"``: ``a @ b``: NumPy's (or CuPy's) matmul, one product per image on BLAS's own
-  threads (as many as the caller allows).
-- ``"threads"``: the batch in one range of images per thread of kernels/_threads.py, each range
-  one NumPy matmul into its slice of c. NumPy lets go of the GIL inside matmul, so the ranges run
-  at once. Each image's product is the same BLAS call as in the reference with BLAS on one
-  thread, so with BLAS on one thread the two agree bit for bit (tests/test_kernels_bmm.py); call
-  it with BLAS on one thread, or the threads multiply.
-"auto" picks "threads" for NumPy arrays of more than one image and more than one kernel thread
+- "reference": ``a @ b``, NumPy's (or CuPy's) matmul on BLAS's own threads (as many as allowed).
+- "threads": the batch in one range of images per thread of kernels/_threads.py, each range one
+  NumPy matmul into its slice of c (matmul lets go of the GIL, so the ranges run at once). With
+  BLAS on one thread, each image is the reference's BLAS call, so the two agree bit for bit
+  (tests/test_kernels_bmm.py); call it with BLAS on one thread, or the threads multiply.
+"auto" picks "threads" for NumPy arrays of more than one image, more than one kernel thread and
 inside a scope where the caller declares BLAS on one thread (kernels/_threads.py's
-blas_on_one_thread: the UNet's passes, minisims.nn.conv.network_blas_threads), "reference"
-otherwise (CuPy arrays included).
+blas_on_one_thread: the UNet's passes), "reference" otherwise (CuPy arrays included).
 """
 from __future__ import annotations
 

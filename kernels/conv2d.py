@@ -12,100 +12,28 @@ Public API (NCHW activations, weights (Cout,Cin,kh,kw), square stride and paddin
 
     Ho = (H + 2p - kh) // s + 1, Wo likewise; db = dy.sum((0, 2, 3)).
 
-Versions (``impl=``), each validated against the reference in tests/test_kernels_conv2d.py:
-
-- ``"reference"``: one small matrix product per kernel tap (einsum over channels), NumPy only.
-  Written to be read, not to be fast.
-- ``"numpy"``: im2col + one GEMM, NHWC inside. The input is copied once into a zero-padded NHWC
-  buffer, the columns are gathered in (kh, kw, C) order (the innermost copy is C contiguous
-  values; NCHW columns would copy W values at a time and dominate the run time), one GEMM
-  (M, K) @ (K, Cout) covers the whole batch, and one copy turns its NHWC result into NCHW.
-  The input gradient at stride 1 is the forward convolution of dy, padded by k-1-p, with the
-  flipped, transposed kernel (no scatter-add); at other strides it is col2im (a scatter-add per
-  tap). NumPy buffers are allocated once and reused (a fresh 150 MB buffer per call pays page
-  faults every time). The same code runs on CuPy arrays (CuPy's memory pool does the reuse).
-- ``"numba"``: the same algorithm over chunks of about 8192 GEMM rows (columns stay near the
-  cache), the gathers (NCHW -> padded NHWC -> columns, col2im, NHWC -> NCHW) as compiled loops;
-  the GEMMs stay in BLAS. About 1.3x faster than "numpy" here. (kernels/_conv2d_numba.py)
-- ``"direct"``: no column buffer at all: each image is copied into a small zero-bordered NHWC
-  buffer (it stays in L2) and a register-blocked micro-kernel (5 output pixels x 16 output
-  channels in 10 AVX registers) reads the taps from it in place and writes the NCHW output
-  directly; the weight gradient is the same micro-kernel as a direct reduction over the pixels.
-  Both cores through 2 threads over the batch; the input gradient at strides other than 1 falls
-  back to "numba"; 1x1 convolutions (stride 1, no padding) are one BLAS product per image on
-  the same threads (kernels/_conv2d_pointwise.py: the micro-kernel ran them at half its 3x3 rate),
-  and the weight gradient at 8x8 and below is columns + BLAS in ranges of 4 images
-  (kernels/_conv2d_small_dw.py). 1.2-1.7x faster than "numba" in benchmarks/bench_conv.py (N 64, 76-80% of
-  sgemm on one core at 32x32), and at the UNet's own 24 shapes (batch 8, `bench_conv.py --unet`)
-  1128 ms of convolution per training step against "numba"'s 1330 (PyTorch: 856); after the
-  kernel threads' own pool, the weights packed block by block and the 1x1 path, 996 against
-  1364 (PyTorch: 889; one run, load average 0.8-1.0).
-  ``"auto"`` on the CPU since issue 9's per-shape study. Inside the UNet it gained nothing at
-  first (1.28-1.49x PyTorch's step time against 1.28-1.41x): after every threaded BLAS call
-  (attention's products, the embedding's 256x256 Linear) an OpenBLAS worker spins for about
-  0.1 s (2^28 cycles, OPENBLAS_THREAD_TIMEOUT) and takes a core from this version's two
-  threads; a direct convolution right after one ran 1.4-1.6x slower (9.8-11.7 vs 7.2 ms, timed
-  by a helper's one-off script, not in the repository; no slower with
-  OPENBLAS_THREAD_TIMEOUT=4), and the step's convolutions 30% slower (1333 vs
-  1040 ms in bench_unet.py --profile, BLAS on two threads vs one). So the UNet runs its BLAS calls on one
-  thread while this version is in use (minisims.nn.conv.network_blas_threads; attention on one
-  thread: 104 vs 95 ms a step). Then the step, bench_unet.py --rounds 5 with default threads,
-  11 interleaved pairs (either order first), load 0.9-1.9: 1297-1500 ms, 1.11-1.34x PyTorch's,
-  against "numba"'s 1471-1766 ms, 1.33-1.60x: 4-21% faster in every pair; its --profile: the
-  convolutions 934 ms a step (fwd 285, dx 285, dw 364) against 1333 before the one-thread BLAS
-  and about 1300 with "numba". (kernels/_conv2d_direct.py)
-- ``"cuda_naive"``: direct convolution as numba CUDA kernels, one thread per output value (the
-  input gradient a gather over the taps that read each input, no flipped kernel and no GEMM);
-  the teaching ladder's first rung. (kernels/_conv2d_cuda.py)
-- ``"cuda"``: the ladder's second rung, the same direct convolution with shared-memory tiles
-  (a block stages the input patch and weights of a 16x16 output tile, each thread keeps 8
-  channels' sums; the weight gradient a parallel reduction per (o, c)). Both numba versions run
-  under the CUDA simulator in CI; their module docstring counts each rung's global reads.
-- ``"cupy"``: the ``"numpy"`` algorithm on CuPy arrays, the gathers as CuPy ElementwiseKernels
-  (im2col straight from NCHW, col2im as a gather) and the GEMMs through cuBLAS (cupy.matmul).
-  (kernels/_conv2d_cupy.py)
-- ``"igemm"``: implicit GEMM as CuPy raw kernels (CUDA C), float32 only: the im2col GEMM without
-  the column buffer, each block gathering its 64x16 piece of the columns into shared memory,
-  4x4 register tiles per thread, the bias fused into the forward's store, the input gradient the
-  same kernel with a transposed gather, the weight gradient split-K with a deterministic second
-  reduction and db fused. Tested on the CPU through tests/cuda_emu.py. (kernels/_conv2d_igemm.py)
-
-Files: this module holds the public entry point, the reference and "numpy"; each other version
-is a backend module, imported on first use (CuPy's only when a CuPy array arrives). What the
-versions share (the shape check, the array module, the im2col weight matrix, the flipped
-kernel and its padding q = k-1-p for the stride-1 input gradient, the reused scratch buffers)
-is written once in kernels/_conv2d_common.py. Imports point down only: conv2d imports
-_conv2d_common and (lazily) _conv2d_numba, _conv2d_direct, _conv2d_cuda, _conv2d_cupy, _conv2d_igemm; the backends import
-_conv2d_common, never this module (tests/test_architecture.py checks it).
-
-The fast CPU versions reuse module-level scratch buffers (_conv2d_common.scratch): call them from
-one thread at a time.
-
-``"auto"`` picks ``AUTO_GPU_FLOAT32`` ("igemm") for float32 CuPy arrays, ``"cupy"`` for other
-CuPy arrays, and the fastest measured CPU version, ``AUTO_CPU`` ("direct", which was "numba"
-until issue 9: the CPU UNet's bits changed with it), for NumPy arrays (benchmarks/bench_conv.py,
-benchmarks/bench_unet.py). ``runs_own_threads`` tells a caller that the version uses the cores
-through its own threads, so that the caller's BLAS calls should stay on one thread. Where BLAS is
-limited to one thread for other reasons (minisims' --blas-threads, bench_unet.py --threads), the
-"direct" version still runs kernels._threads.THREADS threads (NUMBA_NUM_THREADS). CuPy is imported only when a CuPy array
-arrives. On one H200, "igemm" ran conv fwd + dx + dw 1.2-5.7x faster than "cupy" at the
-shapes in kernels/_conv2d_igemm.py's docstring. "cuda" and "cuda_naive" also accept NumPy arrays
-(copied to the device and back; under NUMBA_ENABLE_CUDASIM=1 the simulator runs them, which is
-how CI checks them).
-
-A note on the layout: the public API is NCHW; the fast versions convert to NHWC inside because
-im2col in (kh, kw, C) order copies C contiguous values at a time. Alternatives measured on the
-2-core development machine that lost (N 64, C 64, 32x32, float32): one GEMM per image writing NCHW directly
-(Cout rows per GEMM: 1.7x slower), dW as a (Cout, M) @ (M, K) product (OpenBLAS 7x slower than
-(K, M) @ (M, Cout)), and im2col over one kernel row only (K = 3C, three accumulated GEMMs:
-1.5x slower than full im2col).
+Versions (``impl=``), a teaching ladder from loops to implicit GEMM, each tested against the
+reference: on the CPU in tests/test_kernels_conv2d.py, without a GPU in test_kernels_cudasim.py,
+test_kernels_cuda_tiled.py and test_kernels_igemm.py (simulator, emulator), on one in tests/gpu/:
+- "reference": one einsum over channels per kernel tap, NumPy only; written to be read.
+- "numpy": NHWC im2col + one GEMM for the whole batch (below; array-module generic, so CuPy too).
+- "numba": the same over chunks of images, the gathers compiled (kernels/_conv2d_numba.py).
+- "direct": no columns; a register-blocked micro-kernel on its own threads (_conv2d_direct.py).
+- "cuda_naive", "cuda": numba CUDA, a thread per output value, then shared-memory tiles
+  (_conv2d_cuda.py); "cupy": "numpy" with CuPy gathers and cuBLAS (_conv2d_cupy.py);
+  "igemm": implicit GEMM in CUDA C, no column buffer, float32 only (_conv2d_igemm.py).
+"auto": AUTO_CPU ("direct", the fastest at the UNet's shapes) on NumPy arrays, AUTO_GPU_FLOAT32
+("igemm") on float32 CuPy arrays, "cupy" on other CuPy arrays. Backends are imported on first use
+(CuPy's only when a CuPy array arrives). The fast CPU versions reuse module-level scratch
+buffers: call them from one thread at a time. Timings: docs/notes/kernels-conv.md.
 """
 from __future__ import annotations
 
 import numpy as np
 
 # The helpers every version shares live one floor down, in _conv2d_common, which the backends
-# import too (they never import this module). out_size is part of this module's public API.
+# import too (they never import this module: tests/test_architecture.py). out_size is part of
+# this module's public API.
 from ._conv2d_common import (array_module, check_shapes, flipped_padding, flipped_weight_matrix,  # noqa: F401
                              out_size, scratch, weight_matrix)
 
@@ -115,7 +43,8 @@ GPU_IMPLS = ("cuda", "cuda_naive", "cupy", "igemm", "numpy")  # "numpy" is array
 # it also runs on CuPy
 FLOAT32_ONLY = ("igemm",)  # CUDA C float kernels: float32, the GPU training dtype
 AUTO_GPU_FLOAT32 = "igemm"  # "auto" on float32 CuPy arrays; float64 goes to "cupy"
-AUTO_CPU = "direct"  # the UNet step at batch 8 7-16% faster than with "numba" (see "direct" above)
+AUTO_CPU = "direct"  # the UNet step at batch 8 7-16% faster than with "numba"; "numba" until
+# issue 9, so the CPU UNet's bits changed with it (docs/notes/kernels-conv.md)
 OWN_THREADS = ("direct",)  # CPU versions that use the cores through their own threads, not BLAS's
 
 
@@ -123,7 +52,10 @@ def runs_own_threads(impl="auto"):
     """Whether the CPU version ``impl`` ("auto": AUTO_CPU) runs its own threads over the batch
     instead of BLAS's. Then a caller's other BLAS calls are best kept on one thread: after every
     threaded call an OpenBLAS worker spins for about 0.1 s (2^28 cycles, OPENBLAS_THREAD_TIMEOUT)
-    and takes a core from those threads (see "direct" in the module docstring)."""
+    and takes a core from those threads (minisims.nn.conv.network_blas_threads holds BLAS on one
+    thread during the UNet's passes; the cost is measured in docs/notes/kernels-conv.md). Where
+    BLAS is on one thread for other reasons (minisims' --blas-threads, bench_unet.py --threads),
+    "direct" still runs kernels._threads.THREADS threads (NUMBA_NUM_THREADS)."""
     return (AUTO_CPU if impl == "auto" else impl) in OWN_THREADS
 
 
@@ -178,6 +110,13 @@ def conv2d_backward_weight_reference(dy, x, w_shape, stride=1, padding=0):
 
 # ------------------------------------------------------------------------------------------------
 # "numpy": NHWC im2col + GEMM, buffers reused. Array-module generic (NumPy or CuPy).
+# The input is copied once into a zero-padded NHWC buffer and the columns are gathered in
+# (kh, kw, C) order, so the innermost copy is C contiguous values (NCHW columns would copy W
+# values at a time and dominate the run time); one GEMM (M, K) @ (K, Cout) covers the batch, and
+# one copy turns its NHWC result into NCHW. The input gradient at stride 1 is the forward
+# convolution of dy, padded by k-1-p, with the flipped, transposed kernel (no scatter-add); at
+# other strides it is col2im (a scatter-add per tap). NumPy buffers are reused across calls
+# (scratch); on CuPy, CuPy's memory pool does the reuse.
 # ------------------------------------------------------------------------------------------------
 
 def _pad_nhwc(xp, x, padding, name):
@@ -291,7 +230,8 @@ def conv2d_backward_weight_numpy(dy, x, w_shape, stride=1, padding=0):
     dtype = np.result_type(dy.dtype, x.dtype)
     dy, x = dy.astype(dtype, copy=False), x.astype(dtype, copy=False)
     # dy as (M, Cout), NHWC: OpenBLAS splits a GEMM's work over its output, so the reduction
-    # over M must not be the long axis of a 64-row product (measured 7x slower that way)
+    # over M must not be the long axis of a 64-row product (7x slower that way:
+    # docs/notes/kernels-conv.md)
     dy_m = scratch(xp, "bwdw_dy", (N, Ho, Wo, Cout), dtype)  # N,Ho,Wo,Cout
     dy_m[...] = dy.transpose(0, 2, 3, 1)
     dy_m = dy_m.reshape(N * Ho * Wo, Cout)  # M,Cout

@@ -2,50 +2,29 @@
 way: the pair every ResBlock runs twice (EDM's DDPM++ block, Karras et al. 2022, Appendix F).
 With ``silu=False`` the same kernels are GroupNorm alone (y = z, dz = dy): attention's norm.
 
-# N batch, C channels, G groups, Cg = C/G channels per group, H W spatial, M = Cg*H*W values
-# per group; the bias is (N,C), e.g. the ResBlock's noise embedding affine(emb)
+# N batch, C channels, G groups, Cg = C/G channels per group, H W spatial, M = Cg*H*W values per
+# group (mean_g, var_g, <.> an average: over them); bias (N,C), e.g. the ResBlock's affine(emb)
 
-    u    = x + bias[:, :, None, None]                     N,C,H,W (bias optional)
-    xhat = (u - mean_g) * rstd_g,  rstd_g = 1 / sqrt(var_g + eps)   statistics over each group
-    z    = gamma_c xhat + beta_c
-    y    = z * s,  s = sigmoid(z)                         SiLU (silu=False: y = z)
-
-Backward, with <.> the average over a group's M values:
-
-    dz     = dy (s + z s (1 - s))                         SiLU (silu=False: dz = dy)
-    dgamma = sum dz xhat,  dbeta = sum dz                 over N, H, W
-    dxhat  = gamma_c dz
-    du     = (dxhat - <dxhat> - xhat <dxhat xhat>) rstd_g
-    dx     = du,  dbias = sum of du over H, W             N,C,H,W and N,C
-
-The forward keeps only mean and rstd (N,G) (and the caller keeps x and bias): the backward
-recomputes xhat, z and s from them, which costs one exp per value but keeps nothing of size x.
-The unfused layers keep three arrays of size x (GroupNorm's xhat, SiLU's input and sigmoid;
-GroupNorm alone keeps its xhat).
-
+    u = x + bias[:, :, None, None];  xhat = (u - mean_g) rstd_g,  rstd_g = 1 / sqrt(var_g + eps)
+    z = gamma_c xhat + beta_c;  y = z s,  s = sigmoid(z)             N,C,H,W  (silu=False: y = z)
+    dz = dy (s + z s (1 - s));  dxhat = gamma_c dz                   N,C,H,W  (silu=False: dz = dy)
+    dgamma = sum dz xhat,  dbeta = sum dz over N, H, W;  dbias = sum dx over H, W        C, C, N,C
+    dx = (dxhat - <dxhat> - xhat <dxhat xhat>) rstd_g                N,C,H,W
     groupnorm_silu_forward(x, gamma, beta, groups, eps, bias=None, impl="auto", silu=True)
-        -> y, mean, rstd
+        -> y, mean (N,G), rstd (N,G)
     groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias=None, impl="auto", silu=True)
         -> dx (N,C,H,W), dgamma (C,), dbeta (C,), dbias (N,C) or None
 
-Versions (``impl=``):
-- ``"reference"``: NumPy (or CuPy: plain array code), exactly the arithmetic of
-  minisims.nn.norm.GroupNorm followed by minisims.nn.layers.SiLU (GroupNorm alone when
-  silu=False), operation for operation, so a model using it trains bit for bit as with the layers
-  (tests/test_kernels_fused.py). The recomputation in backward repeats the forward's operations,
-  so it rounds the same way.
-- ``"cupy"``: CUDA C (``_groupnorm_silu_cupy.py``), one thread block per (image, group): the
-  forward reduces the group's sum, then its squared deviations (two passes, as the reference),
-  with warp shuffles and one shared-memory slot per warp, then writes y; the backward reduces the
-  two per-channel sums (dz, dz xhat) the same way, from which dgamma, dbeta and the group averages
-  follow, then writes dx and reduces dbias. float32 only; sums in another order than NumPy's, so
-  it agrees within float32 tolerances (exp is not correctly rounded on a GPU either).
-- ``"numba"``: the same two passes each way as CPU loops (``_groupnorm_silu_numba.py``), images
-  shared between the threads of kernels/_threads.py, float32 only. Its sigmoid has an exp of its
-  own that LLVM vectorises (numba's exp call does not, and a first version that called it was no
-  faster than the layers); the sums are in float64. Within float32 tolerances of the reference.
-"auto" picks "cupy" for float32 CuPy arrays, "numba" for float32 NumPy arrays and "reference"
-otherwise.
+Why: the forward keeps only mean and rstd, the backward recomputes xhat, z and s (an exp per
+value): nothing of size x is kept (the layers keep xhat, SiLU's input and sigmoid; GroupNorm alone
+its xhat). Versions (``impl=``), tested in tests/test_kernels_fused.py:
+- "reference": NumPy or CuPy array code, GroupNorm (minisims.nn.norm) then SiLU (.layers)
+  operation for operation (the backward's recomputation too), so a model trains bit for bit.
+- "cupy" (_groupnorm_silu_cupy.py): CUDA C, a block per (image, group); float32 only, within
+  float32 tolerances (another summation order; a GPU's exp is not correctly rounded either).
+- "numba" (_groupnorm_silu_numba.py): CPU loops on kernels/_threads.py's threads, float32 only,
+  float64 sums, an exp of its own that LLVM vectorises; within float32 tolerances.
+"auto" picks "cupy" for float32 CuPy arrays, "numba" for float32 NumPy arrays, else "reference".
 """
 from __future__ import annotations
 

@@ -4,40 +4,29 @@ combination (paper eq. 5), fused: one pass over the arrays per stage.
 # S sample shape (any, e.g. N,C,H,W); x state (float64 in the samplers), D denoiser output
 # (the model's dtype); w guidance weight; t_hat the step's noise level, t_next the next one
 
-Given the two models' denoiser outputs at one point, a stage computes
-
-    D       = (1 + w) D_base - w D_aux    # paper eq. 5 (exactly D_base if unguided or w = 0,
-                                          #  exactly D_aux if w = -1)
-    stage 1 (Euler step):
-        d_cur   = (x_hat - D) / t_hat
-        x_next  = x_hat + (t_next - t_hat) d_cur
-    stage 2 (2nd order correction, at x_next, t_next):
-        d_prime = (x_next - D) / t_next
-        x_next  = x_hat + (t_next - t_hat) (0.5 d_cur + 0.5 d_prime)
-
+    D = (1 + w) D_base - w D_aux     # eq. 5 (exactly D_base if unguided or w = 0, D_aux if w = -1)
+    stage 1 (Euler):   d_cur = (x_hat - D) / t_hat;  x_next = x_hat + (t_next - t_hat) d_cur
+    stage 2, with D at (x_next, t_next):   d_prime = (x_next - D) / t_next
+                       x_next = x_hat + (t_next - t_hat) (0.5 d_cur + 0.5 d_prime)
     heun_stage1(x_hat, base, aux, w, t_hat, t_next, impl="auto") -> (x_next, d_cur)       # S, S
     heun_stage2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next, impl="auto") -> x_next  # S
 
-``aux=None`` means the step is not guided (outside a guidance interval, or no guidance): D is
-D_base itself. The combination follows minisims.guidance.sims_combine's contract exactly: at
-w = 0, D is D_base (aux ignored, even inf or nan; signed zeros kept), at w = -1 it is D_aux, and
-otherwise eq. 5. That choice is made once per call on the host (``_heun_common.combine_mode``).
-Every version performs exactly the operations above, in this order and with the same roundings:
-the combination in the models' dtype (w made a Python float, then w and 1 + w rounded to the
-models' dtype, as NumPy does with a Python float), the rest in the state's dtype, no fused
-multiply-add. So every version is bit-for-bit equal to the reference, and to minisims' plain
-sampler step (``minisims.diffusion.samplers.PlainStep``), and the guided sampler at w = 0 and
-w = -1 reproduces the base and the auxiliary model's samplers bit for bit.
-
+``aux=None``: not guided, D is D_base. As minisims.guidance.sims_combine: at w = 0 D is D_base (aux
+ignored, even inf or nan; signed zeros kept), at w = -1 D_aux, else eq. 5, chosen once per call on
+the host (``_heun_common.combine_mode``). Every version performs exactly these operations in this
+order: the combination in the models' dtype (w made a Python float, then w and 1 + w rounded to
+that dtype, as NumPy does), the rest in the state's dtype, no fused multiply-add; so each is bit
+for bit the reference and minisims' plain sampler step (minisims.diffusion.samplers.PlainStep), and
+the guided sampler at w = 0 and w = -1 reproduces the base and the auxiliary model's samplers bit
+for bit.
 Versions (``impl=``), each checked bit for bit against the reference in tests/test_kernels_heun.py:
-- ``"reference"``: NumPy, unfused: each line above is one array operation with its temporary.
-- ``"numba"``: one compiled loop per stage, every element read once and written once.
-- ``"cuda"``: the same loop as numba CUDA kernels, one thread per element; every product is
-  libdevice's mul_rn, because NVVM contracts a * b + c into a multiply-add by default (numba
-  exposes no switch). Runs under NUMBA_ENABLE_CUDASIM=1 in CI.
-- ``"cupy"``: CuPy ElementwiseKernels, compiled with --fmad=false (NVRTC fuses by default).
-"auto" picks "cupy" for CuPy arrays and "numba" for NumPy arrays. What the versions share
-(checks, scalars, the mode) lives in _heun_common.py, below all of them.
+- "reference": NumPy, unfused: each line above is one array operation with its temporary.
+- "numba": one compiled loop per stage, every element read once and written once.
+- "cuda": that loop as numba CUDA kernels, a thread per element, every product libdevice's mul_rn
+  (NVVM contracts a * b + c, numba has no switch); runs under NUMBA_ENABLE_CUDASIM=1 in CI.
+- "cupy": CuPy ElementwiseKernels, compiled with --fmad=false (NVRTC fuses by default).
+"auto" picks "cupy" for CuPy arrays, "numba" for NumPy; _heun_common.py, below all of them,
+holds what the versions share (checks, scalars, the mode).
 """
 from __future__ import annotations
 

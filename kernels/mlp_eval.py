@@ -1,54 +1,30 @@
-"""The toy MLP denoiser's forward for sampling, fused: every layer and activation of all R
-members in one kernel launch.
+"""The toy MLP denoiser's forward for sampling, fused: every layer of all R members in one launch.
 
 # R members (runs), N points per member, D data dimension (2), E embedding width, H hidden width,
 # L depth (hidden layers), K fourier frequencies, P packed weights per member
 
-The network is minisims/nn/mlp.py's MLPDenoiser, and its ``forward`` is the reference every
-version here is tested against (tests/test_kernels_mlp_eval.py). For one noise level c, the same
-for every point (what a sampler passes):
+    e = embed(c)                 # E      raw: (c,); fourier: (cos c f_k, sin c f_k); one c for all
+    h = [x, e] @ W_in + b_in     # R,N,H  (no activation)
+    L times: h = act(h @ W + b)  # R,N,H  act: ReLU x * (x > 0), or SiLU x * sigmoid(x)
+    y = h @ W_out + b_out        # R,N,D  MLPDenoiser.forward's network (minisims/nn/mlp.py)
+    params = pack(Ws, bs)                    # R,P: a copy, made again after the weights change
+    y = mlp_eval(x, c, params, freqs, spec)  # x R,N,D float32, c a host number, spec an MLPSpec
 
-    e = embed(c)                     # raw: (c,); fourier: (cos c f_k, sin c f_k)      E
-    h = [x, e] @ W_in + b_in         # R,N,H  (no activation)
-    L times: h = act(h @ W + b)      # R,N,H  act: ReLU x * (x > 0), or SiLU x * sigmoid(x)
-    y = h @ W_out + b_out            # R,N,D
-
-Why fuse: a sampler evaluates the network 39 (DDPM) to 63 (EDM Heun) times per call, twice that
-where SIMS guides, and unfused on CuPy each evaluation is about 22 launches (the cast, the
-concatenation, 6 batched matmuls, 6 bias additions, 2 per ReLU) and a copy of c to the device,
-each launch writing an (R,N,H) activation to global memory for the next to read back: 512 MB per
-layer at R = 1000, N = 2000. Fused, it is 1 launch, and the activations never leave the
-multiprocessor. (The formulations' casts around the call, float64 state to float32 and back,
-are the same either way.)
-
-    spec = MLPSpec(dim=2, hidden=64, depth=4, activation="relu", embedding="raw", num_freqs=8)
-    params = pack(Ws, bs)                       # (R,P): each member's weights in one row
-    y = mlp_eval(x, c, params, freqs, spec)     # x (R,N,D) float32, c a host number -> (R,N,D)
-
-``pack`` copies the weights: a packed array is a snapshot, to be made again after the weights
-change (MLPDenoiser.sampling_forward makes one per sampler call).
-
-Versions (``impl=``):
-- ``"reference"``: the array code above on the packed weights, one operation per line, NumPy or
-  CuPy: the same operations as MLPDenoiser.forward.
-- ``"cupy"``: the CUDA C kernel of _mlp_eval_cupy.py (its docstring gives the block, tile and
-  shared memory layout): grid (ceil(N / 128), R), one point per thread, the member's weights and
-  its points' activations in shared memory (98.5 KiB per block for the toy's MLP), a layer's
-  accumulators in registers. float32 only; within
-  float32 rounding of the reference (other summation order, fused multiply-adds), not bit for
-  bit. Tested on the CPU through tests/cuda_emu.py, compiled by nvcc for sm_80 and sm_90, and on
-  an H200 (tests/gpu/test_mlp_eval_gpu.py). There, at R = 1000 (toy/gpu_check.py --sizes 1000),
-  a Figure 4 generation took 1.84 s standard and 3.50 s SIMS with it against 2.06 and 4.22 s
-  layer by layer; the kernel itself was 0.58 s of a SIMS generation's 3.26 s of device time
-  (benchmarks/profile_toy_gpu.py): the training step is the larger part.
-- ``"tiled"``: the CUDA C kernel of _mlp_eval_tiled.py: the same grid, 256 threads per tile of
-  128 points, each layer one register-tiled product of the tile (kernels/_mlp_tiles.py, shared
-  with the fused training step), the weights staged a layer at a time (84,224 bytes per block).
-  It needs H a multiple of 32 (at most 64). Tested like "cupy" (the same tolerance); its run time
-  is unmeasured so far (benchmarks/bench_mlp_gpu.py times both versions against PyTorch).
-"auto" picks "tiled" for CuPy arrays where the network's width allows it, else "cupy", and
-"reference" for NumPy arrays. A numba CPU version is not written: on the CPU the samplers keep
-MLPDenoiser.forward (NumPy + BLAS), unchanged.
+Why fuse: a sampler evaluates the network 39 to 63 times a call (twice where SIMS guides), and
+unfused on CuPy each evaluation is about 22 launches, each writing an (R,N,H) activation (512 MB
+at R = 1000, N = 2000) for the next to read back; fused, one launch keeps the activations on the
+multiprocessor. Versions (``impl=``), tested against MLPDenoiser.forward in
+tests/test_kernels_mlp_eval.py:
+- "reference": the array code above on the packed weights, NumPy or CuPy.
+- "cupy" (_mlp_eval_cupy.py): a point per thread, the member's weights in shared memory; float32
+  only, within float32 rounding, not bit for bit. Tested through tests/cuda_emu.py, by nvcc for
+  sm_80 and sm_90, and on an H200 (tests/gpu/test_mlp_eval_gpu.py), where it was timed:
+  docs/notes/kernels-other.md.
+- "tiled" (_mlp_eval_tiled.py): _mlp_tiles.py's register-tiled products, weights staged a layer
+  at a time; H a multiple of 32, at most 64. Tested like "cupy" (the same tolerance); its run
+  time is unmeasured so far.
+"auto" picks "tiled" for CuPy arrays where the width allows, else "cupy"; "reference" for NumPy
+(on the CPU the samplers keep MLPDenoiser.forward, NumPy + BLAS; no numba version exists).
 """
 from __future__ import annotations
 

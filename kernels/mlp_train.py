@@ -4,44 +4,26 @@ and the backward (every weight's gradient, and the inputs') in one more.
 # R members (runs), N points per member, DIN = D + E network inputs, H hidden width, L depth,
 # DOUT = D outputs, P packed weights per member, NB tiles of 128 points per member
 
-The network is minisims/nn/mlp.py's MLPDenoiser past its embedding, on the inputs
-h_in = [x, embed(c)] (a level per point, as training draws them); ReLU only:
-
-    h_0 = h_in @ W_0 + b_0             # R,N,H  (no activation)
-    h_i = relu(h_{i-1} @ W_i + b_i)    # R,N,H  for i = 1..L, relu(v) = v * (v > 0)
-    y   = h_L @ W_out + b_out          # R,N,DOUT
-
-and its backward from dy = dLoss/dy: for each Linear, from the last, dW = h_in^T g,
-db = sum over points of g, then g <- g W^T, times h > 0 where the layer's input came through the
-ReLU. Every member has its own weights (the packed rows of kernels/mlp_eval.py's ``pack``).
-
-Why fuse: at the toy's paper scale (R = 1000 runs, N = 1000-2000 points, H = 64), a training
-step layer by layer on CuPy is about 60 launches, and each hidden layer's forward reads and writes
-an (R,N,H) array of 256-512 MB three to four times (product, bias, mask, multiply), its backward
-as often again. benchmarks/profile_toy_gpu.py measured on an H200 that 78% of a Figure 4
-generation is training, and that the ReLU's masks and multiplies, the additions and the copies
-took more device time (1.5 s of 3.3) than the matrix products themselves (0.8 s). Fused, the
-activations are written once (by the forward) and read once (by the backward), and the weight
-gradients leave each 128-point tile as one partial sum per weight.
-
-    y, saved = forward(h_in, params, spec)                  # h_in (R,N,DIN) float32, params = pack(...)
+MLPDenoiser (minisims/nn/mlp.py) past its embedding, on h_in = [x, embed(c)] with a level per
+point, each member with its own weights (kernels/mlp_eval.py's ``pack``); ReLU only:
+    h_0 = h_in @ W_0 + b_0;  h_i = relu(h_{i-1} @ W_i + b_i), i = 1..L;  y = h_L @ W_out + b_out
+    backward, each Linear from the last: dW = in^T g, db = g summed over points, g <- g W^T,
+    times (in > 0) where the layer's input came through the ReLU
+    y, saved = forward(h_in, params, spec)                  # h_in (R,N,DIN) float32 -> y (R,N,DOUT)
     grads, dh_in = backward(dy, h_in, saved, params, spec)  # grads (R,P): unpack(grads, spec)
-
+Why fuse: training is 78% of a Figure 4 generation on an H200 (docs/notes/kernels-other.md), and
+layer by layer on CuPy a step is about 60 launches, each hidden layer reading and writing an
+(R,N,H) array (256-512 MB at R = 1000) three to four times each way. Fused, the activations are
+written once and read once.
 Versions (``impl=``):
-- ``"reference"``: the array code above, one operation per line, NumPy or CuPy; ``saved`` is the
-  list [h_0, ..., h_L].
-- ``"cupy"``: the two CUDA C kernels of _mlp_train_cupy.py (its docstring gives the traffic,
-  _mlp_tiles.py's the tiles and the shared memory layout): grid (NB, R), 256 threads per tile of 128 points;
-  ``saved`` is its activations array (R,NB,L+1,H,128), which ``saved_activations`` turns into the
-  reference's list. float32 only; within float32 rounding of the reference (other summation
-  orders, fused multiply-adds), not bit for bit, and deterministic: the tiles' partial gradients
-  are summed in a fixed order here, no atomics. Tested on the CPU through tests/cuda_emu.py (in
-  both schedule orders: the race check catches the removal of any one of its barriers) and
-  compiled by nvcc for sm_80 and sm_90 (tests/test_kernels_mlp_train.py); on a GPU by
-  tests/gpu/test_mlp_train_gpu.py. Run time: not yet measured on a GPU (toy/gpu_check.py
-  --fused-train both times a generation with and without it).
-"auto" picks "cupy" for CuPy arrays, "reference" for NumPy arrays. On the CPU MLPDenoiser keeps
-its layers (NumPy + BLAS), unchanged: this module is its GPU path only.
+- "reference": the array code above, NumPy or CuPy; ``saved`` is the list [h_0, ..., h_L].
+- "cupy": _mlp_train_cupy.py's two CUDA C kernels, grid (NB, R), 256 threads per tile; ``saved``
+  is (R,NB,L+1,H,128) (``saved_activations`` gives the list). float32 only; within float32
+  rounding of the reference, not bit for bit; deterministic (tile sums in a fixed order here, no
+  atomics). Tested through tests/cuda_emu.py (both schedule orders: the race check catches the
+  removal of any one barrier), nvcc for sm_80 and sm_90 (tests/test_kernels_mlp_train.py); on a
+  GPU by tests/gpu/test_mlp_train_gpu.py. Run time: not yet measured on a GPU.
+"auto": "cupy" for CuPy arrays, "reference" for NumPy (on the CPU MLPDenoiser keeps its layers).
 """
 from __future__ import annotations
 

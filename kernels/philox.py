@@ -3,30 +3,24 @@ random numbers: as easy as 1, 2, 3"): the words behind minisims' per-run random 
 
 # R runs, B Philox blocks per run (4 words each), P words wanted per run
 
-A counter-based generator is a keyed bijection of a 128-bit counter: the output at counter c
-under key k is philox(c, k), with no state carried from one number to the next. Any number of the
-stream can be computed on its own, in any order, on any device. minisims.streams.RunGenerator
-asks for the words of one draw: run r's block j of draw n is philox((j, n, r, 0), key), so run
-r's numbers cannot depend on which other runs share the arrays.
+A keyed bijection of a 128-bit counter, philox(c, k), with no state carried from one number to
+the next: any number of a stream can be computed on its own, in any order, on any device.
+minisims.streams.RunGenerator asks for run r's block j of draw n as philox((j, n, r, 0), key), so
+run r's numbers cannot depend on which other runs share the arrays. Ten rounds of (Random123's
+philox4x32round and constants; tests/test_streams.py checks Random123's known answers):
 
-One round (Random123's philox4x32round), the two 32 x 32 -> 64-bit products split into their
-high and low words:
-
-    hi0:lo0 = M0 * c0        hi1:lo1 = M1 * c2
+    hi0:lo0 = M0 * c0        hi1:lo1 = M1 * c2       (32 x 32 -> 64-bit products)
     c = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
     k = (k0 + W0, k1 + W1)   (mod 2^32, the Weyl key schedule between rounds)
-
-Ten rounds, Random123's constants; tests/test_streams.py checks Random123's known answers.
-
-    philox4x32(counter, key)                         # the bijection, elementwise
+    philox4x32(counter, key)                          # the bijection, elementwise
     run_words(key, runs, draw, per_run, impl="auto")  # R,P uint64 words (< 2^32) of one draw
 
 Versions (``impl=``); all are integer arithmetic, so every version gives the same bits:
-- ``"reference"``: array operations (NumPy or CuPy), one pass over R x B per operation; words
-  held in uint64 so that a product of two 32-bit words is exact.
-- ``"numba"``: one compiled loop over (run, block) writing the words in place: no temporaries
-  (about 20x faster than the reference on the toy's draws, benchmarks/bench_streams.py).
-- ``"cupy"``: one CuPy ElementwiseKernel, a thread per (run, block), __umulhi for the high words.
+- "reference": array operations (NumPy or CuPy), one pass over R x B per operation; words held
+  in uint64 so that a product of two 32-bit words is exact.
+- "numba": one compiled loop over (run, block) writing the words in place, no temporaries (about
+  20x faster than the reference on the toy's draws: docs/notes/kernels-other.md).
+- "cupy": one CuPy ElementwiseKernel, a thread per (run, block), __umulhi for the high words.
 "auto" picks "cupy" for CuPy and "numba" for NumPy.
 """
 from __future__ import annotations

@@ -9,17 +9,14 @@
     softmax_backward(A, dA, scale, impl="auto") -> dS  a new array
 
 Versions (``impl=``):
-- ``"reference"``: NumPy (or CuPy) array code, the arithmetic attention had inline: scale, take
-  each row's maximum off (softmax does not change, and exp stays finite), exp, divide by the
-  row's sum; a pass over the N*I*J values each, on one core.
-- ``"numba"``: loops over the rows (``_softmax_numba.py``), the images shared by the threads of
-  kernels/_threads.py, float32 only: forward, loops over each row for the scaled maximum, the
-  shift, the exp and its sum (in float64), and the normalisation (times the sum's reciprocal);
-  backward, two (the row's sum of dA A, in float64; then dS). Its exp
-  is kernels/_exp_numba.py's, which vectorises (numba's does not); |scale S - max| is clamped
-  to 87, so entries under exp(-87) of their row's largest come out about 1.6e-38 times it
-  instead of 0. Within float32 tolerances of the reference (tests/test_kernels_softmax.py), and
-  the same bits on any number of threads (each image is one thread's work).
+- "reference": NumPy (or CuPy) array code, the arithmetic attention had inline: scale, take each
+  row's maximum off (softmax does not change, and exp stays finite), exp, divide by the row's
+  sum; a pass over the N*I*J values each, on one core.
+- "numba" (_softmax_numba.py, which gives the loops): rows in loops, images shared by the threads
+  of kernels/_threads.py, float32 only, sums in float64; kernels/_exp_numba.py's exp, which
+  vectorises (numba's does not), with |scale S - max| clamped to 87, so entries under exp(-87)
+  of their row's largest come out about 1.6e-38 times it instead of 0. Within float32 tolerances
+  of the reference (tests/test_kernels_softmax.py), the same bits on any number of threads.
 "auto" picks "numba" for float32 NumPy arrays, "reference" otherwise (CuPy arrays included).
 """
 from __future__ import annotations

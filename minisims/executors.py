@@ -33,12 +33,10 @@ INSTALL = "pip install 'dask[distributed]' (or pip install -e .[dask])"
 # a local cluster without the dashboard; its HTTP server on a free port (the default, 8787, may be
 # another cluster's: Dask would then warn)
 NO_DASHBOARD = dict(dashboard_address=":0", scheduler_kwargs={"dashboard": False})
-# Two Dask defaults that slow the toy's many small NumPy steps down, measured on this project's
-# 2-core machine (one Figure 4 cpu cell, 4 runs x 2 generations, 8.6 s in this process):
+# Two Dask defaults slow the toy's many small NumPy steps down (timings: docs/notes/core.md):
 # - the nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; a fixed trim threshold turns off
-#   glibc's dynamic mmap threshold, and every large temporary is mapped afresh: 25.6 s;
-# - each worker samples its task's stack every 10 ms (the dashboard's profile): 9.3-10.3 s
-#   instead of 8.9-9.0 s without.
+#   glibc's dynamic mmap threshold, and every large temporary is mapped afresh (about 3x slower);
+# - each worker samples its task's stack every 10 ms (the dashboard's profile).
 # The local workers run without both; for `dask worker`, see toy/README.md.
 WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                  "distributed.worker.profile.enabled": False}

@@ -21,33 +21,12 @@ FD values on different features are not comparable with each other or with publi
 Even ``FD_inception`` is only the paper's FID under its protocol (50k samples against the
 training set's statistics), which the label cannot know, so it keeps the FD_ prefix too.
 
-Why randconv is the default (measured, not guessed). Real photographs (scikit-image's bundled
-colour images) cut into 32x32 patches, split into two disjoint halves A and B (a checkerboard of
-the patch grid, 2627 patches each). Each row is FD(A, distorted B) divided by FD(A, B), the
-sample-noise floor: how many times the distortion lifts FD above what two clean sets of different
-patches already give. Bigger is better; the time is for extracting features from 2000 images on
-this project's 2-core CPU. Produced by ``python -m minisims.features``:
-
-    n = 2627 per set      FD_randconv     FD_pixels
-    FD(A, B): the floor      0.006688        0.1443
-    noise sigma 2                1.0x          1.0x
-    noise sigma 4                1.3x          1.0x
-    noise sigma 8                3.3x          1.1x
-    noise sigma 16              20.5x          1.5x
-    blur sigma 0.5               1.3x          1.0x
-    blur sigma 1                 3.5x          1.0x
-    colour cast 4               11.6x          1.8x
-    colour cast 8               43.2x          4.0x
-    colour cast 16             168.5x         12.7x
-    time, 2000 images         11.46 s        0.25 s   (5.84 s, 0.14 s on a quiet run)
-
-Neither sees noise of 2 grey levels over the sample noise of 2627 patches. From there on,
-randconv separates every distortion from sample noise by a far wider margin: 3.3x against 1.1x at
-noise 8, 3.5x against 1.0x (blind) at blur 1, 11.6x against 1.8x at a colour cast of 4 grey
-levels. Its per-channel spread at each stage responds to high-frequency energy (noise, blur),
-which an 8x8 average cannot see. It extracts a few thousand 32x32 images in seconds to tens of
-seconds on two CPU cores (float64 GEMMs through kernels.conv2d's NumPy version), so it is the
-default; "pixels" stays as the transparent, instant baseline. CuPy input is copied to the host.
+Why randconv is the default: on real photo patches, noise, blur and colour casts lift
+FD_randconv above the sample-noise floor far more than FD_pixels (Gaussian noise of 8 grey
+levels: 3.3x against 1.1x; the table and its command: docs/notes/core.md), as its per-channel
+spread at each stage responds to high-frequency energy (noise, blur) that an 8x8 average cannot
+see, and its float64 GEMMs (kernels.conv2d's NumPy version) are cheap enough for two CPU cores.
+"pixels" stays as the transparent, instant baseline. CuPy input is copied to the host.
 """
 from __future__ import annotations
 
@@ -140,7 +119,7 @@ class RandConvFeatures:
             feats += [flat.mean(axis=-1), flat.std(axis=-1)]  # n,Ck each
         return np.concatenate(feats, axis=1)  # n,D
 
-    def __call__(self, images, batch: int = 100) -> np.ndarray:  # 100 beat 250 and 500 here
+    def __call__(self, images, batch: int = 100) -> np.ndarray:  # fastest tried: docs/notes/core.md
         images = host_uint8_images(images, "features")
         if images.shape[1] % 4 or images.shape[2] % 4:
             raise ValueError(f"randconv features need a size divisible by 4, got "
@@ -295,7 +274,8 @@ def colour_shift(images, delta: float) -> np.ndarray:
 
 
 def distortion_table(names=("randconv", "pixels"), n_time: int = 2000, seed: int = 0) -> str:
-    """The docstring's table: FD(A, distorted B) / FD(A, B) for each features, and timings."""
+    """The table behind the default (docs/notes/core.md): FD(A, distorted B) / FD(A, B) for each
+    features, and timings."""
     import time
     A, B = photo_patches()
     n = min(len(A), len(B))

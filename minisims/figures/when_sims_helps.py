@@ -118,7 +118,7 @@ PRESETS = {
     # seconds: the tests. A smaller world, two chunks (2 + 1 runs).
     "tiny": WhenPreset(runs=3, base_epochs=(10, 40), aux_epochs=(5, 20), omega=(0.5, 2.0),
                        n_real=200, n_eval=200, hidden=16, n_s=200, steps=8, chunk_size=2),
-    # 7.7 min measured on a shared 2-core machine, 1 BLAS thread (toy/README.md)
+    # minutes on a shared 2-core machine, 1 BLAS thread (timed: docs/notes/core.md)
     "cpu": WhenPreset(runs=12, base_epochs=(25, 100, 400), aux_epochs=(10, 50, 200),
                       omega=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0), n_eval=1000, chunk_size=12),
     # one GPU (--device gpu); not yet timed there

@@ -67,11 +67,11 @@ def network_blas_threads(x, impl: str = "auto"):
     """Context manager for a network's pass over x: its BLAS calls (attention, Linear layers) on
     one thread when x is a NumPy array and the convolution version ``impl`` runs its own threads
     (kernels/conv2d.py's "direct"), left alone otherwise. A threaded BLAS call leaves an OpenBLAS
-    worker spinning for about 0.1 s, which took a core from those threads: the UNet step at batch
-    8 spent 30% longer in the convolutions (see kernels/_conv2d_direct.py); attention's products
-    on one thread cost about as much as on two. With BLAS held on one thread it also declares so
-    to the kernels (kernels/_threads.py's blas_on_one_thread), which may then run BLAS calls on
-    their own threads (the "direct" version's 1x1 convolutions, kernels/_conv2d_pointwise.py)."""
+    worker spinning after it returns, which takes a core from those threads (30% more convolution
+    time in the UNet step: docs/notes/core.md); attention's products on one thread cost about
+    as much as on two. With BLAS held on one thread it also declares so to the kernels
+    (kernels/_threads.py's blas_on_one_thread), which may then run BLAS calls on their own
+    threads (the "direct" version's 1x1 convolutions, kernels/_conv2d_pointwise.py)."""
     own = backend.xp(x) is np and runs_own_threads(impl)
     return _blas_on_one_thread() if own else contextlib.nullcontext()
 

@@ -93,9 +93,8 @@ class GroupNormSiLU(Module):
     unchanged (``norm.forward(x + bias)`` without act); True runs kernels.groupnorm_silu's version
     ``impl``; None (the default) fuses float32 arrays only. ``impl`` "auto" is one CUDA kernel each
     way on float32 CuPy arrays, the numba loops on float32 NumPy arrays (within float32
-    tolerances of the layers; forward + backward 1.1-2x faster than them at the CPU UNet's
-    shapes but one, tests/test_kernels_fused.py's docstring has the numbers) and the NumPy
-    reference of the same arithmetic otherwise;
+    tolerances of the layers, and faster than them at all but one of the CPU UNet's shapes:
+    docs/notes/core.md) and the NumPy reference of the same arithmetic otherwise;
     "reference" is that reference on any array: bit for bit the layers.
     Fused, the forward keeps x, bias and mean, rstd (N,G): nothing of size x beyond the input,
     where the layers keep three such arrays (GroupNorm alone: one, its xhat).

@@ -86,12 +86,10 @@ FUSED_CPU_MIN_VALUES = 1 << 20  # NumPy parameters: the fused step from a millio
 
 def use_fused_step(opt: Adam) -> bool:
     """Whether :func:`adam_ema_step` fuses by default: on float32 parameters, on NumPy from
-    FUSED_CPU_MIN_VALUES of them. On CuPy one launch replaces some twenty per parameter array
-    (on an H200: 57.9 -> 3.1 ms for 6.46M parameters). On NumPy the numba loops on two threads,
-    against the unfused step, median of 15-31 interleaved calls, load average 1.0-1.2: the
-    image UNet's 6.46M values 26.9 vs 41.6 ms; the toy MLP's at R = 1000 runs (17.0M) 47.9 vs
-    126.5, R = 100 (1.7M) 8.3 vs 10.0, R = 16 (272K) 1.91 vs 1.37: below about a million the
-    fused step's Python bookkeeping costs more than it saves. The same bits either way."""
+    FUSED_CPU_MIN_VALUES of them. On CuPy one launch replaces some twenty per parameter array.
+    On NumPy the numba loops beat the unfused step on large models, but below about a million
+    values the fused step's Python bookkeeping costs more than it saves (timings:
+    docs/notes/core.md). The same bits either way."""
     entries = [mod.params[k] for _, mod, k in opt.model.named_parameters()]
     if not entries or not all(p.dtype == np.float32 for p in entries):
         return False

@@ -12,8 +12,8 @@ The UNet follows each with a 3x3 convolution or uses a stride-2 convolution inst
 
 A 2x2 block's sum is the four strided views of the image added, (a00 + a01) + (a10 + a11):
 NumPy's ``reshape(N, C, H, 2, W, 2).sum(axis=(3, 5))``, the same sum written as a reduction,
-took 13.4 ms for a (8,128,32,32) dy against 0.73 ms (18x; (8,256,16,16): 6.5 vs 0.48 ms; one
-process, medians of 21 calls, a /tmp script): it was most of the CPU UNet's resampling time.
+was up to 18x slower at the UNet's shapes and most of the CPU UNet's resampling time
+(docs/notes/core.md).
 """
 from __future__ import annotations
 
