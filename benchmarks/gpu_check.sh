@@ -97,7 +97,7 @@ if [ "${1:-all}" = pending ]; then
         tests/gpu/test_mlp_eval_gpu.py tests/gpu/test_kernels_gpu.py -k "mlp or igemm"
     step bench_mlp_gpu 75 "$PY" benchmarks/bench_mlp_gpu.py --runs 1000 --points 2000 --repeats 15
     step toy_timings 200 "$PY" toy/gpu_check.py --sizes 1000 --fused-eval on --fused-train both \
-        --outdir "$LOG/toy_gpu_check"
+        --eval-version tiled --outdir "$LOG/toy_gpu_check"
     step bench_igemm 45 "$PY" benchmarks/bench_igemm_tiles.py --tiles auto
     step toy_profile 90 "$PY" benchmarks/profile_toy_gpu.py --runs 1000 --kernels 20
     echo "logs in $LOG"

@@ -11,7 +11,8 @@ remainder tiles (M, Cout, K not multiples of the tile) load zeros and skip their
 - forward: y (M = N*Ho*Wo, Cout) = A (M, K = Cin*kh*kw) @ B + b, A[(n,h,v), (c,i,j)] =
   x[n, c, s*h - p + i, s*v - p + j], B[(c,i,j), o] = w[o, c, i, j]; bias added at the store.
 - input gradient: the same kernel, ``conv_igemm``, gathering from dy (each dx value one GEMM row,
-  one thread: no atomics); at s > 1 by parity classes, none of whose taps multiplies a zero.
+  one thread: no atomics); at s > 1, with PARITY_SPLIT (opt-in: not yet run on a GPU), by parity
+  classes, none of whose taps multiplies a zero.
 - weight gradient: dw (Cout, K) = dy^T (Cout, M) @ A (M, K) in ``conv_igemm_dw``, split-K over M
   with the splits summed in a fixed order (the same bits every run, unlike atomics), db fused.
 Tiles (TILES): a block owns BM x BN outputs, each thread TM x TN of them in registers, the depth
@@ -67,7 +68,8 @@ TILES = {
     "128": Tile(128, 128, 16, 8, 8, sm_blocks=2, sm_blocks_dw=1),     # 256 threads, 8 x 8 each
     "128x64": Tile(128, 64, 16, 8, 8, sm_blocks=3, sm_blocks_dw=3),   # 128 threads, 8 x 8 each
 }
-PARITY_SPLIT = True  # the input gradient at stride > 1 by parity classes (backward_input)
+PARITY_SPLIT = False  # the input gradient at stride > 1 by parity classes (backward_input):
+# opt-in until a GPU runs it (emulator-tested only; benchmarks/gpu_check.sh pending times both)
 TILE = "auto"  # or a key of TILES: force one tile for every call (to measure them one by one)
 MIN_BLOCKS = 240  # a big tile only when its grid is at least about one full wave on a 132-SM H100/H200
 SPLIT_MIN_STEPS = 16  # a weight-gradient split reduces at least 16 depth steps of 16 GEMM rows

@@ -23,7 +23,8 @@ tests/test_kernels_mlp_eval.py:
 - "tiled" (_mlp_eval_tiled.py): _mlp_tiles.py's register-tiled products, weights staged a layer
   at a time; H a multiple of 32, at most 64. Tested like "cupy" (the same tolerance); its run
   time is unmeasured so far.
-"auto" picks "tiled" for CuPy arrays where the width allows, else "cupy"; "reference" for NumPy
+"auto" picks AUTO_GPU ("cupy", which has run on a GPU; "tiled" is opt-in until one measures it)
+for CuPy arrays, "reference" for NumPy
 (on the CPU the samplers keep MLPDenoiser.forward, NumPy + BLAS; no numba version exists).
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from . import _mlp_eval_cupy, _mlp_eval_tiled
 from ._mlp_eval_cupy import array_module, is_cupy
 
 IMPLS = ("reference", "cupy", "tiled")
+AUTO_GPU = "cupy"  # "auto" on CuPy arrays; "tiled" (where the width fits) has not run on a GPU yet
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def mlp_eval(x, c: float, params, freqs, spec: MLPSpec, impl: str = "auto"):
     """The network at (x, c): x (R,N,D), c one host number for every point, params = pack(...)
     (R,P) or (1,P), freqs (K,) (the fourier frequencies; any float32 array for raw) -> (R,N,D)."""
     if impl == "auto":
-        impl = ("tiled" if _mlp_eval_tiled.fits(spec) else "cupy") if is_cupy(x) else "reference"
+        tiled = AUTO_GPU == "tiled" and _mlp_eval_tiled.fits(spec)
+        impl = ("tiled" if tiled else "cupy") if is_cupy(x) else "reference"
     if impl == "reference":
         return mlp_eval_reference(x, c, params, freqs, spec)
     if impl not in IMPLS:

@@ -200,9 +200,12 @@ def emulated_gpu(request, monkeypatch, modules):
     monkeypatch.setattr(mlp_eval, "mlp_eval", launch)
 
 
-def test_auto_picks_tiled_where_the_width_allows(monkeypatch, modules):
-    """mlp_eval's dispatch on a GPU: "tiled" for 32 | H, else "cupy" (each version's module
-    stands in for CuPy's; which one launched is recorded)."""
+@pytest.mark.parametrize("auto_gpu, toy_version", [("cupy", "cupy"), ("tiled", "tiled")])
+def test_auto_picks_cupy_and_tiled_only_where_opted_in(monkeypatch, modules, auto_gpu, toy_version):
+    """mlp_eval's dispatch on a GPU: "cupy" by default (the version that has run on a GPU);
+    with AUTO_GPU = "tiled", "tiled" where 32 | H, else "cupy" (each version's module stands in
+    for CuPy's; which one launched is recorded)."""
+    monkeypatch.setattr(mlp_eval, "AUTO_GPU", auto_gpu)
     launched = []
     monkeypatch.setattr(mlp_eval, "is_cupy", lambda a: True)
     for v, mod in VERSIONS.items():
@@ -211,7 +214,7 @@ def test_auto_picks_tiled_where_the_width_allows(monkeypatch, modules):
                    if (v, name) in modules}
         monkeypatch.setattr(mod, "module", lambda spec, v=v, by_spec=by_spec:
                             launched.append(v) or by_spec[spec])
-    for name, expected in (("toy", "tiled"), ("small-silu-fourier", "cupy")):
+    for name, expected in (("toy", toy_version), ("small-silu-fourier", "cupy")):
         cfg, rng = CONFIGS[name], np.random.default_rng(0)
         net = _net(cfg, rng, 2)
         x = rng.standard_normal((2, 30, cfg.dim)).astype(np.float32)

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from kernels import mlp_eval
 from minisims import backend
 from minisims.figures import autoguidance, figure4, figure5, figure6
 from minisims.loops import Cell, LoopConfig, run_loop_chunk
@@ -43,7 +44,11 @@ def main(argv=None) -> int:
     p.add_argument("--fused-train", choices=["both", "on", "off"], default="both",
                    help="time training with the fused forward and backward kernels "
                         "(kernels/mlp_train.py), without them, or both (default: both)")
+    p.add_argument("--eval-version", choices=["cupy", "tiled"], default="cupy",
+                   help="the fused evaluation's version (kernels/mlp_eval.py AUTO_GPU; 'tiled' "
+                        "has not run on a GPU yet) (default: cupy)")
     args = p.parse_args(argv)
+    mlp_eval.AUTO_GPU = args.eval_version
     try:
         backend.use_device("gpu")
     except backend.BackendError as e:
@@ -70,6 +75,7 @@ def main(argv=None) -> int:
 
     # 2. timings at the Figure 4 sizes, with and/or without the fused sampling and training
     per_gen = {}
+    defaults = MLPDenoiser.fused_gpu_eval, MLPDenoiser.fused_gpu_train
     choice = {"both": (True, False), "on": (True,), "off": (False,)}
     modes = [(ev, tr) for ev in choice[args.fused_eval] for tr in choice[args.fused_train]]
     for R in [int(v) for v in args.sizes.split(",")]:
@@ -84,7 +90,7 @@ def main(argv=None) -> int:
                 d = r.distance(cfg.mean, cfg.cov)[:, 0]
                 print(f"[2] R={R:5d} {cell.label:10s} {_label(mode)}: {r.seconds:6.2f} s per "
                       f"generation (E[W2(G^1)] {d.mean():.4f})", flush=True)
-    MLPDenoiser.fused_gpu_eval = MLPDenoiser.fused_gpu_train = True
+    MLPDenoiser.fused_gpu_eval, MLPDenoiser.fused_gpu_train = defaults
     for mode in modes:
         for preset in ("gpu", "paper"):
             s = figure4.PRESETS[preset]
