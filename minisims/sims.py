@@ -25,7 +25,6 @@ from . import backend
 from .diffusion import DDPM, EDM, EDMPrecond, VPPrecond
 from .guidance import GuidanceInterval
 from .nn import MLPConfig, MLPDenoiser
-from .shared_encoder import SharedEncoderPair
 from .streams import StackedRandomGenerator, derive_seed
 from .train import TrainConfig, init_generator, train
 
@@ -143,6 +142,7 @@ def synthesize(net, cfg, n: int, rng, aux=None, w: float = 0.0, progress=False):
     step = n if r.sample_batch is None else r.sample_batch
     if aux is not None and w != 0 and r.aux.trainable == "decoder":
         # a decoder-only aux shares the base's encoder pass (paper App. A): 1.5x NFE, same samples
+        from .shared_encoder import SharedEncoderPair  # the UNet's: the toy never loads it
         pair = SharedEncoderPair(r.formulation, net, aux)
 
         def sample(shape, g):

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import backend
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .nn.optim import EMA, Adam, adam_ema_step
 from .streams import Streams
 
@@ -250,6 +249,7 @@ def _check_finite(bad, formulation, members: bool = False):
 
 
 def _save(path, net, ema, opt, cfg, st: _State, history, total, meta):
+    from .checkpoint import save_checkpoint  # only runs with a checkpoint load it
     extra = {"adam_m": opt.m, "adam_v": opt.v,
              "run": {"history": history, "total": backend.to_numpy(total)}}
     if ema is not None:
@@ -263,6 +263,7 @@ def _load(path, net, ema, opt, history, xp):
     """Restore a run saved by :func:`_save` into net, ema and opt; returns (state, total).
     Everything is read and checked before anything changes, so a damaged or foreign file leaves
     the run as it was (a ValueError naming the file)."""
+    from .checkpoint import load_checkpoint, read_checkpoint
     _, meta = read_checkpoint(path)
     run, _ = read_checkpoint(path, "run")
     moments = {g: read_checkpoint(path, g)[0] for g in ("adam_m", "adam_v")}

@@ -26,6 +26,7 @@ from kernels.mlp_eval import MLPSpec
 from minisims.diffusion import DDPM, EDM, EDMPrecond
 from minisims.gradcheck import assert_close
 from minisims.nn import Linear, MLPConfig, MLPDenoiser
+from minisims.nn import mlp as mlp_module
 
 cuda_emu = pytest.importorskip("cuda_emu")
 pytestmark = pytest.mark.skipif(not cuda_emu.available(), reason="needs g++")
@@ -194,6 +195,7 @@ def emulated_gpu(request, monkeypatch, modules):
                if (version, name) in modules}
     monkeypatch.setattr(mlp_eval, "is_cupy", lambda a: True)
     monkeypatch.setattr(mlp_eval, "gpu_ready", lambda spec: True)
+    monkeypatch.setattr(mlp_module, "on_gpu", lambda a: True)
 
     def launch(x, c, params, freqs, spec):
         return VERSIONS[version].evaluate(by_spec[spec], x, c, params, freqs, spec)

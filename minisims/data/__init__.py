@@ -1,8 +1,24 @@
-"""Data: the paper's 2D toy distributions, and images (CIFAR-10, PNG folders, npz)."""
-from .cifar10 import OFFICIAL_MD5, load_images
-from .images import DataError, ImageSet, to_model, to_uint8
-from .mixture import classify, sample_mixture, select_mix
-from .toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+"""Data: the paper's 2D toy distributions, and images (CIFAR-10, PNG folders, npz).
 
-__all__ = ["GAUSSIAN_MEAN", "GAUSSIAN_COV", "sample_gaussian", "sample_mixture", "classify", "select_mix",
-           "DataError", "ImageSet", "load_images", "OFFICIAL_MD5", "to_model", "to_uint8"]
+Each name is imported from its module on first use, so that a program that needs a few of
+them (the 2D toy: the MLP, not the UNet) loads only those.
+"""
+import importlib
+
+_WHERE = {  # public name -> the module that defines it
+    "GAUSSIAN_MEAN": "toy", "GAUSSIAN_COV": "toy", "sample_gaussian": "toy",
+    "sample_mixture": "mixture", "classify": "mixture", "select_mix": "mixture",
+    "DataError": "images", "ImageSet": "images", "to_model": "images", "to_uint8": "images",
+    "load_images": "cifar10", "OFFICIAL_MD5": "cifar10",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):  # PEP 562: a public name loads its module on first use
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

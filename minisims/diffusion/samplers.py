@@ -30,7 +30,6 @@ import math
 
 import numpy as np
 
-from kernels.heun import heun_stage1, heun_stage2
 
 from ..guidance import Guidance, evaluate, outputs, sims_combine
 from .schedules import ddpm_betas, edm_sigma_steps
@@ -69,10 +68,14 @@ class FusedStep:
     def __init__(self, impl: str = "auto"):
         self.impl = impl
 
+    # the kernels are imported where they are called: a program that never asks for a fused
+    # step never loads them
     def euler(self, x_hat, base, aux, w, t_hat, t_next):
+        from kernels.heun import heun_stage1
         return heun_stage1(x_hat, base, aux, w, t_hat, t_next, impl=self.impl)
 
     def correct(self, x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
+        from kernels.heun import heun_stage2
         return heun_stage2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next, impl=self.impl)
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..cli_util import fail, writable_dir
-from ..loops import LoopConfig, generation_one, map_chunks
 from ..nn import MLPConfig
 from ..sims import SIMSConfig
 
@@ -44,6 +43,7 @@ def sims_config(sizes: ToySizes, formulation: str, **more) -> SIMSConfig:
 
 def loop_config(sizes: ToySizes, formulation: str, **loop) -> LoopConfig:
     """The LoopConfig of ``sizes``; ``loop`` sets other LoopConfig fields (loop, generations)."""
+    from ..loops import LoopConfig  # here, not above: python -m minisims.toy runs no loop
     return LoopConfig(n_real=sizes.n_real, n_eval=sizes.n_eval,
                       sims=sims_config(sizes, formulation), **loop)
 
@@ -54,6 +54,7 @@ def generation_one_runs(cfg: LoopConfig, omegas, runs: int, chunk_size: int, see
     """minisims.loops.generation_one over ``runs`` runs in chunks of ``chunk_size``, each one task
     of ``executor`` (default: in this process). The chunk size and the executor change memory and
     speed, not the results. Returns {w: (mu (R,D), cov (R,D,D))}."""
+    from ..loops import generation_one, map_chunks
     omegas = [float(w) for w in omegas]
     parts = map_chunks(generation_one, runs, chunk_size, executor, blas_threads, progress,
                        "generation 1", cfg=cfg, omegas=omegas, seed=seed, aux_factory=aux_factory)

@@ -5,15 +5,30 @@
     sweeps.py    every (cell, chunk) of an experiment through any concurrent.futures executor
                  (in this process, a pool, a Dask cluster); map_chunks for other experiments
     results.py   ratio summaries and the raw results file (npz, reloadable with NumPy alone)
-"""
-from .loop import (LOOPS, METHODS, STREAMS, Cell, LoopConfig, LoopResult, generation_model,
-                   generation_one, real_data, rng_for, run_loop_chunk)
-from .results import converged_ratio, load_results, ratio_curve, save_results
-from .sweeps import (InlineExecutor, auto_chunk_size, bytes_per_run, chunk_sizes, map_chunks,
-                     run_task, sweep)
 
-__all__ = ["LOOPS", "METHODS", "STREAMS", "LoopConfig", "Cell", "LoopResult", "run_loop_chunk",
-           "generation_one", "generation_model", "real_data", "rng_for", "sweep", "InlineExecutor",
-           "auto_chunk_size", "bytes_per_run", "chunk_sizes", "map_chunks", "run_task", "ratio_curve",
-           "converged_ratio",
-           "save_results", "load_results"]
+Each name is imported from its module on first use, so that a program that needs a few of
+them (the 2D toy: the MLP, not the UNet) loads only those.
+"""
+import importlib
+
+_WHERE = {  # public name -> the module that defines it
+    "LOOPS": "loop", "METHODS": "loop", "STREAMS": "loop", "LoopConfig": "loop", "Cell": "loop",
+    "LoopResult": "loop", "run_loop_chunk": "loop", "generation_one": "loop",
+    "generation_model": "loop", "real_data": "loop", "rng_for": "loop",
+    "sweep": "sweeps", "InlineExecutor": "sweeps", "auto_chunk_size": "sweeps",
+    "bytes_per_run": "sweeps", "chunk_sizes": "sweeps", "map_chunks": "sweeps",
+    "run_task": "sweeps",
+    "ratio_curve": "results", "converged_ratio": "results", "save_results": "results",
+    "load_results": "results",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):  # PEP 562: a public name loads its module on first use
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -2,20 +2,34 @@
 
 Toy: Linear, ReLU, SiLU, NoiseEmbedding, the MLP denoiser. Images: Conv2d, GroupNorm, resampling,
 Dropout, SelfAttention2d, ResBlock, the UNet. Optimisation: Adam, EMA.
-"""
-from .attention import SelfAttention2d
-from .blocks import Downsample, ResBlock, Upsample
-from .conv import Conv2d
-from .dropout import Dropout
-from .embedding import NoiseEmbedding
-from .layers import Linear, ReLU, Sequential, SiLU
-from .mlp import MLPConfig, MLPDenoiser
-from .module import Module
-from .norm import GroupNorm
-from .optim import EMA, Adam
-from .resample import AvgPool2x, Upsample2x
-from .unet import UNet, UNetConfig
 
-__all__ = ["Module", "Linear", "ReLU", "SiLU", "Sequential", "NoiseEmbedding", "MLPConfig",
-           "MLPDenoiser", "Adam", "EMA", "Conv2d", "GroupNorm", "Upsample2x", "AvgPool2x", "Dropout",
-           "SelfAttention2d", "ResBlock", "Downsample", "Upsample", "UNet", "UNetConfig"]
+Each name is imported from its module on first use, so that a program that needs a few of
+them (the 2D toy: the MLP, not the UNet) loads only those.
+"""
+import importlib
+
+_WHERE = {  # public name -> the module that defines it
+    "Module": "module",
+    "Linear": "layers", "ReLU": "layers", "SiLU": "layers", "Sequential": "layers",
+    "NoiseEmbedding": "embedding",
+    "MLPConfig": "mlp", "MLPDenoiser": "mlp",
+    "Adam": "optim", "EMA": "optim",
+    "Conv2d": "conv",
+    "GroupNorm": "norm",
+    "Upsample2x": "resample", "AvgPool2x": "resample",
+    "Dropout": "dropout",
+    "SelfAttention2d": "attention",
+    "ResBlock": "blocks", "Downsample": "blocks", "Upsample": "blocks",
+    "UNet": "unet", "UNetConfig": "unet",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):  # PEP 562: a public name loads its module on first use
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

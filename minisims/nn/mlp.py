@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import mlp_eval, mlp_train
-
 from .. import backend
 from .embedding import NoiseEmbedding
 from .layers import Linear, ReLU, Sequential, SiLU
 from .module import Module
+
+
+def on_gpu(a) -> bool:
+    """Whether an array lives on the GPU (CuPy): only there do the fused kernels apply."""
+    return backend.xp(a) is not np
 
 
 @dataclass
@@ -74,6 +77,7 @@ class MLPDenoiser(Module):
         self._fused = None
         if not self._takes_fused_path(h):
             return self.net.forward(h)  # R,N,D
+        from kernels import mlp_train  # the GPU's fused path (opt-in)
         layers = self._linears()
         params = mlp_train.pack([m.params["W"] for m in layers],
                                 [m.params["b"] for m in layers])  # R,P (one model: 1,P)
@@ -88,16 +92,20 @@ class MLPDenoiser(Module):
     def _takes_fused_path(self, h) -> bool:
         """True when forward and backward run kernels/mlp_train.py's fused kernels: CuPy float32
         weights, a network they support, and for an ensemble an (R,N,D+E) batch."""
+        if not self.fused_gpu_train:
+            return False
+        from kernels import mlp_train
         first = self._linears()[0]
         W0, R = first.params["W"], first.ensemble
-        return (self.fused_gpu_train and mlp_train.is_cupy(W0) and W0.dtype == np.float32
+        return (mlp_train.is_cupy(W0) and W0.dtype == np.float32
                 and (R is None or (h.ndim == 3 and h.shape[0] == R))
                 and mlp_train.gpu_ready(self.spec()))
 
-    def spec(self) -> mlp_eval.MLPSpec:
-        """The network's shape, as the fused kernel is compiled for it."""
+    def spec(self):
+        """The network's shape, as the fused kernels are compiled for it (kernels.mlp_eval.MLPSpec)."""
+        from kernels.mlp_eval import MLPSpec
         c = self.cfg
-        return mlp_eval.MLPSpec(c.dim, c.hidden, c.depth, c.activation, c.embedding, c.num_freqs)
+        return MLPSpec(c.dim, c.hidden, c.depth, c.activation, c.embedding, c.num_freqs)
 
     def sampling_forward(self):
         """forward(x, c) for sampling: a callable that keeps nothing for backward.
@@ -111,7 +119,10 @@ class MLPDenoiser(Module):
         """
         layers = [m for m in self.net.layers if isinstance(m, Linear)]
         W0 = layers[0].params["W"]
-        if not (self.fused_gpu_eval and mlp_eval.is_cupy(W0) and W0.dtype == np.float32
+        if not (self.fused_gpu_eval and on_gpu(W0)):
+            return self.forward  # NumPy weights: the layers, as written
+        from kernels import mlp_eval  # the GPU's fused evaluation
+        if not (mlp_eval.is_cupy(W0) and W0.dtype == np.float32
                 and mlp_eval.gpu_ready(self.spec())):
             return self.forward
         params = mlp_eval.pack([m.params["W"] for m in layers],
@@ -140,6 +151,7 @@ class MLPDenoiser(Module):
     def _fused_backward(self, dy):
         """backward through every Linear with kernels/mlp_train.py: each layer's dW and db added
         into its grads, as Linear.backward adds them; returns dh (R,N,D+E) for the embedding."""
+        from kernels import mlp_train
         h3, params, saved, shape = self._fused
         dy3 = dy.astype(np.float32, copy=False).reshape(h3.shape[:2] + (self.cfg.dim,))  # R,N,D
         grads, dh = mlp_train.backward(dy3, h3, saved, params, self.spec())  # R,P and R,N,D+E

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.adam_ema import adam_ema_update, bias_corrections
-
 from .. import backend
 from .module import Module
 
@@ -31,7 +29,7 @@ class Adam:
     def step(self):
         self.t += 1
         b1, b2 = self.betas
-        c1, c2 = bias_corrections(self.betas, self.t)
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t  # the bias corrections
         for name, mod, k in self.model.named_parameters():
             p, g, m, v = mod.params[k], mod.grads[k], self.m[name], self.v[name]
             xp = backend.xp(p)
@@ -48,6 +46,7 @@ class Adam:
         The EMA may cover more than the optimiser trains (the whole UNet while Adam trains its
         decoder): its other parameters get the EMA update alone, as ema.update() gives them.
         """
+        from kernels.adam_ema import adam_ema_update  # the fast path, loaded on first use
         self.t += 1
         entries = {id(mod.params[k]): (mod.params[k], mod.grads[k], self.m[name], self.v[name], None)
                    for name, mod, k in self.model.named_parameters()}  # p, g, m, v, shadow

@@ -1,0 +1,32 @@
+"""The 2D toy loads only what the 2D experiment needs (issue "A readable core", item 4): a reader
+who follows `python -m minisims.toy` never passes through the UNet, the image data, the loops or
+a kernel it does not run. Checked on the modules a whole (tiny) toy run has imported."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = """
+import json, runpy, sys
+sys.argv = ["minisims.toy", "--runs", "2", "--base-epochs", "3", "--aux-epochs", "2",
+            "--n-real", "60", "--n-synth", "50", "--n-eval", "80", "--quiet", "--no-plot",
+            "--outdir", sys.argv[1]]
+try:
+    runpy.run_module("minisims.toy", run_name="__main__")
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("minisims", "kernels"))))
+"""
+
+
+def test_the_toy_imports_only_the_2d_experiment(tmp_path):
+    out = subprocess.run([sys.executable, "-c", RUN, str(tmp_path)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, check=True).stdout
+    loaded = set(json.loads(out.strip().splitlines()[-1]))
+    assert {"minisims.nn.mlp", "minisims.sims", "minisims.train", "minisims.data.toy"} <= loaded
+    never = ["minisims.nn.unet", "minisims.nn.conv", "minisims.nn.attention", "minisims.nn.blocks",
+             "minisims.shared_encoder", "minisims.data.cifar10", "minisims.data.safe_pickle",
+             "minisims.loops", "minisims.checkpoint", "kernels.conv2d", "kernels.mlp_eval",
+             "kernels.mlp_train", "kernels.heun", "kernels.adam_ema", "kernels.softmax"]
+    assert not loaded & set(never), sorted(loaded & set(never))
