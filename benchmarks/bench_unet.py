@@ -246,11 +246,11 @@ def timed_targets():
     None times a call only so that its callers do not count it (the UNet's own glue falls into
     'other'); counted False adds the time but not a call (Conv2d.backward's own adds: its two
     kernels are the calls)."""
-    import minisims.nn.conv as conv_layer  # Conv2d.backward looks its two kernels up here
+    from minisims import ops  # Conv2d.backward looks its two gradients up here
 
     targets = [(Conv2d, "forward", "conv forward", True),
-               (conv_layer, "conv2d_backward_input", "conv dgrad (dx)", True),
-               (conv_layer, "conv2d_backward_weight", "conv wgrad (dW, db)", True),
+               (ops, "conv2d_backward_input", "conv dgrad (dx)", True),
+               (ops, "conv2d_backward_weight", "conv wgrad (dW, db)", True),
                (Conv2d, "backward", "conv wgrad (dW, db)", False),
                (UNet, "forward", None, False), (UNet, "backward", None, False),
                (EDM, "loss_and_grad", "loss", True),
@@ -583,7 +583,7 @@ def run(args):
     except ValueError as e:
         fail(PROG, str(e))
     gpu = args.device == "gpu"
-    if args.conv != "auto":  # what Conv2d(impl="auto") resolves to, for this run only
+    if args.conv != "auto":  # what minisims.ops.conv2d's fast path resolves to, for this run only
         from kernels import conv2d as K
         allowed = K.GPU_IMPLS if gpu else K.CPU_IMPLS
         if args.conv not in allowed:

@@ -35,6 +35,8 @@ import os
 
 import numpy as np
 
+from kernels.conv2d import conv2d_forward
+
 from . import backend, metrics
 from .data.images import host_uint8_images
 from .nn import AvgPool2x, Conv2d, ReLU
@@ -99,9 +101,8 @@ class RandConvFeatures:
     def __init__(self, seed: int = RANDCONV_SEED, widths=(32, 64, 128)):
         rng = np.random.default_rng(seed)
         cins = (3,) + tuple(widths[:-1])
-        # impl="numpy": im2col + float64 GEMM, no JIT to compile and no dependence on numba
-        self.convs = [Conv2d(ci, co, 3, rng, init_scale=math.sqrt(6.0), dtype=np.float64,
-                             impl="numpy") for ci, co in zip(cins, widths)]
+        self.convs = [Conv2d(ci, co, 3, rng, init_scale=math.sqrt(6.0), dtype=np.float64)
+                      for ci, co in zip(cins, widths)]
         self.relu, self.pool = ReLU(), AvgPool2x()
         self.dim = 2 * sum(widths)
         # the weights live on the current device; the extractor computes with NumPy
@@ -114,7 +115,10 @@ class RandConvFeatures:
         for k, conv in enumerate(self.convs):
             if k > 0:
                 h = self.pool.forward(h)  # n,C,H/2,W/2
-            h = self.relu.forward(conv.forward(h))  # n,Ck,Hk,Wk
+            # kernels/conv2d.py's "numpy" version (im2col + float64 GEMM): the same numbers on
+            # every machine and device, no JIT to compile, whatever minisims.ops.FAST says
+            W, b = conv.params["W"], conv.params["b"]
+            h = self.relu.forward(conv2d_forward(h, W, b, 1, 1, impl="numpy"))  # n,Ck,Hk,Wk
             flat = h.reshape(h.shape[0], h.shape[1], -1)  # n,Ck,HkWk: one contiguous axis is faster
             feats += [flat.mean(axis=-1), flat.std(axis=-1)]  # n,Ck each
         return np.concatenate(feats, axis=1)  # n,D
@@ -127,9 +131,7 @@ class RandConvFeatures:
         out = np.empty((len(images), self.dim), np.float64)  # N,D
         for i, x in zip(range(0, len(images), batch), _batches(images, batch)):
             out[i:i + len(x)] = self._one_batch(x)
-        for conv in self.convs:  # drop the cached input: an extractor never runs backward
-            conv.x = None
-        self.relu.mask = None
+        self.relu.mask = None  # drop the cached mask: an extractor never runs backward
         return out
 
 

@@ -90,16 +90,18 @@ def test_auto_and_errors(rng):
         K.softmax_forward(S.transpose(0, 2, 1), SCALE, "numba")
 
 
-def test_attention_with_the_numba_softmax_against_the_array_code(rng):
-    # minisims.nn.attention: the float32 layer with softmax_impl "auto" (numba here) and
-    # "reference" agree in y, dx and every weight gradient within float32 tolerances
+def test_attention_with_the_numba_softmax_against_the_array_code(rng, monkeypatch):
+    # minisims.nn.attention: the float32 layer with the fast paths on (the numba softmax and bmm,
+    # the direct convolution) and off (minisims.ops' array code) agree in y, dx and every weight
+    # gradient within float32 tolerances
+    from minisims import ops
     from minisims.nn.attention import SelfAttention2d
     x = rng.standard_normal((3, 8, 4, 5)).astype(np.float32)  # N,C,H,W
     dy = rng.standard_normal((3, 8, 4, 5)).astype(np.float32)  # N,C,H,W
     out = {}
-    for impl in ("auto", "reference"):
+    for impl, fast in (("auto", True), ("reference", False)):
+        monkeypatch.setattr(ops, "FAST", fast)
         attn = SelfAttention2d(8, 2, np.random.default_rng(3), dtype=np.float32)
-        attn.softmax_impl = impl
         attn.zero_grad()
         y = attn.forward(x)
         dx, = attn.backward(dy)

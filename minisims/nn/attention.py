@@ -18,9 +18,8 @@ The L x L score matrix costs L^2 memory, which is why attention runs only at low
 (16x16 or 8x8 for 32x32 images). The GroupNorm runs through GroupNormSiLU without its SiLU: one
 fused kernel each way on float32 arrays (kernels/groupnorm_silu.py: CUDA C on CuPy, numba loops
 on NumPy), the layer itself otherwise, on the same parameters (norm.gamma, norm.beta). The
-softmax, forward and backward, is kernels/softmax.py's: numba loops over the rows on float32
-NumPy arrays (both cores, an exp that vectorises), its array-code reference otherwise
-(``softmax_impl``: "auto" by default; "reference" keeps the array code everywhere).
+products and the softmax are :mod:`minisims.ops`' (the array code there; kernels/' versions
+when fast paths are on).
 """
 from __future__ import annotations
 
@@ -28,10 +27,8 @@ import math
 
 import numpy as np
 
-from kernels.bmm import bmm
-from kernels.softmax import softmax_backward, softmax_forward
-
 from .. import backend
+from ..ops import bmm, softmax, softmax_backward
 from .conv import Conv2d
 from .module import Module
 from .norm import GroupNorm, GroupNormSiLU
@@ -48,7 +45,6 @@ class SelfAttention2d(Module):
         self.proj = Conv2d(channels, channels, 1, rng, init_scale=init_scale, dtype=dtype)
         # norm's parameters, fused in float32 like the ResBlocks' norm + SiLU (no names of its own)
         self.norm_fused = GroupNormSiLU(self.norm, act=None)
-        self.softmax_impl = "auto"  # kernels/softmax.py: numba loops on float32 NumPy arrays
         self.children = {"norm": self.norm, "qkv": self.qkv, "proj": self.proj,
                          "norm_fused": self.norm_fused}
 
@@ -57,7 +53,7 @@ class SelfAttention2d(Module):
         qkv = self.qkv.forward(self.norm_fused.forward(x)).reshape(N, 3, C, H * W)  # N,3,C,L
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # N,C,L each
         S = bmm(q.transpose(0, 2, 1), k)  # N,L,L
-        A = softmax_forward(S, 1.0 / math.sqrt(C), self.softmax_impl)  # N,L,L, over S
+        A = softmax(S, 1.0 / math.sqrt(C))  # N,L,L, over S
         self.q, self.k, self.v, self.A = q, k, v, A  # keep all four: each appears in backward
         o = bmm(v, A.transpose(0, 2, 1))  # N,C,L
         return x + self.proj.forward(o.reshape(N, C, H, W))  # N,C,H,W
@@ -70,7 +66,7 @@ class SelfAttention2d(Module):
         do = do.reshape(N, C, H * W)  # N,C,L
         dv = bmm(do, A)  # N,C,L
         dA = bmm(do.transpose(0, 2, 1), v)  # N,L,L
-        dS = softmax_backward(A, dA, 1.0 / math.sqrt(C), self.softmax_impl)  # N,L,L
+        dS = softmax_backward(A, dA, 1.0 / math.sqrt(C))  # N,L,L
         dq = bmm(k, dS.transpose(0, 2, 1))  # N,C,L
         dk = bmm(q, dS)  # N,C,L
         dqkv = xp.stack([dq, dk, dv], axis=1).reshape(N, 3 * C, H, W)  # N,3C,H,W

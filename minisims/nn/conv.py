@@ -1,10 +1,10 @@
-"""2-D convolution as a layer: parameters, caching and gradient bookkeeping around the kernels.
+"""2-D convolution as a layer: parameters, caching and gradient bookkeeping around the operation.
 
 # N batch, Cin Cout channels, H W input size, Ho Wo output size, k kernel size
-The arithmetic lives in :mod:`kernels.conv2d` (a NumPy reference, an im2col + GEMM version, Numba
-and GPU versions); this layer only holds W (Cout,Cin,k,k) and b (Cout,), keeps x for the weight
-gradient and adds dW, db into its grads. ``impl="auto"`` lets the kernel module pick the version
-for the array type (NumPy or CuPy).
+The arithmetic is :func:`minisims.ops.conv2d` and its two gradients (written there as the maths,
+one einsum per kernel tap; the fast versions in kernels/conv2d.py take over when they apply);
+this layer only holds W (Cout,Cin,k,k) and b (Cout,), keeps x for the weight gradient and adds
+dW, db into its grads.
 
     y[n,o] = b[o] + sum_c W[o,c] (*) x[n,c]          (cross-correlation, PyTorch's convention)
     dx = conv_transpose(dy, W),  dW[o,c] = dy[n,o] (*) x[n,c] summed over n,  db[o] = sum dy[n,o]
@@ -16,10 +16,9 @@ import math
 
 import numpy as np
 
-from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
-                            runs_own_threads)
+from kernels.conv2d import runs_own_threads
 
-from .. import backend
+from .. import backend, ops
 from .module import Module
 
 
@@ -37,12 +36,10 @@ class Conv2d(Module):
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, rng, stride: int = 1,
-                 padding: int | None = None, init_scale: float = 1.0, dtype=np.float32,
-                 impl: str = "auto"):
+                 padding: int | None = None, init_scale: float = 1.0, dtype=np.float32):
         super().__init__()
         self.stride = stride
         self.padding = kernel // 2 if padding is None else padding  # "same" size at stride 1
-        self.impl = impl
         bound = init_scale / math.sqrt(cin * kernel * kernel)
         self.params = {"W": uniform_init(rng, (cout, cin, kernel, kernel), bound, dtype),
                        "b": uniform_init(rng, (cout,), bound, dtype)}
@@ -50,16 +47,15 @@ class Conv2d(Module):
 
     def forward(self, x):
         self.x = x  # keep x (N,Cin,H,W): dW needs it
-        return conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding,
-                              self.impl)  # N,Cout,Ho,Wo
+        return ops.conv2d(x, self.params["W"], self.params["b"], self.stride,
+                          self.padding)  # N,Cout,Ho,Wo
 
     def backward(self, dy):
         W = self.params["W"]
-        dW, db = conv2d_backward_weight(dy, self.x, W.shape, self.stride, self.padding, self.impl)
+        dW, db = ops.conv2d_backward_weight(dy, self.x, W.shape, self.stride, self.padding)
         self.grads["W"] += dW  # Cout,Cin,k,k
         self.grads["b"] += db  # Cout
-        dx = conv2d_backward_input(dy, W, self.x.shape, self.stride, self.padding,
-                                   self.impl)  # N,Cin,H,W
+        dx = ops.conv2d_backward_input(dy, W, self.x.shape, self.stride, self.padding)  # N,Cin,H,W
         return (dx,)
 
 

@@ -1,0 +1,108 @@
+"""The hot operations, each written as the maths: the one seam between the layers and kernels/.
+
+# N batch, C Cin Cout channels, H W input size, Ho Wo output size, kh kw kernel size, s stride,
+# p padding, I J K matrix sizes
+
+Every function below is the reference a reader follows: plain array code, on NumPy or CuPy.
+When ``FAST`` is on (the default) it hands the same call to the fast version in kernels/ (each
+kernel module's "auto" picks the version for the array: numba loops on the CPU, CUDA on the
+GPU; docs/performance.md has what each gains). Turning it off (``MINISIMS_FAST=0`` in the
+environment, or ``minisims.ops.FAST = False``) runs the code below instead, and changes no result
+beyond float rounding (tests/test_ops.py).
+
+So far the convolution and attention's products and softmax come through here; the other hot
+paths (GroupNorm + SiLU, Adam + EMA, the guided Heun step) still choose their kernels where they
+are called.
+"""
+from __future__ import annotations
+
+import os
+
+from kernels import bmm as bmm_kernel, conv2d as conv2d_kernels, softmax as softmax_kernels
+
+from . import backend
+
+FAST = os.environ.get("MINISIMS_FAST", "1") != "0"
+
+
+# ---------------------------------------------------------------- convolution (cross-correlation)
+
+def conv2d(x, W, b, stride: int = 1, padding: int = 0):
+    """y[n,o,h,v] = b[o] + sum_{c,i,j} x_pad[n,c, s h + i, s v + j] W[o,c,i,j]: x (N,Cin,H,W),
+    W (Cout,Cin,kh,kw), b (Cout,) -> y (N,Cout,Ho,Wo), Ho = (H + 2p - kh) // s + 1."""
+    if FAST:
+        return conv2d_kernels.conv2d_forward(x, W, b, stride, padding)
+    xp, s = backend.xp(x), stride
+    N, _, H, Wd = x.shape
+    Cout, _, kh, kw = W.shape
+    Ho, Wo = (H + 2 * padding - kh) // s + 1, (Wd + 2 * padding - kw) // s + 1
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))  # N,Cin,H+2p,W+2p
+    y = xp.zeros((N, Cout, Ho, Wo), dtype=x.dtype)  # N,Cout,Ho,Wo
+    for i in range(kh):  # one (Cout,Cin) product per kernel tap
+        for j in range(kw):
+            patch = x_pad[:, :, i:i + s * Ho:s, j:j + s * Wo:s]  # N,Cin,Ho,Wo: what tap (i,j) sees
+            y += xp.einsum("nchw,oc->nohw", patch, W[:, :, i, j])
+    return y + b[None, :, None, None]  # N,Cout,Ho,Wo
+
+
+def conv2d_backward_input(dy, W, x_shape, stride: int = 1, padding: int = 0):
+    """dx: the forward run backwards, each tap scattering dy (N,Cout,Ho,Wo) back through
+    W[:, :, i, j] -> dx (N,Cin,H,W)."""
+    if FAST:
+        return conv2d_kernels.conv2d_backward_input(dy, W, x_shape, stride, padding)
+    xp, s, p = backend.xp(dy), stride, padding
+    N, C, H, Wd = x_shape
+    _, _, kh, kw = W.shape
+    Ho, Wo = dy.shape[2:]
+    dx_pad = xp.zeros((N, C, H + 2 * p, Wd + 2 * p), dtype=dy.dtype)  # N,Cin,H+2p,W+2p
+    for i in range(kh):
+        for j in range(kw):
+            dx_pad[:, :, i:i + s * Ho:s, j:j + s * Wo:s] += xp.einsum("nohw,oc->nchw", dy, W[:, :, i, j])
+    return dx_pad[:, :, p:p + H, p:p + Wd].copy()  # N,Cin,H,W: the padding keeps no gradient
+
+
+def conv2d_backward_weight(dy, x, W_shape, stride: int = 1, padding: int = 0):
+    """dW[o,c,i,j] = sum_{n,h,v} dy[n,o,h,v] x_pad[n,c, s h + i, s v + j] (Cout,Cin,kh,kw) and
+    db[o] = sum_{n,h,v} dy[n,o,h,v] (Cout,)."""
+    if FAST:
+        return conv2d_kernels.conv2d_backward_weight(dy, x, W_shape, stride, padding)
+    xp, s = backend.xp(dy), stride
+    _, _, kh, kw = W_shape
+    Ho, Wo = dy.shape[2:]
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))  # N,Cin,H+2p,W+2p
+    dW = xp.zeros(W_shape, dtype=dy.dtype)  # Cout,Cin,kh,kw
+    for i in range(kh):
+        for j in range(kw):
+            patch = x_pad[:, :, i:i + s * Ho:s, j:j + s * Wo:s]  # N,Cin,Ho,Wo
+            dW[:, :, i, j] = xp.einsum("nohw,nchw->oc", dy, patch)
+    return dW, dy.sum(axis=(0, 2, 3))  # Cout,Cin,kh,kw and Cout
+
+
+# ---------------------------------------------------------------- attention's products and softmax
+
+def bmm(a, b):
+    """c (N,I,J) = a (N,I,K) @ b (N,K,J), one matrix product per image."""
+    if FAST:
+        return bmm_kernel.bmm(a, b)
+    return a @ b  # N,I,J
+
+
+def softmax(S, scale: float):
+    """A (N,I,J) = softmax over the last axis of scale * S. Written over S (C-contiguous)."""
+    if FAST:
+        return softmax_kernels.softmax_forward(S, scale)
+    xp = backend.xp(S)
+    S *= scale
+    S -= S.max(axis=-1, keepdims=True)  # softmax is shift invariant; this keeps exp finite
+    A = xp.exp(S, out=S)  # N,I,J
+    A /= A.sum(axis=-1, keepdims=True)
+    return A
+
+
+def softmax_backward(A, dA, scale: float):
+    """dS (N,I,J) = scale * A * (dA - sum_j dA A), with A the forward's result."""
+    if FAST:
+        return softmax_kernels.softmax_backward(A, dA, scale)
+    dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,I,J
+    dS *= scale
+    return dS
