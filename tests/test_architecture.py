@@ -12,8 +12,8 @@ __init__.py that re-exports it. Imports by string (importlib) are not seen.
 - minisims/nn/ and minisims/diffusion/ know nothing of Algorithm 1 (sims), the training loop, the
   experiments or the command lines; layers know nothing of diffusion and samplers nothing of
   layers.
-- The bottom floor (backend, guidance, metrics, checkpoint, atomic, streams, data/) imports of
-  minisims only the bottom floor.
+- The bottom floor (backend, guidance, metrics, checkpoint, atomic, streams, data/, lazy) imports
+  of minisims only the bottom floor.
 - minisims/train.py knows nothing of sims, the experiments or the command lines.
 - No import cycles among the modules of kernels/, nor among those of minisims/.
 
@@ -35,7 +35,7 @@ EXPERIMENTS = ("minisims.loops", "minisims.shift", "minisims.polluted", "minisim
                "minisims.toy", "minisims.images", "minisims.figures", "minisims.cli_util",
                "minisims.executors", "minisims.sigint")
 BOTTOM_FLOOR = ("minisims.backend", "minisims.guidance", "minisims.metrics", "minisims.checkpoint",
-                "minisims.atomic", "minisims.streams", "minisims.data")
+                "minisims.atomic", "minisims.streams", "minisims.data", "minisims.lazy")
 KERNELS_MAY_IMPORT = ("numpy", "numba", "cupy", "kernels")  # besides the standard library
 
 

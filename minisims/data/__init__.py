@@ -3,7 +3,7 @@
 Each name is imported from its module on first use, so that a program that needs a few of
 them (the 2D toy: the MLP, not the UNet) loads only those.
 """
-import importlib
+from ..lazy import lazy_names
 
 _WHERE = {  # public name -> the module that defines it
     "GAUSSIAN_MEAN": "toy", "GAUSSIAN_COV": "toy", "sample_gaussian": "toy",
@@ -12,13 +12,4 @@ _WHERE = {  # public name -> the module that defines it
     "load_images": "cifar10", "OFFICIAL_MD5": "cifar10",
 }
 __all__ = list(_WHERE)
-
-
-def __getattr__(name):  # PEP 562: a public name loads its module on first use
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
