@@ -30,7 +30,6 @@ import math
 
 import numpy as np
 
-
 from ..guidance import Guidance, evaluate, outputs, sims_combine
 from .schedules import ddpm_betas, edm_sigma_steps
 

@@ -13,6 +13,7 @@ import os
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from ..atomic import atomic_write
 from ..cli_util import fail, writable_dir
 from ..nn import MLPConfig
 from ..sims import SIMSConfig
+
+if TYPE_CHECKING:  # the loops are imported where they run: python -m minisims.toy runs none
+    from ..loops import LoopConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +47,7 @@ def sims_config(sizes: ToySizes, formulation: str, **more) -> SIMSConfig:
 
 def loop_config(sizes: ToySizes, formulation: str, **loop) -> LoopConfig:
     """The LoopConfig of ``sizes``; ``loop`` sets other LoopConfig fields (loop, generations)."""
-    from ..loops import LoopConfig  # here, not above: python -m minisims.toy runs no loop
+    from ..loops import LoopConfig
     return LoopConfig(n_real=sizes.n_real, n_eval=sizes.n_eval,
                       sims=sims_config(sizes, formulation), **loop)
 
