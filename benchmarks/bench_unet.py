@@ -8,8 +8,8 @@ the ratio ours / torch (the issue's target: within 1.5x). Without PyTorch only o
 
 --profile then runs rounds x steps more of our steps (as minisims.train runs them, EMA update
 included) with every layer kind timed: the layer classes' forward/backward, the two convolution
-gradient kernels that Conv2d.backward calls, the loss, Adam.step and EMA.update (or the fused
-GroupNormSiLU and Adam.fused_step; --fused) are wrapped in this
+gradient kernels that Conv2d.backward calls, the loss, Adam.step (Adam and the EMA update; the
+GroupNormSiLU fused or not: --fused) are wrapped in this
 process for the profile only (the library is unchanged; the wrappers come off afterwards). Each
 row is exclusive time, so nested modules count once; 'other' is the step less every row. On the
 GPU a CUDA event pair brackets each phase and each phase is synchronised, which slows the profiled
@@ -53,7 +53,8 @@ from minisims.nn.embedding import NoiseEmbedding  # noqa: E402
 from minisims.nn.layers import Linear, SiLU  # noqa: E402
 from minisims.nn.module import Module  # noqa: E402
 from minisims.nn.norm import GroupNorm, GroupNormSiLU, set_fused  # noqa: E402
-from minisims.nn.optim import EMA, Adam, adam_ema_step  # noqa: E402
+from minisims import ops  # noqa: E402
+from minisims.nn.optim import EMA, Adam  # noqa: E402
 from minisims.nn.resample import AvgPool2x, Upsample2x  # noqa: E402
 from minisims.nn.unet import UNet, UNetConfig  # noqa: E402
 
@@ -89,7 +90,8 @@ def build_parser():
     p.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
                    help="GroupNorm(+SiLU) and Adam+EMA as fused kernels: auto fuses both in float32 "
                         "(CUDA C on the gpu, numba loops on the cpu; default auto; 'on' also fuses "
-                        "float64, through the NumPy references)")
+                        "the GroupNorm in float64, through its NumPy reference; Adam+EMA fuses "
+                        "float32 only)")
     p.add_argument("--conv", default="auto",
                    help="the convolution version 'auto' picks for this run (kernels/conv2d.py: "
                         "numba or direct on the cpu, igemm or cupy on the gpu; default: auto's own)")
@@ -232,9 +234,8 @@ KINDS = {
     "embedding": "the Fourier features, the mapping MLP's and every ResBlock's affine Linear layers",
     "loss": "EDM.loss_and_grad's own arithmetic: noise draws, preconditioning, the loss, dL/dF",
     "zero grads": "Module.zero_grad at the start of the step",
-    "Adam": "Adam.step",
-    "EMA": "EMA.update (minisims.train runs one when it keeps an EMA)",
-    "Adam+EMA": "Adam.fused_step: Adam and the EMA update as one kernel (when fused)",
+    "Adam+EMA": "Adam.step: Adam, then the EMA update when one is kept (minisims.ops.adam_ema; "
+                "one kernel when fused)",
 }
 OTHER = "other"
 OTHER_HOLDS = ("the step less every row above: the UNet's glue (residual adds and scalings, "
@@ -255,8 +256,7 @@ def timed_targets():
                (UNet, "forward", None, False), (UNet, "backward", None, False),
                (EDM, "loss_and_grad", "loss", True),
                (Module, "zero_grad", "zero grads", True),
-               (Adam, "step", "Adam", True), (EMA, "update", "EMA", True),
-               (Adam, "fused_step", "Adam+EMA", True)]
+               (Adam, "step", "Adam+EMA", True)]
     for cls, kind in [(GroupNorm, "GroupNorm"), (SiLU, "SiLU"), (GroupNormSiLU, "GroupNorm+SiLU"),
                       (Dropout, "dropout"),
                       (SelfAttention2d, "attention"), (Upsample2x, "resampling"),
@@ -562,10 +562,19 @@ def torch_conv_shapes(events, gpu: bool) -> dict:
 
 def train_step(net, edm, opt, y, rng, ema=None, fused=None):
     """One training step as minisims.train runs it: zero the grads, the EDM loss and backward,
-    Adam, then the EMA update when one is kept (one kernel when ``fused``; None: on the GPU)."""
+    Adam, then the EMA update when one is kept: as one fused pass (``fused`` True), as
+    minisims.ops' own code (False), or where the fused pass pays (None, ops.FUSE_ADAM_FROM)."""
     net.zero_grad()
     edm.loss_and_grad(net, y, rng)
-    adam_ema_step(opt, ema, fused)
+    if fused is None:
+        opt.step(ema)
+        return
+    saved = dict(ops.FUSE_ADAM_FROM)
+    ops.FUSE_ADAM_FROM.update(cpu=0 if fused else math.inf, gpu=0 if fused else math.inf)
+    try:
+        opt.step(ema)
+    finally:
+        ops.FUSE_ADAM_FROM.update(saved)
 
 
 def main(argv=None):

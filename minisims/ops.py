@@ -10,14 +10,17 @@ GPU; docs/performance.md has what each gains). Turning it off (``MINISIMS_FAST=0
 environment, or ``minisims.ops.FAST = False``) runs the code below instead, and changes no result
 beyond float rounding (tests/test_ops.py).
 
-So far the convolution and attention's products and softmax come through here; the other hot
-paths (GroupNorm + SiLU, Adam + EMA, the guided Heun step) still choose their kernels where they
-are called.
+So far the convolution, attention's products and softmax, and Adam + EMA come through here; the
+other hot paths (GroupNorm + SiLU, the guided Heun step) still choose their kernels where they are
+called.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
+
+from kernels import adam_ema as adam_ema_kernels
 from kernels import bmm as bmm_kernel, conv2d as conv2d_kernels, softmax as softmax_kernels
 
 from . import backend
@@ -106,3 +109,42 @@ def softmax_backward(A, dA, scale: float):
     dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,I,J
     dS *= scale
     return dS
+
+
+# ---------------------------------------------------------------- Adam, then the EMA of the weights
+
+# The fused update (kernels/adam_ema.py) runs on float32 parameters from this many values on: on
+# the GPU always (one launch replaces some twenty per array), on NumPy from about a million
+# (below that its bookkeeping costs more than it saves: docs/notes/core.md). The same bits either
+# way; benchmarks set 0 or infinity to time one path.
+FUSE_ADAM_FROM = {"cpu": 1 << 20, "gpu": 0}
+
+
+def adam_ema(entries, lr: float, betas, eps: float, t: int, ema_beta: float | None = None):
+    """Adam's step t (Kingma & Ba 2015, with bias correction) and then the EMA of the new weights,
+    in place, entry by entry. Each entry is (p, g, m, v, e): a parameter, its gradient, Adam's two
+    moments (all three None for an EMA-only entry, a frozen parameter) and its EMA shadow (None
+    without an EMA); any leading ensemble axis."""
+    if FAST and fuse_adam(entries):
+        return adam_ema_kernels.adam_ema_update(entries, lr, betas, eps, t, ema_beta)
+    b1, b2 = betas
+    c1, c2 = 1 - b1 ** t, 1 - b2 ** t  # the bias corrections
+    for p, g, m, v, e in entries:
+        if m is not None:  # Adam
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p -= lr * (m / c1) / (backend.xp(p).sqrt(v / c2) + eps)
+        if e is not None:  # the EMA of the new weights
+            e *= ema_beta
+            e += (1 - ema_beta) * p
+
+
+def fuse_adam(entries) -> bool:
+    """Whether :func:`adam_ema`'s fast path pays for these entries (FUSE_ADAM_FROM)."""
+    params = [entry[0] for entry in entries]
+    if not params or not all(p.dtype == np.float32 for p in params):
+        return False
+    device = "cpu" if backend.xp(params[0]) is np else "gpu"
+    return sum(p.size for p in params) >= FUSE_ADAM_FROM[device]

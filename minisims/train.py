@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import backend
-from .nn.optim import EMA, Adam, adam_ema_step
+from .nn.optim import EMA, Adam
 from .streams import Streams
 
 TRAINABLE = ("all", "decoder")
@@ -200,7 +200,7 @@ def train(net, formulation, data, cfg: TrainConfig, rng, *, progress: bool | str
                 opt.lr = cfg.lr * min(1.0, (st.seen + size) / cfg.warmup_images)
             net.zero_grad()
             loss = formulation.loss_and_grad(net, y, step_rng)  # (R,)
-            adam_ema_step(opt, ema)  # Adam, then the EMA update (one kernel on the GPU)
+            opt.step(ema)  # Adam, then the EMA update (one kernel on the GPU)
             bad = xp.where((bad < 0) & ~xp.isfinite(loss), st.steps, bad)  # (R,), stays on device
             total = total + loss * size
             st.seen, st.steps, st.batch = st.seen + size, st.steps + 1, b + 1

@@ -43,7 +43,7 @@ unfused 44-98 ms, the numba loops 38-93 ms in alternating runs under that load (
 NumPy 141 ms, the loop 71 ms): too noisy to call, so the CPU kept the unfused optimiser by
 default; the fused one is bit for bit the same either way. Issue 9 shares the loops' pieces
 between two threads: the fused step is now the default on NumPy from a million parameters
-(minisims.nn.optim.use_fused_step has the numbers).
+(minisims.ops.FUSE_ADAM_FROM; its numbers are in docs/notes/core.md).
 """
 import sys
 from pathlib import Path
@@ -61,7 +61,8 @@ from minisims.gradcheck import assert_close, check_gradients
 from minisims.nn.attention import SelfAttention2d
 from minisims.nn.layers import SiLU
 from minisims.nn.norm import GroupNorm, GroupNormSiLU, set_fused
-from minisims.nn.optim import EMA, Adam, adam_ema_step
+from minisims import ops
+from minisims.nn.optim import EMA, Adam
 from minisims.nn.unet import UNet, UNetConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -396,15 +397,18 @@ def test_numba_adam_ema_shares_pieces_between_threads(monkeypatch, threads):
     assert all(a.tobytes() == b.tobytes() for a, b in zip(run_optimiser("numba"), run_optimiser("reference")))
 
 
+def _entries(net):
+    return [(m.params[k], m.grads[k], None, None, None) for _, m, k in net.named_parameters()]
+
+
 def test_the_fused_step_is_the_default_for_large_float32_models(monkeypatch):
-    from minisims.nn import optim
     net = UNet(UNetConfig(**TINY), np.random.default_rng(0))
     n = sum(m.params[k].size for _, m, k in net.named_parameters())
-    assert not optim.use_fused_step(Adam(net))  # a few thousand values: the unfused step
-    monkeypatch.setattr(optim, "FUSED_CPU_MIN_VALUES", n)
-    assert optim.use_fused_step(Adam(net))
+    assert not ops.fuse_adam(_entries(net))  # a few thousand values: the unfused step
+    monkeypatch.setitem(ops.FUSE_ADAM_FROM, "cpu", n)
+    assert ops.fuse_adam(_entries(net))
     net64 = UNet(UNetConfig(**TINY), np.random.default_rng(0), dtype=F64)
-    assert not optim.use_fused_step(Adam(net64))  # float64: always the unfused step
+    assert not ops.fuse_adam(_entries(net64))  # float64: always the unfused step
 
 
 def test_adam_ema_checks_its_entries():
@@ -438,10 +442,15 @@ def train_tiny(fused_norm, fused_step, steps=3, frozen_encoder=False, ema=True,
     y = np.random.default_rng(2).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
     edm = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
     losses = []
-    for _ in range(steps):
-        net.zero_grad()
-        losses.append(edm.loss_and_grad(net, y, rng))
-        adam_ema_step(opt, shadow, fused=fused_step)
+    saved = dict(ops.FUSE_ADAM_FROM)  # fused_step: the kernel, or ops' own code, at any size
+    ops.FUSE_ADAM_FROM.update(cpu=0 if fused_step else np.inf, gpu=0 if fused_step else np.inf)
+    try:
+        for _ in range(steps):
+            net.zero_grad()
+            losses.append(edm.loss_and_grad(net, y, rng))
+            opt.step(shadow)
+    finally:
+        ops.FUSE_ADAM_FROM.update(saved)
     arrays = [m.params[k] for _, m, k in net.named_parameters()] + list(opt.m.values()) + \
         list(opt.v.values())
     if ema:

@@ -46,12 +46,10 @@ def test_toy_ensemble_loss_history_and_budget():
 
 
 def test_warmup_ramps_the_learning_rate(monkeypatch):
-    from minisims import train as train_module
+    from minisims import ops
     seen = []
-    real_step, real_fused = train_module.Adam.step, train_module.Adam.fused_step  # float32: fused
-    monkeypatch.setattr(train_module.Adam, "step", lambda self: seen.append(self.lr) or real_step(self))
-    monkeypatch.setattr(train_module.Adam, "fused_step",
-                        lambda self, ema=None: seen.append(self.lr) or real_fused(self, ema))
+    real = ops.adam_ema  # every optimiser step, fused or not, is one call of it
+    monkeypatch.setattr(ops, "adam_ema", lambda entries, lr, *a: seen.append(lr) or real(entries, lr, *a))
     rng = np.random.default_rng(1)
     net = MLPDenoiser(MLPConfig(hidden=8, depth=1), rng, ensemble=1)
     train(net, SIMSConfig().make_formulation(), sample_gaussian(8, rng, runs=1),
