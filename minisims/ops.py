@@ -3,12 +3,13 @@
 # N batch, C Cin Cout channels, H W input size, Ho Wo output size, kh kw kernel size, s stride,
 # p padding, I J K matrix sizes
 
-Every function below is the reference a reader follows: plain array code, on NumPy or CuPy.
-When ``FAST`` is on (the default) it hands the same call to the fast version in kernels/ (each
-kernel module's "auto" picks the version for the array: numba loops on the CPU, CUDA on the
-GPU; docs/performance.md has what each gains). Turning it off (``MINISIMS_FAST=0`` in the
-environment, or ``minisims.ops.FAST = False``) runs the code below instead, and changes no result
-beyond float rounding (tests/test_ops.py).
+Every function below is the reference a reader follows: plain array code, on NumPy or CuPy. When
+``FAST`` is on (the default) it hands the same call to the fast version in kernels/ (imported where
+it is called, so that a program loads only the kernels it runs; each kernel module's "auto" picks
+the version for the array: numba loops on the CPU, CUDA on the GPU; docs/performance.md has what
+each gains). Turning it off (``MINISIMS_FAST=0`` in the environment, or ``minisims.ops.FAST =
+False``) runs the code below instead, and changes no result beyond float rounding
+(tests/test_ops.py).
 
 So far the convolution, attention's products and softmax, and Adam + EMA come through here; the
 other hot paths (GroupNorm + SiLU, the guided Heun step) still choose their kernels where they are
@@ -19,9 +20,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-
-from kernels import adam_ema as adam_ema_kernels
-from kernels import bmm as bmm_kernel, conv2d as conv2d_kernels, softmax as softmax_kernels
 
 from . import backend
 
@@ -34,7 +32,8 @@ def conv2d(x, W, b, stride: int = 1, padding: int = 0):
     """y[n,o,h,v] = b[o] + sum_{c,i,j} x_pad[n,c, s h + i, s v + j] W[o,c,i,j]: x (N,Cin,H,W),
     W (Cout,Cin,kh,kw), b (Cout,) -> y (N,Cout,Ho,Wo), Ho = (H + 2p - kh) // s + 1."""
     if FAST:
-        return conv2d_kernels.conv2d_forward(x, W, b, stride, padding)
+        from kernels.conv2d import conv2d_forward  # the fast path's module, loaded on first use
+        return conv2d_forward(x, W, b, stride, padding)
     xp, s = backend.xp(x), stride
     N, _, H, Wd = x.shape
     Cout, _, kh, kw = W.shape
@@ -52,7 +51,8 @@ def conv2d_backward_input(dy, W, x_shape, stride: int = 1, padding: int = 0):
     """dx: the forward run backwards, each tap scattering dy (N,Cout,Ho,Wo) back through
     W[:, :, i, j] -> dx (N,Cin,H,W)."""
     if FAST:
-        return conv2d_kernels.conv2d_backward_input(dy, W, x_shape, stride, padding)
+        from kernels.conv2d import conv2d_backward_input as fast
+        return fast(dy, W, x_shape, stride, padding)
     xp, s, p = backend.xp(dy), stride, padding
     N, C, H, Wd = x_shape
     _, _, kh, kw = W.shape
@@ -68,7 +68,8 @@ def conv2d_backward_weight(dy, x, W_shape, stride: int = 1, padding: int = 0):
     """dW[o,c,i,j] = sum_{n,h,v} dy[n,o,h,v] x_pad[n,c, s h + i, s v + j] (Cout,Cin,kh,kw) and
     db[o] = sum_{n,h,v} dy[n,o,h,v] (Cout,)."""
     if FAST:
-        return conv2d_kernels.conv2d_backward_weight(dy, x, W_shape, stride, padding)
+        from kernels.conv2d import conv2d_backward_weight as fast
+        return fast(dy, x, W_shape, stride, padding)
     xp, s = backend.xp(dy), stride
     _, _, kh, kw = W_shape
     Ho, Wo = dy.shape[2:]
@@ -86,14 +87,16 @@ def conv2d_backward_weight(dy, x, W_shape, stride: int = 1, padding: int = 0):
 def bmm(a, b):
     """c (N,I,J) = a (N,I,K) @ b (N,K,J), one matrix product per image."""
     if FAST:
-        return bmm_kernel.bmm(a, b)
+        from kernels.bmm import bmm as fast
+        return fast(a, b)
     return a @ b  # N,I,J
 
 
 def softmax(S, scale: float):
     """A (N,I,J) = softmax over the last axis of scale * S. Written over S (C-contiguous)."""
     if FAST:
-        return softmax_kernels.softmax_forward(S, scale)
+        from kernels.softmax import softmax_forward
+        return softmax_forward(S, scale)
     xp = backend.xp(S)
     S *= scale
     S -= S.max(axis=-1, keepdims=True)  # softmax is shift invariant; this keeps exp finite
@@ -105,7 +108,8 @@ def softmax(S, scale: float):
 def softmax_backward(A, dA, scale: float):
     """dS (N,I,J) = scale * A * (dA - sum_j dA A), with A the forward's result."""
     if FAST:
-        return softmax_kernels.softmax_backward(A, dA, scale)
+        from kernels.softmax import softmax_backward as fast
+        return fast(A, dA, scale)
     dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,I,J
     dS *= scale
     return dS
@@ -126,7 +130,8 @@ def adam_ema(entries, lr: float, betas, eps: float, t: int, ema_beta: float | No
     moments (all three None for an EMA-only entry, a frozen parameter) and its EMA shadow (None
     without an EMA); any leading ensemble axis."""
     if FAST and fuse_adam(entries):
-        return adam_ema_kernels.adam_ema_update(entries, lr, betas, eps, t, ema_beta)
+        from kernels.adam_ema import adam_ema_update
+        return adam_ema_update(entries, lr, betas, eps, t, ema_beta)
     b1, b2 = betas
     c1, c2 = 1 - b1 ** t, 1 - b2 ** t  # the bias corrections
     for p, g, m, v, e in entries:

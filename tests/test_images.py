@@ -164,11 +164,11 @@ def test_an_interrupted_train_command_resumes_to_the_same_weights(cifar, tmp_pat
     assert run("train", "--data", cifar.folder, "--outdir", whole, *one).returncode == 0
     real_step, calls = train_module.Adam.step, []
 
-    def step(self):
+    def step(self, ema=None):
         if len(calls) == 5:
             raise KeyboardInterrupt
         calls.append(1)
-        real_step(self)
+        real_step(self, ema)
     monkeypatch.setattr(train_module.Adam, "step", step)
     with pytest.raises(KeyboardInterrupt):
         step_train(p, cifar.folder, cut, md5=None, progress=False, log=lambda *a: None)
