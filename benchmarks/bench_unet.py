@@ -9,7 +9,7 @@ the ratio ours / torch (the issue's target: within 1.5x). Without PyTorch only o
 --profile then runs rounds x steps more of our steps (as minisims.train runs them, EMA update
 included) with every layer kind timed: the layer classes' forward/backward, the two convolution
 gradient kernels that Conv2d.backward calls, the loss, Adam.step (Adam and the EMA update; the
-GroupNormSiLU fused or not: --fused) are wrapped in this
+GroupNorm fused or not: --fused) are wrapped in this
 process for the profile only (the library is unchanged; the wrappers come off afterwards). Each
 row is exclusive time, so nested modules count once; 'other' is the step less every row. On the
 GPU a CUDA event pair brackets each phase and each phase is synchronised, which slows the profiled
@@ -52,7 +52,7 @@ from minisims.nn.dropout import Dropout  # noqa: E402
 from minisims.nn.embedding import NoiseEmbedding  # noqa: E402
 from minisims.nn.layers import Linear, SiLU  # noqa: E402
 from minisims.nn.module import Module  # noqa: E402
-from minisims.nn.norm import GroupNorm, GroupNormSiLU, set_fused  # noqa: E402
+from minisims.nn.norm import GroupNorm  # noqa: E402
 from minisims import ops  # noqa: E402
 from minisims.nn.optim import EMA, Adam  # noqa: E402
 from minisims.nn.resample import AvgPool2x, Upsample2x  # noqa: E402
@@ -223,11 +223,9 @@ KINDS = {
     "conv forward": "Conv2d.forward: 3x3, stride-2, 1x1 skip and attention's qkv/proj convolutions",
     "conv dgrad (dx)": "conv2d_backward_input, the input gradient, as Conv2d.backward calls it",
     "conv wgrad (dW, db)": "conv2d_backward_weight, and Conv2d.backward adding dW, db into its grads",
-    "GroupNorm": "GroupNorm.forward and .backward: the unfused layer (fused, in GroupNorm+SiLU)",
-    "SiLU": "SiLU.forward and .backward",
-    "GroupNorm+SiLU": "GroupNormSiLU.forward and .backward: the fused kernels when fused, "
-                      "attention's GroupNorm included (SiLU off); unfused, only the embedding's "
-                      "bias add and its gradient sum (GroupNorm, SiLU above)",
+    "GroupNorm": "GroupNorm.forward and .backward, with the SiLU and the embedding's bias where the "
+                 "layer has them (one kernel each way when fused), attention's GroupNorm included",
+    "SiLU": "SiLU.forward and .backward (the embedding's mapping layers)",
     "dropout": "Dropout.forward (drawing the mask) and .backward",
     "attention": "SelfAttention2d's own work: scores, softmax, the two batched products, backward",
     "resampling": "Upsample2x and AvgPool2x (the convolutions around them are convs)",
@@ -257,7 +255,7 @@ def timed_targets():
                (EDM, "loss_and_grad", "loss", True),
                (Module, "zero_grad", "zero grads", True),
                (Adam, "step", "Adam+EMA", True)]
-    for cls, kind in [(GroupNorm, "GroupNorm"), (SiLU, "SiLU"), (GroupNormSiLU, "GroupNorm+SiLU"),
+    for cls, kind in [(GroupNorm, "GroupNorm"), (SiLU, "SiLU"),
                       (Dropout, "dropout"),
                       (SelfAttention2d, "attention"), (Upsample2x, "resampling"),
                       (AvgPool2x, "resampling"), (NoiseEmbedding, "embedding"),
@@ -660,7 +658,7 @@ def run(args):
     net.set_dropout(rng)
     opt = Adam(net, lr=1e-3)
     fused = {"auto": None, "on": True, "off": False}[args.fused]
-    set_fused(net, fused)
+    ops.FUSE_GROUP_NORM = fused
     print(f"fused GroupNorm(+SiLU) and Adam+EMA: {args.fused}" + (" (float32: on)" if fused is None else ""))
 
     def ours():

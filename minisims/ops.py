@@ -11,9 +11,8 @@ each gains). Turning it off (``MINISIMS_FAST=0`` in the environment, or ``minisi
 False``) runs the code below instead, and changes no result beyond float rounding
 (tests/test_ops.py).
 
-So far the convolution, attention's products and softmax, and Adam + EMA come through here; the
-other hot paths (GroupNorm + SiLU, the guided Heun step) still choose their kernels where they are
-called.
+So far the convolution, attention's products and softmax, GroupNorm (+ SiLU) and Adam + EMA come
+through here; the guided Heun step still chooses its kernel in the sampler (``step=``).
 """
 from __future__ import annotations
 
@@ -80,6 +79,76 @@ def conv2d_backward_weight(dy, x, W_shape, stride: int = 1, padding: int = 0):
             patch = x_pad[:, :, i:i + s * Ho:s, j:j + s * Wo:s]  # N,Cin,Ho,Wo
             dW[:, :, i, j] = xp.einsum("nohw,nchw->oc", dy, patch)
     return dW, dy.sum(axis=(0, 2, 3))  # Cout,Cin,kh,kw and Cout
+
+
+# ---------------------------------------------------------------- GroupNorm, then SiLU
+
+# GroupNorm (+ SiLU) runs as one fused kernel each way (kernels/groupnorm_silu.py: numba loops on
+# the CPU, CUDA C on the GPU) on float32 arrays (None), always (True: float64 too, through the
+# kernels' NumPy reference) or never (False); GROUP_NORM_KERNEL picks the kernel version. Tests
+# and benchmarks set them.
+FUSE_GROUP_NORM: bool | None = None
+GROUP_NORM_KERNEL = "auto"
+
+
+def group_norm(x, gamma, beta, groups: int, eps: float, bias=None, silu: bool = False):
+    """Group normalisation (Wu & He 2018) of x + bias, then the SiLU when ``silu``: x (N,C,H,W),
+    bias (N,C) or None, gamma and beta (C,) -> (y (N,C,H,W), what group_norm_backward needs).
+
+        u = x + bias[:, :, None, None];  xhat = (u - mean_g) / sqrt(var_g + eps) over each group
+        z = gamma_c xhat + beta_c;       y = z sigmoid(z) with the SiLU, else y = z
+    """
+    fused = x.dtype == np.float32 if FUSE_GROUP_NORM is None else FUSE_GROUP_NORM
+    if FAST and fused:
+        from kernels.groupnorm_silu import groupnorm_silu_forward
+        y, mean, rstd = groupnorm_silu_forward(x, gamma, beta, groups, eps, bias, GROUP_NORM_KERNEL,
+                                               silu=silu)
+        return y, ("fused", x, bias, mean, rstd, silu)  # backward recomputes xhat, z from these
+    xp = backend.xp(x)
+    N, C, H, W = x.shape
+    u = x if bias is None else x + bias[:, :, None, None]  # N,C,H,W
+    ug = u.reshape(N, groups, -1)  # N,G,M: in NCHW a group's M = (C/G) H W values are contiguous
+    mean = ug.mean(axis=-1, keepdims=True)  # N,G,1
+    uc = ug - mean  # N,G,M
+    var = xp.einsum("ngm,ngm->ng", uc, uc)[..., None] / uc.shape[-1]  # N,G,1
+    rstd = 1.0 / xp.sqrt(var + eps)  # N,G,1
+    uc *= rstd
+    xhat = uc.reshape(N, C, H, W)  # N,C,H,W
+    z = xhat * gamma[:, None, None] + beta[:, None, None]  # N,C,H,W
+    if not silu:
+        return z, ("ref", xhat, rstd, None, None, bias is not None)
+    s = 1.0 / (1.0 + xp.exp(-z))  # N,C,H,W: keep sigmoid(z), backward reuses it
+    return z * s, ("ref", xhat, rstd, z, s, bias is not None)
+
+
+def group_norm_backward(dy, cache, gamma, beta):
+    """dy (N,C,H,W) -> dx (N,C,H,W), dgamma and dbeta (C,), dbias (N,C) or None without a bias.
+    With dz the gradient at z, dxhat = gamma_c dz and averages <.> over the M values of a group:
+
+        dz = dy (s + z s (1 - s)) with the SiLU (s = sigmoid(z)), else dy
+        dx = (dxhat - <dxhat> - xhat <dxhat xhat>) / sqrt(var_g + eps),  dbias = sum_hw dx
+    """
+    if cache[0] == "fused":
+        from kernels.groupnorm_silu import groupnorm_silu_backward
+        _, x, bias, mean, rstd, silu = cache
+        return groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias, GROUP_NORM_KERNEL,
+                                       silu=silu)
+    _, xhat, rstd, z, s, has_bias = cache
+    xp = backend.xp(dy)
+    N, C, H, W = dy.shape
+    dz = dy if z is None else dy * (s + z * s * (1.0 - s))  # N,C,H,W: through the SiLU
+    dgamma = xp.einsum("nchw,nchw->c", dz, xhat)  # C
+    dbeta = dz.sum(axis=(0, 2, 3))  # C
+    G = rstd.shape[1]
+    dxhat = (dz * gamma[:, None, None]).reshape(N, G, -1)  # N,G,M
+    xg = xhat.reshape(N, G, -1)  # N,G,M
+    mean_d = dxhat.mean(axis=-1, keepdims=True)  # N,G,1: <dxhat>
+    mean_dx = xp.einsum("ngm,ngm->ng", dxhat, xg)[..., None] / xg.shape[-1]  # N,G,1: <dxhat xhat>
+    dxhat -= mean_d
+    dxhat -= xg * mean_dx
+    dxhat *= rstd
+    dx = dxhat.reshape(N, C, H, W)  # N,C,H,W
+    return dx, dgamma, dbeta, (dx.sum(axis=(2, 3)) if has_bias else None)
 
 
 # ---------------------------------------------------------------- attention's products and softmax

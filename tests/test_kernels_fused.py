@@ -1,12 +1,12 @@
 """The fused elementwise kernels: GroupNorm + SiLU (kernels/groupnorm_silu.py) and Adam + EMA
-(kernels/adam_ema.py), against the layers and optimiser they replace.
+(kernels/adam_ema.py), against minisims.ops' own code, which they stand in for.
 
 # N batch, C channels, G groups, H W spatial
 
-Each GroupNorm+SiLU check runs twice: with the SiLU, and without it (silu=False, act=None: the
-GroupNorm alone, as attention uses it).
+Each GroupNorm+SiLU check runs twice: with the SiLU, and without it (silu=False: the GroupNorm
+alone, as attention uses it).
 - The GroupNorm+SiLU reference's backward against centred finite differences, float64.
-- The reference against GroupNorm then SiLU (the current layers; GroupNorm alone without the SiLU),
+- The reference against minisims.ops' GroupNorm then SiLU (GroupNorm alone without the SiLU),
   float32: bit for bit, forward and backward, so a model trains the same fused or not on the CPU.
 - The CUDA C kernels, run by the CPU emulator (tests/cuda_emu.py) on NumPy arrays, against the
   float64 reference: groups of one and of several channels, H*W below, between and above whole
@@ -15,11 +15,11 @@ GroupNorm alone, as attention uses it).
   below 2e-6, asserted at rtol 1e-4 / atol 2e-5 (per-channel sums over N*H*W: atol 1e-4).
 - Both CUDA sources compile with the real nvcc for sm_80 and sm_90 (skipped without nvcc).
 - Adam + EMA: the emulated kernel and the numba loop bit for bit the reference over several
-  steps, and the fused training step bit for bit Adam.step then EMA.update on a tiny UNet
+  steps, and the fused training step bit for bit ops' own Adam then EMA on a tiny UNet
   (frozen encoder included: its parameters get the EMA update only).
 - A tiny UNet's training steps fused (GroupNorm+SiLU and attention's GroupNorm through the
   reference, Adam+EMA numba) bit for bit unfused; and with the CUDA kernels emulated, within
-  float32 tolerances. set_fused reaches attention's norm; its parameter names stay.
+  float32 tolerances. Attention's norm takes the fused path too; its parameter names stay.
 
 - The numba loops (the CPU's float32 default) against the float64 reference with the CUDA
   kernels' tolerances, the same bits on 1, 2 or 3 threads, their sigmoid's accuracy, and a tiny
@@ -59,8 +59,7 @@ from kernels.groupnorm_silu import groupnorm_silu_backward_reference, groupnorm_
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close, check_gradients
 from minisims.nn.attention import SelfAttention2d
-from minisims.nn.layers import SiLU
-from minisims.nn.norm import GroupNorm, GroupNormSiLU, set_fused
+from minisims.nn.norm import GroupNorm
 from minisims import ops
 from minisims.nn.optim import EMA, Adam
 from minisims.nn.unet import UNet, UNetConfig
@@ -72,13 +71,23 @@ needs_gpp = pytest.mark.skipif(not cuda_emu.available(), reason="needs g++")
 F64 = np.float64
 
 
-def layer_pair(C, G, rng, dtype):
-    """A GroupNorm with random gamma, beta (never 1 and 0: they would hide wrong terms) and a
-    SiLU."""
-    gn = GroupNorm(C, G, dtype=dtype)
+def layer(C, G, rng, dtype, silu=True):
+    """A GroupNorm (with its SiLU) with random gamma, beta (never 1 and 0: they would hide wrong
+    terms)."""
+    gn = GroupNorm(C, G, silu=silu, dtype=dtype)
     gn.params["gamma"][...] = rng.standard_normal(C) * 0.5 + 1.0
     gn.params["beta"][...] = rng.standard_normal(C) * 0.5
-    return gn, SiLU()
+    return gn
+
+
+@pytest.fixture
+def group_norm_path(monkeypatch):
+    """group_norm_path(fused, kernel): minisims.ops' GroupNorm through kernels/groupnorm_silu.py's
+    version ``kernel`` (fused) or through ops' own array code (not fused)."""
+    def choose(fused, kernel="auto"):
+        monkeypatch.setattr(ops, "FUSE_GROUP_NORM", fused)
+        monkeypatch.setattr(ops, "GROUP_NORM_KERNEL", kernel)
+    return choose
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,81 +96,78 @@ def layer_pair(C, G, rng, dtype):
 
 @pytest.mark.parametrize("C,G,bias", [(4, 4, True), (4, 2, True), (6, 1, True), (4, 2, False)])
 @pytest.mark.parametrize("silu", [True, False])
-def test_reference_backward_matches_finite_differences(rng, C, G, bias, silu):
-    gn, act = layer_pair(C, G, rng, F64)
-    fused = GroupNormSiLU(gn, act if silu else None, fused=True, impl="reference")
+@pytest.mark.parametrize("fused", [True, False], ids=["kernel-reference", "ops"])
+def test_reference_backward_matches_finite_differences(rng, group_norm_path, C, G, bias, silu, fused):
+    group_norm_path(fused, "reference")
+    gn = layer(C, G, rng, F64, silu)
     x = rng.standard_normal((2, C, 3, 5)) * 2 + 1  # N,C,H,W, far from normalised
     b = rng.standard_normal((2, C)) if bias else None  # N,C
     # rtol 1e-6 / atol 1e-8: centred differences at eps 1e-6 are exact to ~1e-10 (test_nn_image)
-    check_gradients(fused, [x, b], rng, wrt_inputs=(0, 1) if bias else (0,), rtol=1e-6, atol=1e-8)
+    check_gradients(gn, [x, b] if bias else [x], rng, wrt_inputs=(0, 1) if bias else (0,),
+                    rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("shape,G", [((2, 4, 3, 5), 2), ((1, 6, 7, 9), 1), ((3, 8, 4, 4), 8)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("silu", [True, False])
-def test_fused_reference_is_the_two_layers_bit_for_bit(rng, shape, G, bias, silu):
-    """float32, the layers' own arithmetic: y, dx, dgamma, dbeta and dbias equal to the bit; the
-    GroupNorm layer alone without the SiLU."""
+def test_fused_reference_is_the_layers_arithmetic_bit_for_bit(rng, group_norm_path, shape, G, bias, silu):
+    """float32: the kernels' reference and minisims.ops' own code give y, dx, dgamma, dbeta and
+    dbias equal to the bit; the GroupNorm alone without the SiLU likewise."""
     N, C = shape[:2]
-    gn, act = layer_pair(C, G, rng, np.float32)
-    act = act if silu else None
+    gn = layer(C, G, rng, np.float32, silu)
     x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
     b = rng.standard_normal((N, C)).astype(np.float32) if bias else None
     dy = rng.standard_normal(shape).astype(np.float32)
     out = {}
     for fused in (False, True):
+        group_norm_path(fused, "reference")
         gn.zero_grad()
-        m = GroupNormSiLU(gn, act, fused=fused, impl="reference")
-        y = m.forward(x, b)
-        dx, db = m.backward(dy)
-        out[fused] = [y, dx, gn.grads["gamma"].copy(), gn.grads["beta"].copy()] + ([db] if bias else [])
+        y = gn.forward(x, b)
+        grads = gn.backward(dy)
+        out[fused] = [y, grads[0], gn.grads["gamma"].copy(), gn.grads["beta"].copy(), *grads[1:]]
     for name, a, r in zip(["y", "dx", "dgamma", "dbeta", "dbias"], out[True], out[False]):
         assert a.dtype == np.float32 and a.tobytes() == r.tobytes(), name
 
 
 @pytest.mark.parametrize("silu", [True, False])
 def test_fused_forward_keeps_only_statistics(rng, silu):
-    gn, act = layer_pair(4, 2, rng, np.float32)
-    m = GroupNormSiLU(gn, act if silu else None, fused=True)
+    gn = layer(4, 2, rng, np.float32, silu)
     x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
-    m.forward(x)
-    assert m.x is x and m.mean.shape == m.rstd.shape == (2, 2)
-    assert not hasattr(act, "s") and not hasattr(gn, "xhat")  # the layers kept nothing
+    gn.forward(x)
+    kind, x_kept, bias, mean, rstd, _ = gn.cache
+    assert kind == "fused" and x_kept is x and bias is None
+    assert mean.shape == rstd.shape == (2, 2)  # nothing of size x beyond the input itself
 
 
 def test_auto_fuses_float32_arrays_only(rng):
-    for dtype, fused, impl in ((np.float32, True, "numba"), (F64, False, "reference")):
-        gn, act = layer_pair(4, 2, rng, dtype)
-        m = GroupNormSiLU(gn, act)
-        m.forward(rng.standard_normal((1, 4, 2, 2)).astype(dtype))
-        assert m.fused is None and m.fused_now is fused  # float64: the layers
+    for dtype, fused, impl in ((np.float32, "fused", "numba"), (F64, "ref", "reference")):
+        gn = layer(4, 2, rng, dtype)
+        gn.forward(rng.standard_normal((1, 4, 2, 2)).astype(dtype))
+        assert ops.FUSE_GROUP_NORM is None and gn.cache[0] == fused  # float64: ops' own code
         assert gn_kernels._resolve("auto", np.zeros((1, 4, 2, 2), dtype)) == impl
     with pytest.raises(ValueError, match="float32 NumPy"):
         gn_kernels.groupnorm_silu_forward(np.zeros((1, 4, 2, 2)), np.ones(4), np.zeros(4), 2,
                                           impl="numba")
 
 
-def test_attention_norm_is_fusable_with_its_names_unchanged(rng):
-    """SelfAttention2d's GroupNorm runs through a GroupNormSiLU without act: unfused, the
-    GroupNorm layer itself; fused with the reference, bit for bit that layer; set_fused reaches
-    it, and the parameter names (checkpoints) are the layer's own."""
+def test_attention_norm_is_fused_with_its_names_unchanged(rng, group_norm_path):
+    """SelfAttention2d's GroupNorm (no SiLU) takes the fused path in float32 like the ResBlocks';
+    with the kernels' reference it is bit for bit ops' own code, and the parameter names
+    (checkpoints) are the layer's own."""
     attn = SelfAttention2d(4, 2, rng)
     assert [n for n, _, _ in attn.named_parameters()] == \
         ["norm.gamma", "norm.beta", "qkv.W", "qkv.b", "proj.W", "proj.b"]
-    assert attn.norm_fused.norm is attn.norm and attn.norm_fused.act is None
+    assert attn.norm.silu is False
     x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
-    assert attn.norm_fused.fused is None
-    set_fused(attn, False)
+    attn.forward(x)
+    assert attn.norm.cache[0] == "fused"  # the default in float32
+    group_norm_path(False)
     y = attn.forward(x)
-    assert not attn.norm_fused.fused_now and attn.norm.xhat.shape == x.shape  # the layer
-    set_fused(attn, True, impl="reference")
+    assert attn.norm.cache[0] == "ref"
+    group_norm_path(True, "reference")
     y_fused = attn.forward(x)
-    assert attn.norm_fused.fused is True and attn.norm_fused.fused_now
-    assert y_fused.tobytes() == y.tobytes()  # the reference is the layer's arithmetic
-    net = UNet(UNetConfig(**TINY), np.random.default_rng(0))
-    set_fused(net, True)
-    attns = [m for m in net.modules() if isinstance(m, SelfAttention2d)]
-    assert attns and all(a.norm_fused.fused is True for a in attns)
+    assert attn.norm.cache[0] == "fused"
+    assert y_fused.tobytes() == y.tobytes()  # the reference is ops' own arithmetic
 
 
 # ------------------------------------------------------------------------------------------------
@@ -431,7 +437,6 @@ def train_tiny(fused_norm, fused_step, steps=3, frozen_encoder=False, ema=True,
     shadow afterwards, and the losses. ``fused_norm``: GroupNorm+SiLU through
     kernels/groupnorm_silu.py's version ``norm_impl`` (the reference: the layers' arithmetic)."""
     net = UNet(UNetConfig(**TINY), np.random.default_rng(0))
-    set_fused(net, fused_norm, norm_impl)
     rng = np.random.default_rng(1)
     net.set_dropout(rng)
     trained = net.decoder if frozen_encoder else net
@@ -442,15 +447,19 @@ def train_tiny(fused_norm, fused_step, steps=3, frozen_encoder=False, ema=True,
     y = np.random.default_rng(2).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
     edm = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
     losses = []
-    saved = dict(ops.FUSE_ADAM_FROM)  # fused_step: the kernel, or ops' own code, at any size
+    saved = dict(ops.FUSE_ADAM_FROM), ops.FUSE_GROUP_NORM, ops.GROUP_NORM_KERNEL
+    # fused_step: Adam + EMA as the kernel, or as ops' own code, at any size; fused_norm: every
+    # GroupNorm through the kernels' version norm_impl, or ops' own code
     ops.FUSE_ADAM_FROM.update(cpu=0 if fused_step else np.inf, gpu=0 if fused_step else np.inf)
+    ops.FUSE_GROUP_NORM, ops.GROUP_NORM_KERNEL = fused_norm, norm_impl
     try:
         for _ in range(steps):
             net.zero_grad()
             losses.append(edm.loss_and_grad(net, y, rng))
             opt.step(shadow)
     finally:
-        ops.FUSE_ADAM_FROM.update(saved)
+        ops.FUSE_ADAM_FROM.update(saved[0])
+        ops.FUSE_GROUP_NORM, ops.GROUP_NORM_KERNEL = saved[1:]
     arrays = [m.params[k] for _, m, k in net.named_parameters()] + list(opt.m.values()) + \
         list(opt.v.values())
     if ema:

@@ -15,11 +15,8 @@ Backward, step for step in reverse:
     dq = k dS^T / sqrt(C),  dk = q dS / sqrt(C),  dx = dy + GroupNorm^T(W_qkv^T [dq dk dv])
 
 The L x L score matrix costs L^2 memory, which is why attention runs only at low resolution
-(16x16 or 8x8 for 32x32 images). The GroupNorm runs through GroupNormSiLU without its SiLU: one
-fused kernel each way on float32 arrays (kernels/groupnorm_silu.py: CUDA C on CuPy, numba loops
-on NumPy), the layer itself otherwise, on the same parameters (norm.gamma, norm.beta). The
-products and the softmax are :mod:`minisims.ops`' (the array code there; kernels/' versions
-when fast paths are on).
+(16x16 or 8x8 for 32x32 images). The GroupNorm, the products and the softmax are
+:mod:`minisims.ops`' (the array code there; kernels/' versions when fast paths are on).
 """
 from __future__ import annotations
 
@@ -31,7 +28,7 @@ from .. import backend
 from ..ops import bmm, softmax, softmax_backward
 from .conv import Conv2d
 from .module import Module
-from .norm import GroupNorm, GroupNormSiLU
+from .norm import GroupNorm
 
 
 class SelfAttention2d(Module):
@@ -43,14 +40,11 @@ class SelfAttention2d(Module):
         self.norm = GroupNorm(channels, groups, dtype=dtype)
         self.qkv = Conv2d(channels, 3 * channels, 1, rng, dtype=dtype)
         self.proj = Conv2d(channels, channels, 1, rng, init_scale=init_scale, dtype=dtype)
-        # norm's parameters, fused in float32 like the ResBlocks' norm + SiLU (no names of its own)
-        self.norm_fused = GroupNormSiLU(self.norm, act=None)
-        self.children = {"norm": self.norm, "qkv": self.qkv, "proj": self.proj,
-                         "norm_fused": self.norm_fused}
+        self.children = {"norm": self.norm, "qkv": self.qkv, "proj": self.proj}
 
     def forward(self, x):
         N, C, H, W = x.shape
-        qkv = self.qkv.forward(self.norm_fused.forward(x)).reshape(N, 3, C, H * W)  # N,3,C,L
+        qkv = self.qkv.forward(self.norm.forward(x)).reshape(N, 3, C, H * W)  # N,3,C,L
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # N,C,L each
         S = bmm(q.transpose(0, 2, 1), k)  # N,L,L
         A = softmax(S, 1.0 / math.sqrt(C))  # N,L,L, over S
@@ -71,5 +65,5 @@ class SelfAttention2d(Module):
         dk = bmm(q, dS)  # N,C,L
         dqkv = xp.stack([dq, dk, dv], axis=1).reshape(N, 3 * C, H, W)  # N,3C,H,W
         dh, = self.qkv.backward(dqkv)  # N,C,H,W
-        dh, _ = self.norm_fused.backward(dh)  # N,C,H,W (no bias: no second gradient)
+        dh, = self.norm.backward(dh)  # N,C,H,W
         return (dy + dh,)  # N,C,H,W

@@ -23,9 +23,9 @@ from .. import backend
 from .attention import SelfAttention2d
 from .conv import Conv2d
 from .dropout import Dropout
-from .layers import Linear, SiLU
+from .layers import Linear
 from .module import Module
-from .norm import GroupNorm, GroupNormSiLU
+from .norm import GroupNorm
 from .resample import AvgPool2x, Upsample2x
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)  # keeps the variance of a sum of two unit-variance branches
@@ -38,36 +38,27 @@ class ResBlock(Module):
                  dropout: float = 0.0, attention: bool = False, init_zero: float = 1e-5,
                  dtype=np.float32):
         super().__init__()
-        self.norm0 = GroupNorm(cin, groups_in, dtype=dtype)
-        self.act0 = SiLU()
+        self.norm0 = GroupNorm(cin, groups_in, silu=True, dtype=dtype)  # GroupNorm, then SiLU
         self.conv0 = Conv2d(cin, cout, 3, rng, dtype=dtype)
         self.affine = Linear(emb_dim, cout, rng, dtype=dtype)
-        self.norm1 = GroupNorm(cout, groups_out, dtype=dtype)
-        self.act1 = SiLU()
+        self.norm1 = GroupNorm(cout, groups_out, silu=True, dtype=dtype)
         self.dropout = Dropout(dropout)
         self.conv1 = Conv2d(cout, cout, 3, rng, init_scale=init_zero, dtype=dtype)
         self.skip = Conv2d(cin, cout, 1, rng, dtype=dtype) if cin != cout else None
         self.attn = SelfAttention2d(cout, groups_out, rng, init_scale=init_zero, dtype=dtype) if attention else None
         # every sub-module in forward order; the parameter-free ones add no parameter names
-        self.children = {"norm0": self.norm0, "act0": self.act0, "conv0": self.conv0,
-                         "affine": self.affine, "norm1": self.norm1, "act1": self.act1,
-                         "dropout": self.dropout, "conv1": self.conv1}
+        self.children = {"norm0": self.norm0, "conv0": self.conv0, "affine": self.affine,
+                         "norm1": self.norm1, "dropout": self.dropout, "conv1": self.conv1}
         if self.skip is not None:
             self.children["skip"] = self.skip
         if self.attn is not None:
             self.children["attn"] = self.attn
-        # silu(norm(.)) as one step, fused into one kernel in float32 (on norm0/act0 and
-        # norm1/act1's parameters: no parameter names of their own); norm_act1 also adds the
-        # embedding's per-channel bias before normalising
-        self.norm_act0 = GroupNormSiLU(self.norm0, self.act0)
-        self.norm_act1 = GroupNormSiLU(self.norm1, self.act1)
-        self.children.update({"norm_act0": self.norm_act0, "norm_act1": self.norm_act1})
 
     def forward(self, x, emb):
-        h = self.conv0.forward(self.norm_act0.forward(x))  # N,Cout,H,W
-        # h + affine(emb)[:, :, None, None], then norm1 and SiLU
-        h = self.norm_act1.forward(h, self.affine.forward(emb))  # N,Cout,H,W
-        h = self.conv1.forward(self.dropout.forward(h))
+        h = self.conv0.forward(self.norm0.forward(x))  # norm, SiLU, conv: N,Cout,H,W
+        # the embedding, per channel: norm1 and its SiLU take h + affine(emb)[:, :, None, None]
+        h = self.norm1.forward(h, self.affine.forward(emb))  # N,Cout,H,W
+        h = self.conv1.forward(self.dropout.forward(h))  # dropout, conv
         s = x if self.skip is None else self.skip.forward(x)  # N,Cout,H,W
         y = (h + s) * SKIP_SCALE  # N,Cout,H,W
         if self.attn is not None:
@@ -81,10 +72,10 @@ class ResBlock(Module):
         dy = dy * SKIP_SCALE  # the gradient of both h and s
         dh, = self.conv1.backward(dy)
         dh, = self.dropout.backward(dh)
-        dh, dbias = self.norm_act1.backward(dh)  # N,Cout,H,W and N,Cout
+        dh, dbias = self.norm1.backward(dh)  # N,Cout,H,W and N,Cout
         demb, = self.affine.backward(dbias)  # N,E
         dx, = self.conv0.backward(dh)
-        dx, _ = self.norm_act0.backward(dx)  # N,Cin,H,W
+        dx, = self.norm0.backward(dx)  # N,Cin,H,W
         ds = dy if self.skip is None else self.skip.backward(dy)[0]  # N,Cin,H,W via the skip
         dx += ds
         return dx, demb

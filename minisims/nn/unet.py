@@ -31,7 +31,7 @@ from .dropout import dropouts, set_dropout
 from .embedding import NoiseEmbedding
 from .layers import Linear, SiLU
 from .module import Module
-from .norm import GroupNorm, GroupNormSiLU, num_groups_for
+from .norm import GroupNorm, num_groups_for
 
 
 @dataclass
@@ -159,14 +159,11 @@ class UNetDecoder(Module):
             if level > 0:
                 self.stages.append(Upsample(cout, rng, cfg.resample_conv, dtype))
                 res *= 2
-        self.norm_out = GroupNorm(cin, g(cin), dtype=dtype)
-        self.act_out = SiLU()
+        self.norm_out = GroupNorm(cin, g(cin), silu=True, dtype=dtype)  # GroupNorm, then SiLU
         self.conv_out = Conv2d(cin, cfg.out_channels, 3, rng, init_scale=cfg.init_zero, dtype=dtype)
         self.children = {f"mid{i}": b for i, b in enumerate(self.mid)}
         self.children.update({f"stage{i}": s for i, s in enumerate(self.stages)})
-        self.norm_act_out = GroupNormSiLU(self.norm_out, self.act_out)  # fused in float32
-        self.children.update({"norm_out": self.norm_out, "act_out": self.act_out,
-                              "conv_out": self.conv_out, "norm_act_out": self.norm_act_out})
+        self.children.update({"norm_out": self.norm_out, "conv_out": self.conv_out})
 
     def forward(self, enc: EncoderOutput):
         emb, skips = enc.emb, enc.skips
@@ -182,13 +179,13 @@ class UNetDecoder(Module):
                 h = stage.forward(concat_channels(h, skips[j]), emb)  # N,C+C_j,H,W -> N,C',H,W
             else:
                 h = stage.forward(h)
-        return self.conv_out.forward(self.norm_act_out.forward(h))  # N,Cout,H,W
+        return self.conv_out.forward(self.norm_out.forward(h))  # N,Cout,H,W
 
     def backward(self, dF):
         """dF (N,Cout,H,W) -> (denc,): the gradient of the one argument, an EncoderOutput holding
         one gradient per skip (in skip order) and demb (N,E)."""
         dh, = self.conv_out.backward(dF)
-        dh, _ = self.norm_act_out.backward(dh)  # N,C,H,W
+        dh, = self.norm_out.backward(dh)  # N,C,H,W
         n = len(self.split)
         dskips = [None] * n
         demb = None

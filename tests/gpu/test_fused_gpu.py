@@ -98,8 +98,9 @@ def test_adam_ema_kernel_is_numpy_float32_bit_for_bit():
 
 def test_attention_norm_fused_on_gpu_by_default():
     """On float32 CuPy arrays SelfAttention2d's GroupNorm takes the fused kernels without being
-    asked (fused=None), and agrees with the GroupNorm layer within float32 reordering."""
-    from minisims import backend
+    asked (FUSE_GROUP_NORM None), and agrees with minisims.ops' own code within float32
+    reordering."""
+    from minisims import backend, ops
     from minisims.nn.attention import SelfAttention2d
     backend.use_device("gpu")
     try:
@@ -108,19 +109,20 @@ def test_attention_norm_fused_on_gpu_by_default():
         dy = cupy.asarray(np.random.default_rng(2).standard_normal(x.shape).astype(np.float32))
         out = {}
         for fused in (None, False):
-            attn.norm_fused.fused = fused
+            ops.FUSE_GROUP_NORM = fused
             attn.zero_grad()
             y = attn.forward(x)
             dx, = attn.backward(dy)
             out[fused] = [cupy.asnumpy(a) for a in (y, dx, attn.norm.grads["gamma"],
                                                     attn.norm.grads["beta"])]
-            assert attn.norm_fused.fused_now == (fused is None)
+            assert (attn.norm.cache[0] == "fused") == (fused is None)
         # float32 sums of M = 4*256 values in another order: rtol 1e-4, atol 1e-4 (x, dy ~ 1;
         # dgamma, dbeta sum over N*H*W = 2048 values: atol 1e-3)
         for name, a, b, atol in zip(["y", "dx", "dgamma", "dbeta"], out[None], out[False],
                                     [1e-4, 1e-4, 1e-3, 1e-3]):
             _close(name, a, b, 1e-4, atol)
     finally:
+        ops.FUSE_GROUP_NORM = None
         backend.use_device("cpu")
 
 
@@ -131,7 +133,6 @@ def test_unet_training_step_fused_vs_unfused_on_gpu():
     tests/test_kernels_fused.py)."""
     from minisims import backend
     from minisims.diffusion import EDM, EDMPrecond
-    from minisims.nn.norm import set_fused
     from minisims import ops
     from minisims.nn.optim import EMA, Adam
     from minisims.nn.unet import UNet, UNetConfig
@@ -142,7 +143,7 @@ def test_unet_training_step_fused_vs_unfused_on_gpu():
             net = UNet(UNetConfig(img_resolution=16, channels=16, channel_mult=(1, 2),
                                   blocks_per_level=1, attn_resolutions=(8,), dropout=0.0),
                        np.random.default_rng(0))
-            set_fused(net, fused)
+            ops.FUSE_GROUP_NORM = fused  # GroupNorm+SiLU as the kernels, or ops' own code
             opt, ema = Adam(net, lr=1e-2), EMA(net, beta=0.9)
             y = cupy.asarray(np.random.default_rng(2).uniform(-1, 1, (4, 3, 16, 16)).astype(np.float32))
             edm = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
@@ -162,4 +163,5 @@ def test_unet_training_step_fused_vs_unfused_on_gpu():
         for a, b in zip(out[True][1], out[False][1]):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
     finally:
+        ops.FUSE_GROUP_NORM = None
         backend.use_device("cpu")
