@@ -1,6 +1,10 @@
 """The seam (minisims.ops): each operation's own code is correct (its backward against finite
 differences in float64, its forward against kernels/' reference), and turning the fast paths off
 changes no result beyond float rounding, from one operation up to a UNet's training step."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -90,3 +94,12 @@ def test_a_unet_training_step_fast_or_not_within_float32_rounding(rng, monkeypat
     assert_close("dx", dx, dx_ref, 1e-3, 1e-4)
     for name in g_ref:
         assert_close(name, g[name], g_ref[name], 1e-3, 1e-4)
+
+
+def test_the_environment_variable_turns_the_fast_paths_off():
+    code = "from minisims import ops; print(ops.FAST)"
+    for value, expected in (("0", "False"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "MINISIMS_FAST": value},
+                             timeout=60, check=True).stdout.strip()
+        assert out == expected, (value, out)
