@@ -3,7 +3,7 @@ scalars rounded once, which denoiser output D is, and how to tell a CuPy array.
 
 # S sample shape; x state (float64 in the samplers), D denoiser output (the models' dtype)
 
-This module sits below heun.py, _heun_cuda.py and _heun_cupy.py (each imports it, it imports
+This module sits below heun.py and _heun_cupy.py (each imports it, it imports
 none of them), and, like all of kernels/, it imports nothing of minisims.
 """
 from __future__ import annotations

@@ -16,27 +16,24 @@ ignored, even inf or nan; signed zeros kept), at w = -1 D_aux, else eq. 5, chose
 the host (``_heun_common.combine_mode``). Every version performs exactly these operations in this
 order: the combination in the models' dtype (w made a Python float, then w and 1 + w rounded to
 that dtype, as NumPy does), the rest in the state's dtype, no fused multiply-add; so each is bit
-for bit the reference and minisims' plain sampler step (minisims.diffusion.samplers.PlainStep), and
+for bit the reference and minisims' own step (minisims.ops.heun_euler, heun_correct), and
 the guided sampler at w = 0 and w = -1 reproduces the base and the auxiliary model's samplers bit
 for bit.
-Versions (``impl=``), each checked bit for bit against the reference in tests/test_kernels_heun.py:
-- "reference": NumPy, unfused: each line above is one array operation with its temporary.
-- "numba": one compiled loop per stage, every element read once and written once.
-- "cuda": that loop as numba CUDA kernels, a thread per element, every product libdevice's mul_rn
-  (NVVM contracts a * b + c, numba has no switch); runs under NUMBA_ENABLE_CUDASIM=1 in CI.
-- "cupy": CuPy ElementwiseKernels, compiled with --fmad=false (NVRTC fuses by default).
-"auto" picks "cupy" for CuPy arrays, "numba" for NumPy; _heun_common.py, below all of them,
-holds what the versions share (checks, scalars, the mode).
+Versions (``impl=``), each checked bit for bit against the reference (tests/test_kernels_heun.py,
+tests/gpu/test_kernels_gpu.py):
+- "reference": NumPy (or CuPy), unfused: each line above is one array operation with its temporary.
+- "cupy": CuPy ElementwiseKernels, one pass per stage, compiled with --fmad=false (NVRTC fuses by
+  default). minisims.ops runs it for CuPy arrays; on the CPU the step is a sliver of a sampler's
+  time, and minisims runs the reference's lines there.
+"auto" picks "cupy" for CuPy arrays, "reference" for NumPy; _heun_common.py, below both, holds what
+they share (checks, scalars, the mode).
 """
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
-
 from ._heun_common import AUX, BASE, is_cupy, scalars
 
-CPU_IMPLS = ("reference", "numba", "cuda")  # "cuda" on NumPy arrays: the device or the simulator
-GPU_IMPLS = ("reference", "cuda", "cupy")  # "reference" is plain array code: it runs on CuPy too
+CPU_IMPLS = ("reference",)
+GPU_IMPLS = ("reference", "cupy")  # "reference" is plain array code: it runs on CuPy too
 
 
 # ------------------------------------------------------------------------------------------------
@@ -72,67 +69,13 @@ def heun_stage2_reference(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
 
 
 # ------------------------------------------------------------------------------------------------
-# "numba": one loop per stage over the flattened arrays
-# ------------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _pick(mode, b, a, opw, w):
-    """D for one element: the base, the aux, or eq. 5 (the mode, see _heun_common)."""
-    if mode == BASE:
-        return b
-    if mode == AUX:
-        return a
-    return opw * b - w * a
-
-
-@njit(cache=True)
-def _stage1_loop(x_hat, base, aux, mode, opw, w, t_hat, h, x_next, d_cur):
-    for k in range(x_hat.size):
-        D = _pick(mode, base[k], aux[k], opw, w)
-        d = (x_hat[k] - D) / t_hat
-        d_cur[k] = d
-        x_next[k] = x_hat[k] + h * d
-
-
-@njit(cache=True)
-def _stage2_loop(x_hat, x_next, d_cur, base, aux, mode, opw, w, t_next, h, half, out):
-    for k in range(x_hat.size):
-        D = _pick(mode, base[k], aux[k], opw, w)
-        d_prime = (x_next[k] - D) / t_next
-        out[k] = x_hat[k] + h * (half * d_cur[k] + half * d_prime)
-
-
-def _flat(a):
-    return np.ascontiguousarray(a).reshape(-1)
-
-
-def heun_stage1_numba(x_hat, base, aux, w, t_hat, t_next):
-    mode, opw, wm, t_hat, t_next, h = scalars(x_hat, base, aux, w, t_hat, t_next)
-    x_next = np.empty(x_hat.shape, x_hat.dtype)  # S
-    d_cur = np.empty(x_hat.shape, x_hat.dtype)  # S
-    b = _flat(base)
-    _stage1_loop(_flat(x_hat), b, b if aux is None else _flat(aux), mode, opw, wm, t_hat, h,
-                 x_next.reshape(-1), d_cur.reshape(-1))
-    return x_next, d_cur
-
-
-def heun_stage2_numba(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
-    mode, opw, wm, t_hat, t_next, h = scalars(x_hat, base, aux, w, t_hat, t_next)
-    out = np.empty(x_hat.shape, x_hat.dtype)  # S
-    b = _flat(base)
-    _stage2_loop(_flat(x_hat), _flat(x_next), _flat(d_cur), b, b if aux is None else _flat(aux),
-                 mode, opw, wm, t_next, h, x_hat.dtype.type(0.5), out.reshape(-1))
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
 # Dispatch
 # ------------------------------------------------------------------------------------------------
 
 def _resolve(impl, a):
     gpu = is_cupy(a)
     if impl == "auto":
-        return "cupy" if gpu else "numba"
+        return "cupy" if gpu else "reference"
     allowed = GPU_IMPLS if gpu else CPU_IMPLS
     if impl not in allowed:
         raise ValueError(f"impl {impl!r} does not run on {'CuPy' if gpu else 'NumPy'} arrays: "
@@ -143,14 +86,7 @@ def _resolve(impl, a):
 def _versions(impl):
     if impl == "reference":
         return heun_stage1_reference, heun_stage2_reference
-    if impl == "numba":
-        return heun_stage1_numba, heun_stage2_numba
-    if impl == "cuda":
-        from . import _heun_cuda as m
-    elif impl == "cupy":
-        from . import _heun_cupy as m
-    else:
-        raise ValueError(f"unknown impl {impl!r}")
+    from . import _heun_cupy as m
     return m.heun_stage1, m.heun_stage2
 
 

@@ -11,8 +11,8 @@ each gains). Turning it off (``MINISIMS_FAST=0`` in the environment, or ``minisi
 False``) runs the code below instead, and changes no result beyond float rounding
 (tests/test_ops.py).
 
-So far the convolution, attention's products and softmax, GroupNorm (+ SiLU) and Adam + EMA come
-through here; the guided Heun step still chooses its kernel in the sampler (``step=``).
+The convolution, attention's products and softmax, GroupNorm (+ SiLU), the guided Heun step and
+Adam + EMA come through here.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from . import backend
+from .guidance import sims_combine
 
 FAST = os.environ.get("MINISIMS_FAST", "1") != "0"
 
@@ -182,6 +183,34 @@ def softmax_backward(A, dA, scale: float):
     dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,I,J
     dS *= scale
     return dS
+
+
+# ---------------------------------------------------------------- the guided Heun step
+
+# S sample shape; D = (1 + w) D_base - w D_aux, paper eq. 5 (D_base where aux is None: unguided).
+# On the GPU each stage is one fused pass (kernels/heun.py, the same bits); on the CPU the step's
+# arithmetic is a sliver of a sampler's time next to the model calls, so the lines below run.
+
+def heun_euler(x_hat, base, aux, w: float, t_hat: float, t_next: float):
+    """EDM Algorithm 2, lines 5-6: the Euler step from t_hat to t_next with D = eq. 5.
+    Returns (x_next, d_cur), each S."""
+    if FAST and backend.xp(x_hat) is not np:
+        from kernels.heun import heun_stage1
+        return heun_stage1(x_hat, base, aux, w, t_hat, t_next)
+    denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5
+    d_cur = (x_hat - denoised) / t_hat  # S
+    x_next = x_hat + (t_next - t_hat) * d_cur  # S
+    return x_next, d_cur
+
+
+def heun_correct(x_hat, x_next, d_cur, base, aux, w: float, t_hat: float, t_next: float):
+    """Lines 7-8: the 2nd order correction, with D = eq. 5 at (x_next, t_next). Returns x_next, S."""
+    if FAST and backend.xp(x_hat) is not np:
+        from kernels.heun import heun_stage2
+        return heun_stage2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next)
+    denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5 at x_next
+    d_prime = (x_next - denoised) / t_next  # S
+    return x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)  # S
 
 
 # ---------------------------------------------------------------- Adam, then the EMA of the weights

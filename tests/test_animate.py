@@ -46,7 +46,6 @@ def _nets(seed=0, ensemble=2):
 FORMULATIONS = {
     "ddpm": DDPM(T=6),
     "edm-heun": EDM(precond=EDMPrecond(1.4), num_steps=4),
-    "edm-fused": EDM(precond=EDMPrecond(1.4), num_steps=4, step="fused"),
     "edm-euler": EDM(precond=EDMPrecond(1.4), num_steps=4, solver="euler"),
     "edm-churn": EDM(precond=EDMPrecond(1.4), num_steps=4, S_churn=5.0, S_min=0.05, S_max=50),
     "vp": EDM(precond=VPPrecond(), num_steps=4),

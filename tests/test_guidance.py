@@ -1,7 +1,7 @@
 """The guidance algebra: w = 0 is exactly the base model, w = -1 exactly the auxiliary model, the
 combination is affine in w, the guidance interval switches the auxiliary model off, and guiding
-never changes which random numbers a sampler draws. Checked for every sampler (plain and fused
-EDM steps, DDPM) and both formulations, with real (untrained) MLP ensembles and with analytic toy
+never changes which random numbers a sampler draws. Checked for every sampler (EDM's Heun,
+Euler and churn, DDPM; the GPU's fused Heun step in tests/gpu) and both formulations, with real (untrained) MLP ensembles and with analytic toy
 models. sims_combine's contract (dtype, exact endpoints with non-finite inputs, a fresh array)
 is checked as its docstring states it, and the samplers' calls are counted: where a step is not
 guided (w = 0, outside the interval) the aux model is never called."""
@@ -101,13 +101,11 @@ def _toy_models():
 
 SAMPLERS = {
     "edm-heun": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, guidance=g),
-    "edm-fused": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, guidance=g,
-                                               step="fused"),
     "edm-euler": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, solver="euler", guidance=g),
     "edm-churn": lambda m, rng, g: edm_sampler(m, (2, 5, 2), rng, num_steps=6, S_churn=5.0, S_min=0.05, S_max=50, guidance=g),
     "ddpm": lambda m, rng, g: ddpm_sampler(m, (2, 5, 2), rng, alpha_bar=cosine_alpha_bar(10), guidance=g),
 }
-NFE = {"edm-heun": 11, "edm-fused": 11, "edm-euler": 6, "edm-churn": 11, "ddpm": 9}
+NFE = {"edm-heun": 11, "edm-euler": 6, "edm-churn": 11, "ddpm": 9}
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -133,7 +131,6 @@ def _nets(rng, formulation):
 FORMULATIONS = {
     "ddpm": DDPM(T=8),
     "edm": EDM(precond=EDMPrecond(1.4), num_steps=5),
-    "edm-fused": EDM(precond=EDMPrecond(1.4), num_steps=5, step="fused"),
     "vp": EDM(precond=VPPrecond(), num_steps=5),
     "edm-euler": EDM(precond=EDMPrecond(1.4), num_steps=5, solver="euler"),
 }

@@ -1,10 +1,10 @@
 """kernels/heun.py: the fused guided Heun stages, checked bit for bit.
 
-The reference must be exactly the arithmetic of minisims' plain sampler step (PlainStep: eq. 5
-by sims_combine, then Algorithm 2's lines), every fast version exactly the reference, and w = 0 /
-w = -1 exactly the base / auxiliary model's unguided step, also where the other model's output
-holds inf, nan or -0.0 (sims_combine's endpoint rule). Bits are compared with tobytes(), not a
-tolerance.
+The reference must be exactly the arithmetic of minisims' own step (minisims.ops.heun_euler and
+heun_correct: eq. 5 by sims_combine, then Algorithm 2's lines), and w = 0 / w = -1 exactly the
+base / auxiliary model's unguided step, also where the other model's output holds inf, nan or
+-0.0 (sims_combine's endpoint rule). The fused CuPy version is held to the reference bit for bit
+in tests/gpu/test_kernels_gpu.py. Bits are compared with tobytes(), not a tolerance.
 
 # S sample shape; w guidance weight; t_hat, t_next noise levels
 """
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kernels.heun import heun_stage1, heun_stage2
-from minisims.diffusion.samplers import PlainStep
+from minisims import ops
 
 SHAPES = [(7,), (3, 2, 5, 7), (2, 3, 4, 4)]
 WEIGHTS = [0.0, -1.0, 0.37, 2.5, -0.8, 7.0]
-CPU = ["reference", "numba"]
+CPU = ["reference", "auto"]  # "auto" is the reference on NumPy arrays
 
 
 def _bits_equal(a, b):
@@ -31,8 +31,8 @@ def _inputs(rng, shape, model_dtype):
     return x_hat, base, aux
 
 
-_sampler_step1 = PlainStep().euler  # what edm_sampler does with step="plain"
-_sampler_step2 = PlainStep().correct
+_sampler_step1 = ops.heun_euler  # what edm_sampler does on NumPy arrays
+_sampler_step2 = ops.heun_correct
 
 
 LEVELS = [(np.float64(80.0), np.float64(57.58)), (np.float64(1.61), np.float64(1.2345)),
@@ -79,16 +79,17 @@ def test_w0_is_the_base_model_and_w_minus1_the_aux_model(rng, impl):
 @given(w=st.floats(-3, 10, allow_nan=False), t_hat=st.floats(0.002, 80),
        ratio=st.floats(0.0, 0.99), n=st.integers(1, 50), seed=st.integers(0, 2 ** 16),
        model32=st.booleans())
-def test_numba_equals_reference_for_any_weight_and_levels(w, t_hat, ratio, n, seed, model32):
+def test_reference_equals_the_seams_step_for_any_weight_and_levels(w, t_hat, ratio, n, seed, model32):
+    """Python float levels, as the sampler passes them (the cases above use NumPy scalars)."""
     rng = np.random.default_rng(seed)
     x_hat, base, aux = _inputs(rng, (n,), np.float32 if model32 else np.float64)
     t_next = t_hat * ratio
     r1 = heun_stage1(x_hat, base, aux, w, t_hat, t_next, impl="reference")
-    f1 = heun_stage1(x_hat, base, aux, w, t_hat, t_next, impl="numba")
+    f1 = _sampler_step1(x_hat, base, aux, w, t_hat, t_next)
     assert all(_bits_equal(a, b) for a, b in zip(r1, f1))
     if t_next > 0:
         assert _bits_equal(heun_stage2(x_hat, *r1, base, aux, w, t_hat, t_next, impl="reference"),
-                           heun_stage2(x_hat, *f1, base, aux, w, t_hat, t_next, impl="numba"))
+                           _sampler_step2(x_hat, *f1, base, aux, w, t_hat, t_next))
 
 
 def _special(rng, shape, dtype, values):
@@ -147,7 +148,7 @@ def test_non_contiguous_inputs(rng):
     x_hat, base, aux = _inputs(rng, (6, 8), np.float32)
     xs, bs, as_ = x_hat[:, ::2], base[:, 1::2], aux.T[::2].T  # 6,4 strided views
     r = heun_stage1(xs, bs, as_, 1.5, 3.0, 2.0, impl="reference")
-    f = heun_stage1(xs, bs, as_, 1.5, 3.0, 2.0, impl="numba")
+    f = _sampler_step1(xs, bs, as_, 1.5, 3.0, 2.0)
     assert all(_bits_equal(a, b) for a, b in zip(r, f))
 
 
@@ -159,3 +160,5 @@ def test_inputs_are_checked(rng):
         heun_stage1(x_hat, base[:4], None, 1.0, 2.0, 1.0)
     with pytest.raises(ValueError, match="does not run on NumPy"):
         heun_stage1(x_hat, base, aux, 1.0, 2.0, 1.0, impl="cupy")
+    with pytest.raises(ValueError, match="does not run on NumPy"):
+        heun_stage1(x_hat, base, aux, 1.0, 2.0, 1.0, impl="numba")

@@ -8,8 +8,7 @@ from ..lazy import lazy_names
 _WHERE = {  # public name -> the module that defines it
     "DDPM": "formulations", "EDM": "formulations",
     "EDMPrecond": "precond", "VPPrecond": "precond",
-    "FusedStep": "samplers", "PlainStep": "samplers", "ddpm_sampler": "samplers",
-    "edm_sampler": "samplers", "make_step": "samplers",
+    "ddpm_sampler": "samplers", "edm_sampler": "samplers",
     "cosine_alpha_bar": "schedules", "ddpm_betas": "schedules", "edm_sigma_steps": "schedules",
 }
 __all__ = list(_WHERE)

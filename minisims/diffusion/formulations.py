@@ -29,7 +29,7 @@ import numpy as np
 from ..guidance import Guidance, GuidanceInterval, sims_combine
 from .loss import ddpm_loss_and_grad, edm_loss_and_grad
 from .precond import EDMPrecond, VPPrecond
-from .samplers import STEPS, ddpm_sampler, edm_sampler
+from .samplers import ddpm_sampler, edm_sampler
 from .schedules import cosine_alpha_bar
 
 
@@ -131,14 +131,8 @@ class EDM:
     S_noise: float = 1.0
     member_ndim: int = 1
     data_ndim: int = 1
-    step: str = "plain"   # the sampler's step arithmetic: "plain" arrays or "fused" kernels
-    impl: str = "auto"    # the fused kernel version (kernels/heun.py), for step="fused"
 
     name = "edm"
-
-    def __post_init__(self):
-        if self.step not in STEPS:
-            raise ValueError(f"unknown step {self.step!r}: use one of {STEPS}")
 
     def loss_and_grad(self, net, y, rng):
         return edm_loss_and_grad(net, self.precond, y, rng, self.P_mean, self.P_std,
@@ -171,7 +165,7 @@ class EDM:
                            solver=self.solver, S_churn=self.S_churn, S_min=self.S_min,
                            S_max=self.S_max, S_noise=self.S_noise,
                            guidance=_guidance(aux_denoiser, w, interval), progress=progress,
-                           step=self.step, impl=self.impl, on_step=on_step)
+                           on_step=on_step)
 
     def scaling(self, sigma: float):
         """(s, sigma): the sampler's state is x = x_0 + sigma n (s = 1), VP preconditioning too."""

@@ -8,16 +8,9 @@ guidance interval), and the random draws do not depend on whether or how the sam
 The ODE/SDE state is kept in float64, as in EDM's reference sampler; models receive it as is and
 cast to their own dtype.
 
-EDM's sampler is one loop (:func:`edm_sampler`) whose per-step arithmetic is a small "step"
-object with two methods, the two halves of a Heun step:
-
-    step.euler(x_hat, base, aux, w, t_hat, t_next) -> (x_next, d_cur)
-    step.correct(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next) -> x_next
-
-where base and aux are the two models' denoiser outputs at the point (aux None: the step is not
-guided). :class:`PlainStep` is eq. 5 and Algorithm 2's lines as array code; :class:`FusedStep`
-hands the same operations to kernels/heun.py, one pass over the arrays per stage, bit for bit
-the same result (tests/test_kernels_fused_sampler.py).
+The two halves of EDM's Heun step (eq. 5, then the Euler step; eq. 5 again, then the correction)
+are :func:`minisims.ops.heun_euler` and :func:`minisims.ops.heun_correct`, a few array lines each
+(one fused pass on the GPU).
 
 Both samplers take an optional ``on_step(i, x, level)``: it is called with the state after i
 steps (i = 0: the initial noise) and the level the models are called with there (EDM: sigma;
@@ -30,10 +23,9 @@ import math
 
 import numpy as np
 
-from ..guidance import Guidance, evaluate, outputs, sims_combine
+from .. import ops
+from ..guidance import Guidance, evaluate, outputs
 from .schedules import ddpm_betas, edm_sigma_steps
-
-STEPS = ("plain", "fused")
 
 
 def _progress(it, total, desc, progress):
@@ -43,66 +35,19 @@ def _progress(it, total, desc, progress):
     return bar(it, total=total, desc=desc, leave=False)
 
 
-class PlainStep:
-    """EDM Algorithm 2, lines 5-8: eq. 5 by :func:`~minisims.guidance.sims_combine`, then the
-    Euler step and the 2nd order correction, one array operation per line."""
-
-    def euler(self, x_hat, base, aux, w, t_hat, t_next):
-        denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5
-        d_cur = (x_hat - denoised) / t_hat  # S
-        x_next = x_hat + (t_next - t_hat) * d_cur  # S
-        return x_next, d_cur
-
-    def correct(self, x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
-        denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5 at x_next
-        d_prime = (x_next - denoised) / t_next  # S
-        return x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)  # S
-
-
-class FusedStep:
-    """The same two stages as :class:`PlainStep`, each one fused pass (kernels/heun.py).
-    ``impl`` picks the kernel version: "auto" (numba on NumPy, cupy on CuPy arrays),
-    "reference", "numba", "cuda" or "cupy"."""
-
-    def __init__(self, impl: str = "auto"):
-        self.impl = impl
-
-    # the kernels are imported where they are called: a program that never asks for a fused
-    # step never loads them
-    def euler(self, x_hat, base, aux, w, t_hat, t_next):
-        from kernels.heun import heun_stage1
-        return heun_stage1(x_hat, base, aux, w, t_hat, t_next, impl=self.impl)
-
-    def correct(self, x_hat, x_next, d_cur, base, aux, w, t_hat, t_next):
-        from kernels.heun import heun_stage2
-        return heun_stage2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next, impl=self.impl)
-
-
-def make_step(step: str = "plain", impl: str = "auto"):
-    """The step object for ``step`` ("plain" or "fused"; ``impl`` is the fused kernel version)."""
-    if step == "plain":
-        return PlainStep()
-    if step == "fused":
-        return FusedStep(impl)
-    raise ValueError(f"unknown step {step!r}: use one of {STEPS}")
-
-
 def edm_sampler(denoise, shape, rng, *, num_steps: int = 18, sigma_min: float = 0.002,
                 sigma_max: float = 80.0, rho: float = 7.0, solver: str = "heun",
                 S_churn: float = 0.0, S_min: float = 0.0, S_max: float = math.inf,
                 S_noise: float = 1.0, guidance: Guidance | None = None, progress: bool = False,
-                step: str | PlainStep | FusedStep = "plain", impl: str = "auto", on_step=None):
+                on_step=None):
     """EDM Algorithm 2 (Karras et al. 2022): Heun's 2nd order method, optional churn.
 
-    denoise(x, sigma) -> D(x; sigma) with x of shape S. ``step`` is "plain", "fused" (with
-    kernel version ``impl``) or a step object (see the module docstring). NFE = 2N - 1 for
-    Heun, N for Euler (doubled where guidance is active). ``on_step``: see the module
-    docstring. Returns x_0 of shape S, float64.
+    denoise(x, sigma) -> D(x; sigma) with x of shape S. NFE = 2N - 1 for Heun, N for Euler
+    (doubled where guidance is active). ``on_step``: see the module docstring. Returns x_0 of
+    shape S, float64.
     """
     if solver not in ("heun", "euler"):
         raise ValueError(f"unknown solver {solver!r}: use 'heun' or 'euler'")
-    if isinstance(step, str):
-        step = make_step(step, impl)
     t_steps = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho)  # N+1, t_N = 0
     x_next = rng.standard_normal(shape, dtype=np.float64) * t_steps[0]  # S, x_0 ~ N(0, t_0^2 I)
     if on_step is not None:
@@ -122,11 +67,11 @@ def edm_sampler(denoise, shape, rng, *, num_steps: int = 18, sigma_min: float = 
         w = guidance.w if guided else 0.0
         # Euler step
         base, aux = outputs(denoise, guidance, x_hat, t_hat, guided)  # S, S or None
-        x_next, d_cur = step.euler(x_hat, base, aux, w, t_hat, t_next)  # S, S
+        x_next, d_cur = ops.heun_euler(x_hat, base, aux, w, t_hat, t_next)  # S, S
         # 2nd order correction (not at the last step, where t_next = 0)
         if solver == "heun" and i < num_steps - 1:
             base, aux = outputs(denoise, guidance, x_next, t_next, guided)  # S, S or None
-            x_next = step.correct(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next)  # S
+            x_next = ops.heun_correct(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next)  # S
         if on_step is not None:
             on_step(i + 1, x_next, t_next)
     return x_next

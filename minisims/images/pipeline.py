@@ -49,7 +49,7 @@ def make_recipe(p: ImagePreset, aux_images: int | None = None) -> SIMSRecipe:
     """Algorithm 1's recipe for preset ``p``, the aux fine-tuned for ``aux_images`` images."""
     precond = {"edm": EDMPrecond(p.sigma_data), "vp": VPPrecond()}[p.formulation]
     # the fused Heun step (kernels/heun.py): the same images as the plain step, one pass per stage
-    form = EDM(precond=precond, num_steps=p.num_steps, member_ndim=0, data_ndim=3, step="fused")
+    form = EDM(precond=precond, num_steps=p.num_steps, member_ndim=0, data_ndim=3)
     cfg = p.unet_config()
     interval = None if p.interval is None else GuidanceInterval(sigma_lo=p.interval[0],
                                                                 sigma_hi=p.interval[1])
