@@ -47,8 +47,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import conv2d as K  # noqa: E402
-from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight,  # noqa: E402
+from minisims.kernels import conv2d as K  # noqa: E402
+from minisims.kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight,  # noqa: E402
                             conv2d_forward, out_size)
 
 SIZES = [32, 16]
@@ -157,9 +157,9 @@ def timed(runs, repeats, sync, pause=0.0):
 
 def breakdown(N, C, H, repeats):
     """Where the CPU versions' forward time goes (N, C, HxH, 3x3, stride 1, padding 1)."""
-    from kernels import _conv2d_direct as KD
-    from kernels import _conv2d_numba as KN
-    from kernels._conv2d_common import weight_matrix
+    from minisims.kernels import _conv2d_direct as KD
+    from minisims.kernels import _conv2d_numba as KN
+    from minisims.kernels._conv2d_common import weight_matrix
     rng = np.random.default_rng(1)
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)  # N,C,H,W
     w = rng.standard_normal((C, C, 3, 3)).astype(np.float32)  # C,C,3,3
@@ -355,7 +355,7 @@ def main(argv=None):
         if args.threads is not None:  # one count for all: BLAS (numpy, numba), direct's pool, torch
             from threadpoolctl import threadpool_limits
 
-            from kernels import _threads
+            from minisims.kernels import _threads
             threadpool_limits(limits=args.threads, user_api="blas")
             _threads.THREADS = args.threads
             if torch is not None:

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels.heun import heun_stage1, heun_stage2  # noqa: E402
+from minisims.kernels.heun import heun_stage1, heun_stage2  # noqa: E402
 
 SHAPES = {"toy R64 N1000 D2": (64, 1000, 2), "N64 3x32x32": (64, 3, 32, 32),
           "N512 3x32x32": (512, 3, 32, 32)}

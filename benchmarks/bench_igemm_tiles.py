@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import _conv2d_igemm as G  # noqa: E402
+from minisims.kernels import _conv2d_igemm as G  # noqa: E402
 
 SHAPES = [(64, 32, 1), (128, 16, 1), (128, 8, 1), (64, 32, 2)]  # (C, H = W, stride)
 

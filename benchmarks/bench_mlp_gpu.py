@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import mlp_eval  # noqa: E402
+from minisims.kernels import mlp_eval  # noqa: E402
 from minisims import backend  # noqa: E402
 from minisims.nn import Linear, MLPConfig, MLPDenoiser  # noqa: E402
 

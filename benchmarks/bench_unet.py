@@ -591,7 +591,7 @@ def run(args):
         fail(PROG, str(e))
     gpu = args.device == "gpu"
     if args.conv != "auto":  # what minisims.ops.conv2d's fast path resolves to, for this run only
-        from kernels import conv2d as K
+        from minisims.kernels import conv2d as K
         allowed = K.GPU_IMPLS if gpu else K.CPU_IMPLS
         if args.conv not in allowed:
             fail(PROG, f"--conv {args.conv} does not run on the {args.device}: one of "

@@ -35,7 +35,7 @@ import os
 
 import numpy as np
 
-from kernels.conv2d import conv2d_forward
+from minisims.kernels.conv2d import conv2d_forward
 
 from . import backend, metrics
 from .data.images import host_uint8_images

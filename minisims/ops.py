@@ -32,7 +32,7 @@ def conv2d(x, W, b, stride: int = 1, padding: int = 0):
     """y[n,o,h,v] = b[o] + sum_{c,i,j} x_pad[n,c, s h + i, s v + j] W[o,c,i,j]: x (N,Cin,H,W),
     W (Cout,Cin,kh,kw), b (Cout,) -> y (N,Cout,Ho,Wo), Ho = (H + 2p - kh) // s + 1."""
     if FAST:
-        from kernels.conv2d import conv2d_forward  # the fast path's module, loaded on first use
+        from minisims.kernels.conv2d import conv2d_forward  # the fast path's module, loaded on first use
         return conv2d_forward(x, W, b, stride, padding)
     xp, s = backend.xp(x), stride
     N, _, H, Wd = x.shape
@@ -51,7 +51,7 @@ def conv2d_backward_input(dy, W, x_shape, stride: int = 1, padding: int = 0):
     """dx: the forward run backwards, each tap scattering dy (N,Cout,Ho,Wo) back through
     W[:, :, i, j] -> dx (N,Cin,H,W)."""
     if FAST:
-        from kernels.conv2d import conv2d_backward_input as fast
+        from minisims.kernels.conv2d import conv2d_backward_input as fast
         return fast(dy, W, x_shape, stride, padding)
     xp, s, p = backend.xp(dy), stride, padding
     N, C, H, Wd = x_shape
@@ -68,7 +68,7 @@ def conv2d_backward_weight(dy, x, W_shape, stride: int = 1, padding: int = 0):
     """dW[o,c,i,j] = sum_{n,h,v} dy[n,o,h,v] x_pad[n,c, s h + i, s v + j] (Cout,Cin,kh,kw) and
     db[o] = sum_{n,h,v} dy[n,o,h,v] (Cout,)."""
     if FAST:
-        from kernels.conv2d import conv2d_backward_weight as fast
+        from minisims.kernels.conv2d import conv2d_backward_weight as fast
         return fast(dy, x, W_shape, stride, padding)
     xp, s = backend.xp(dy), stride
     _, _, kh, kw = W_shape
@@ -101,7 +101,7 @@ def group_norm(x, gamma, beta, groups: int, eps: float, bias=None, silu: bool = 
     """
     fused = x.dtype == np.float32 if FUSE_GROUP_NORM is None else FUSE_GROUP_NORM
     if FAST and fused:
-        from kernels.groupnorm_silu import groupnorm_silu_forward
+        from minisims.kernels.groupnorm_silu import groupnorm_silu_forward
         y, mean, rstd = groupnorm_silu_forward(x, gamma, beta, groups, eps, bias, GROUP_NORM_KERNEL,
                                                silu=silu)
         return y, ("fused", x, bias, mean, rstd, silu)  # backward recomputes xhat, z from these
@@ -130,7 +130,7 @@ def group_norm_backward(dy, cache, gamma, beta):
         dx = (dxhat - <dxhat> - xhat <dxhat xhat>) / sqrt(var_g + eps),  dbias = sum_hw dx
     """
     if cache[0] == "fused":
-        from kernels.groupnorm_silu import groupnorm_silu_backward
+        from minisims.kernels.groupnorm_silu import groupnorm_silu_backward
         _, x, bias, mean, rstd, silu = cache
         return groupnorm_silu_backward(dy, x, gamma, beta, mean, rstd, bias, GROUP_NORM_KERNEL,
                                        silu=silu)
@@ -157,7 +157,7 @@ def group_norm_backward(dy, cache, gamma, beta):
 def bmm(a, b):
     """c (N,I,J) = a (N,I,K) @ b (N,K,J), one matrix product per image."""
     if FAST:
-        from kernels.bmm import bmm as fast
+        from minisims.kernels.bmm import bmm as fast
         return fast(a, b)
     return a @ b  # N,I,J
 
@@ -165,7 +165,7 @@ def bmm(a, b):
 def softmax(S, scale: float):
     """A (N,I,J) = softmax over the last axis of scale * S. Written over S (C-contiguous)."""
     if FAST:
-        from kernels.softmax import softmax_forward
+        from minisims.kernels.softmax import softmax_forward
         return softmax_forward(S, scale)
     xp = backend.xp(S)
     S *= scale
@@ -178,7 +178,7 @@ def softmax(S, scale: float):
 def softmax_backward(A, dA, scale: float):
     """dS (N,I,J) = scale * A * (dA - sum_j dA A), with A the forward's result."""
     if FAST:
-        from kernels.softmax import softmax_backward as fast
+        from minisims.kernels.softmax import softmax_backward as fast
         return fast(A, dA, scale)
     dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))  # N,I,J
     dS *= scale
@@ -195,7 +195,7 @@ def heun_euler(x_hat, base, aux, w: float, t_hat: float, t_next: float):
     """EDM Algorithm 2, lines 5-6: the Euler step from t_hat to t_next with D = eq. 5.
     Returns (x_next, d_cur), each S."""
     if FAST and backend.xp(x_hat) is not np:
-        from kernels.heun import heun_stage1
+        from minisims.kernels.heun import heun_stage1
         return heun_stage1(x_hat, base, aux, w, t_hat, t_next)
     denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5
     d_cur = (x_hat - denoised) / t_hat  # S
@@ -206,7 +206,7 @@ def heun_euler(x_hat, base, aux, w: float, t_hat: float, t_next: float):
 def heun_correct(x_hat, x_next, d_cur, base, aux, w: float, t_hat: float, t_next: float):
     """Lines 7-8: the 2nd order correction, with D = eq. 5 at (x_next, t_next). Returns x_next, S."""
     if FAST and backend.xp(x_hat) is not np:
-        from kernels.heun import heun_stage2
+        from minisims.kernels.heun import heun_stage2
         return heun_stage2(x_hat, x_next, d_cur, base, aux, w, t_hat, t_next)
     denoised = base if aux is None else sims_combine(base, aux, w)  # S, eq. 5 at x_next
     d_prime = (x_next - denoised) / t_next  # S
@@ -228,7 +228,7 @@ def adam_ema(entries, lr: float, betas, eps: float, t: int, ema_beta: float | No
     moments (all three None for an EMA-only entry, a frozen parameter) and its EMA shadow (None
     without an EMA); any leading ensemble axis."""
     if FAST and fuse_adam(entries):
-        from kernels.adam_ema import adam_ema_update
+        from minisims.kernels.adam_ema import adam_ema_update
         return adam_ema_update(entries, lr, betas, eps, t, ema_beta)
     b1, b2 = betas
     c1, c2 = 1 - b1 ** t, 1 - b2 ** t  # the bias corrections

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from kernels.philox import run_words
+from minisims.kernels.philox import run_words
 
 from . import backend
 

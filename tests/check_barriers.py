@@ -51,8 +51,8 @@ def _packed(spec, R, rng):
 def mlp_train_case(spec=None):
     """(source, make_run) for the fused training kernels: forward then backward, 2 members,
     300 points (3 tiles, the last partial)."""
-    from kernels import _mlp_train_cupy, mlp_train
-    from kernels.mlp_eval import MLPSpec
+    from minisims.kernels import _mlp_train_cupy, mlp_train
+    from minisims.kernels.mlp_eval import MLPSpec
     spec = spec or MLPSpec()
     rng = np.random.default_rng(0)
     params = _packed(spec, 2, rng)
@@ -70,11 +70,11 @@ def mlp_train_case(spec=None):
 
 def _cases():
     """(name, source, make_run) for every CUDA C kernel with barriers."""
-    from kernels import _conv2d_igemm as G
-    from kernels import _groupnorm_silu_cupy as GN
-    from kernels import _mlp_eval_cupy, _mlp_eval_tiled
-    from kernels.conv2d import out_size
-    from kernels.mlp_eval import MLPSpec
+    from minisims.kernels import _conv2d_igemm as G
+    from minisims.kernels import _groupnorm_silu_cupy as GN
+    from minisims.kernels import _mlp_eval_cupy, _mlp_eval_tiled
+    from minisims.kernels.conv2d import out_size
+    from minisims.kernels.mlp_eval import MLPSpec
     yield ("mlp_train (forward, backward)", *mlp_train_case())
     rng = np.random.default_rng(1)
     spec = MLPSpec()

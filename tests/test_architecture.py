@@ -71,6 +71,12 @@ def module_files(root: Path) -> dict[str, Path]:
     return mods
 
 
+def _source_name(name: str) -> str:
+    """kernels/ is installed as minisims.kernels (minisims/kernels links to the folder): an import
+    of minisims.kernels.x is an arrow to the folder's module kernels.x."""
+    return "kernels" + name[len("minisims.kernels"):] if _within(name, "minisims.kernels") else name
+
+
 def _resolve_base(module: str, is_package: bool, level: int, name: str | None) -> str:
     """The absolute module named by ``from <level dots><name> import ...`` inside ``module``."""
     if level == 0:
@@ -114,12 +120,12 @@ def file_imports(root: Path, module: str, path: Path, known: set[str]) -> list[I
             targets = []
             for alias in node.names:
                 # import a.b.c: the longest prefix that is one of ours, else the name as written
-                parts = alias.name.split(".")
+                parts = _source_name(alias.name).split(".")
                 ours = [".".join(parts[:k]) for k in range(len(parts), 0, -1)
                         if ".".join(parts[:k]) in known]
                 targets.append(ours[0] if ours else alias.name)
         else:
-            base = _resolve_base(module, is_package, node.level, node.module)
+            base = _source_name(_resolve_base(module, is_package, node.level, node.module))
             targets = []
             for alias in node.names:
                 sub = f"{base}.{alias.name}" if base else alias.name
@@ -398,3 +404,13 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def test_kernels_are_imported_by_their_installed_name():
+    """kernels/ is installed as minisims.kernels only: an import of a top-level `kernels` works
+    in the checkout (the root is on sys.path) but not where minisims is installed."""
+    import re
+    pattern = re.compile(r"^\s*(from|import)\s+kernels\b", re.M)
+    found = [f"{p.relative_to(ROOT)}" for d in ("minisims", "tests", "benchmarks", "toy", "tutorials")
+             for p in sorted((ROOT / d).rglob("*.py")) if pattern.search(p.read_text(encoding="utf-8"))]
+    assert not found, f"import minisims.kernels, not kernels, in: {', '.join(found)}"

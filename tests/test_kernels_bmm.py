@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from kernels import _threads
-from kernels.bmm import bmm
+from minisims.kernels import _threads
+from minisims.kernels.bmm import bmm
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels import conv2d as K
-from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+from minisims.kernels import conv2d as K
+from minisims.kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
                             out_size)
 from minisims.gradcheck import assert_close, numerical_grad
 
@@ -134,7 +134,7 @@ def test_fast_versions_any_shape(N, C, O, H, W, k, s, p, impl, seed):
 
 def test_numba_chunks_cover_the_batch(rng, monkeypatch):
     # several chunks and a partial last one: 11 images of 5x5 = 25 rows, chunks of 2 images
-    from kernels import _conv2d_numba
+    from minisims.kernels import _conv2d_numba
     monkeypatch.setattr(_conv2d_numba, "CHUNK_ROWS", 50)
     x, w, b, dy = _data(rng, 11, 3, 4, 5, 5, 3, 2, 1)
     _check_version("numba", x, w, b, dy, 2, 1)
@@ -186,7 +186,7 @@ def test_direct_any_shape(N, C, O, H, W, k, s, p, seed):
 def test_direct_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
     # each image is computed by one thread, and each weight-gradient tile sums the whole batch in
     # one order whichever thread runs it: y, dx and dw are the same bits on 1, 2 or 3 threads
-    from kernels import _threads
+    from minisims.kernels import _threads
     # 9x9 (81 output pixels): the micro-kernel's weight gradient (up to 64: _conv2d_small_dw.py)
     x, w, b, dy = _data(rng, 5, 12, 40, 9, 9, 3, 1, 1, dtype=np.float32)  # 3 x 3 weight tiles
     out = {}
@@ -205,7 +205,7 @@ def test_direct_1x1_on_the_kernel_threads_only_where_blas_is_declared_on_one(rng
                                                                            threads):
     # kernels/_conv2d_pointwise.py: the images go to the kernel threads only inside a
     # blas_on_one_thread scope (else one BLAS call); the same bits either way
-    from kernels import _threads
+    from minisims.kernels import _threads
     monkeypatch.setattr(_threads, "THREADS", threads)
     calls = []
     run = _threads.run
@@ -232,7 +232,7 @@ def test_direct_small_weight_gradient_same_bits_on_the_threads_or_not(rng, monke
     # kernels/_conv2d_small_dw.py (at most 64 output pixels): ranges of RANGE_IMAGES images, on
     # the kernel threads only inside a blas_on_one_thread scope; the same bits either way, and
     # against the reference within float32 rounding
-    from kernels import _conv2d_small_dw, _threads
+    from minisims.kernels import _conv2d_small_dw, _threads
     monkeypatch.setattr(_threads, "THREADS", threads)
     calls = []
     run = _threads.run

@@ -32,7 +32,7 @@ def _use_constants(C, tile, group, reduce):
 
 
 def _check(case, dtypes):
-    from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+    from minisims.kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
                                 out_size)
     from minisims.gradcheck import assert_close
     N, C, O, H, W, k, s, p = case
@@ -58,7 +58,7 @@ def _check(case, dtypes):
 
 
 def check_tiled():
-    from kernels import _conv2d_cuda as C
+    from minisims.kernels import _conv2d_cuda as C
     shipped = (C.TILE, C.GROUP, C.REDUCE)
     _use_constants(C, 4, 3, 32)
     for i, case in enumerate(SMALL_TILE_CASES):

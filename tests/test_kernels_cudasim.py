@@ -15,7 +15,7 @@ from cudasim import run_under_simulator
 
 
 def check_conv():
-    from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+    from minisims.kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
                                 out_size)
     from minisims.gradcheck import assert_close
     rng = np.random.default_rng(0)

@@ -51,11 +51,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernels import _adam_ema_cupy, _groupnorm_silu_cupy
-from kernels import adam_ema as adam_ema_kernels
-from kernels import groupnorm_silu as gn_kernels
-from kernels.adam_ema import adam_ema_update, float32_scalars
-from kernels.groupnorm_silu import groupnorm_silu_backward_reference, groupnorm_silu_forward_reference
+from minisims.kernels import _adam_ema_cupy, _groupnorm_silu_cupy
+from minisims.kernels import adam_ema as adam_ema_kernels
+from minisims.kernels import groupnorm_silu as gn_kernels
+from minisims.kernels.adam_ema import adam_ema_update, float32_scalars
+from minisims.kernels.groupnorm_silu import groupnorm_silu_backward_reference, groupnorm_silu_forward_reference
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close, check_gradients
 from minisims.nn.attention import SelfAttention2d
@@ -215,7 +215,7 @@ def test_numba_groupnorm_silu_matches_reference(rng, case, bias, silu):
 
 
 def test_numba_groupnorm_silu_does_not_depend_on_the_thread_count(rng, monkeypatch):
-    from kernels import _threads
+    from minisims.kernels import _threads
     x, gamma, beta, b, dy = gn_data(rng, 5, 12, 6, 11, True)
     out = {}
     for threads in (1, 2, 3):
@@ -231,7 +231,7 @@ def test_numba_sigmoid_is_as_accurate_as_numpys():
     """Its own exp (Cody-Waite reduction, a Taylor polynomial, 2^j through the exponent bits)
     against float64: relative error 1.5e-7 measured where NumPy's float32 1/(1+exp(-z)) has
     2.2e-7 (asserted: 3e-7); the clamp at |z| = 87 keeps s in the normal float32 range."""
-    from kernels._groupnorm_silu_numba import _sigmoid
+    from minisims.kernels._groupnorm_silu_numba import _sigmoid
     z = np.concatenate([np.linspace(-87, 87, 200_001), [-1e4, -88.7, 87.5, 1e4]]).astype(np.float32)
     s, e, k = np.empty_like(z), np.empty_like(z), np.empty(z.size, np.int32)
     _sigmoid(z, s, e, k)
@@ -397,7 +397,7 @@ def test_numba_adam_divides_by_zero_as_the_reference_does():
 def test_numba_adam_ema_shares_pieces_between_threads(monkeypatch, threads):
     """Arrays cut into pieces (PIECE 1000 here: the 5000-value array in five) and shared by 1 or
     3 threads: still the reference bit for bit."""
-    from kernels import _threads
+    from minisims.kernels import _threads
     monkeypatch.setattr(_threads, "THREADS", threads)
     monkeypatch.setattr(adam_ema_kernels, "PIECE", 1000)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(run_optimiser("numba"), run_optimiser("reference")))

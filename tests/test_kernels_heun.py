@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels.heun import heun_stage1, heun_stage2
+from minisims.kernels.heun import heun_stage1, heun_stage2
 from minisims import ops
 
 SHAPES = [(7,), (3, 2, 5, 7), (2, 3, 4, 4)]

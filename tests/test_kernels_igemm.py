@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels import _conv2d_igemm as G
-from kernels._conv2d_common import parity_classes
-from kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+from minisims.kernels import _conv2d_igemm as G
+from minisims.kernels._conv2d_common import parity_classes
+from minisims.kernels.conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
                             out_size)
 from minisims.gradcheck import assert_close
 

@@ -21,8 +21,8 @@ asserted 1e-5 max|x_0|.
 import numpy as np
 import pytest
 
-from kernels import _mlp_eval_cupy, _mlp_eval_tiled, mlp_eval
-from kernels.mlp_eval import MLPSpec
+from minisims.kernels import _mlp_eval_cupy, _mlp_eval_tiled, mlp_eval
+from minisims.kernels.mlp_eval import MLPSpec
 from minisims.diffusion import DDPM, EDM, EDMPrecond
 from minisims.gradcheck import assert_close
 from minisims.nn import Linear, MLPConfig, MLPDenoiser

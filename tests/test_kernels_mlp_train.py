@@ -20,8 +20,8 @@ weights; asserted 1e-6 and 1e-4.
 import numpy as np
 import pytest
 
-from kernels import _mlp_train_cupy, mlp_train
-from kernels.mlp_eval import MLPSpec
+from minisims.kernels import _mlp_train_cupy, mlp_train
+from minisims.kernels.mlp_eval import MLPSpec
 from minisims.diffusion import DDPM
 from minisims.gradcheck import assert_close
 from minisims.nn import Linear, MLPConfig, MLPDenoiser

@@ -6,7 +6,7 @@ then the numba version against the reference in float32, on any number of thread
 import numpy as np
 import pytest
 
-from kernels import softmax as K
+from minisims.kernels import softmax as K
 from minisims.gradcheck import assert_close, numerical_grad
 
 SCALE = 1 / np.sqrt(32)
@@ -63,7 +63,7 @@ def test_numba_matches_the_reference(rng, spread):
 
 
 def test_numba_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
-    from kernels import _threads
+    from minisims.kernels import _threads
     S, dA = _float32_case(rng, N=5)
     out = {}
     for threads in (1, 2, 3):

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from kernels import _threads
+from minisims.kernels import _threads
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])

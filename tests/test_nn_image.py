@@ -47,7 +47,7 @@ def test_conv2d_gradients(rng, k, stride, padding):
 
 def test_conv2d_matches_kernel_reference(rng):
     """The layer is the kernel: its output equals the NumPy reference convolution."""
-    from kernels.conv2d import conv2d_forward_reference
+    from minisims.kernels.conv2d import conv2d_forward_reference
     conv = Conv2d(3, 5, 3, rng, stride=2, dtype=F64)
     x = rng.standard_normal((2, 3, 7, 7))
     ref = conv2d_forward_reference(x, conv.params["W"], conv.params["b"], 2, 1)

@@ -44,7 +44,7 @@ def test_attention_gradients_either_way(rng, fast):
 @pytest.mark.parametrize("k,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
 def test_the_reference_convolution_is_the_kernels_reference(rng, monkeypatch, k, stride, padding):
     """ops' own code and kernels/conv2d.py's reference: the same sums, tap by tap."""
-    from kernels import conv2d as K
+    from minisims.kernels import conv2d as K
     monkeypatch.setattr(ops, "FAST", False)
     x, W, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, k, k)), rng.standard_normal(4)
     y = ops.conv2d(x, W, b, stride, padding)

@@ -4,6 +4,7 @@ import configparser
 import subprocess
 import sys
 import tarfile
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -75,6 +76,17 @@ def test_the_sdist_carries_what_its_tests_need(tmp_path):
                              timeout=300)
     assert collect.returncode == 0, collect.stdout[-2000:]  # 2 where a module fails to import
     assert "tests collected" in collect.stdout
+    # the wheel built from it installs kernels/ as minisims.kernels, and no top-level `kernels`
+    # (a name taken on PyPI: installing beside that package would break it)
+    wheel = ("import sys; from setuptools import build_meta; "
+             "print(build_meta.build_wheel(sys.argv[1]))")
+    name = subprocess.run([sys.executable, "-c", wheel, str(tmp_path / "wheel")], capture_output=True,
+                          text=True, cwd=tree, timeout=300, check=True).stdout.split()[-1]
+    with zipfile.ZipFile(tmp_path / "wheel" / name) as whl:
+        names = whl.namelist()
+    assert "minisims/kernels/conv2d.py" in names and "minisims/ops.py" in names
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"minisims"}, tops
 
 
 def test_the_gpu_hint_installs_the_extra_from_the_checkout(monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.philox import philox4x32, run_words
+from minisims.kernels.philox import philox4x32, run_words
 from minisims.streams import RunGenerator, Streams
 
 # Random123's kat_vectors, "philox4x32 10": counter (4 words), key (2 words) -> output (4 words)

@@ -27,6 +27,6 @@ def test_the_toy_imports_only_the_2d_experiment(tmp_path):
     assert {"minisims.nn.mlp", "minisims.sims", "minisims.train", "minisims.data.toy"} <= loaded
     never = ["minisims.nn.unet", "minisims.nn.conv", "minisims.nn.attention", "minisims.nn.blocks",
              "minisims.shared_encoder", "minisims.data.cifar10", "minisims.data.safe_pickle",
-             "minisims.loops", "minisims.checkpoint", "kernels.conv2d", "kernels.mlp_eval",
-             "kernels.mlp_train", "kernels.heun", "kernels.adam_ema", "kernels.softmax"]
+             "minisims.loops", "minisims.checkpoint", "minisims.kernels.conv2d", "minisims.kernels.mlp_eval",
+             "minisims.kernels.mlp_train", "minisims.kernels.heun", "minisims.kernels.adam_ema", "minisims.kernels.softmax"]
     assert not loaded & set(never), sorted(loaded & set(never))

@@ -90,7 +90,7 @@ def test_blas_on_one_thread_while_the_convolutions_run_their_own(rng, monkeypatc
     # "direct" uses the cores through its own threads: the UNet's other BLAS calls (attention,
     # Linear) run on one thread meanwhile (an OpenBLAS worker left spinning after a threaded call
     # took a core from them); "numba" works through BLAS's threads, which stay as they were
-    from kernels import conv2d as K
+    from minisims.kernels import conv2d as K
     from minisims.nn.attention import SelfAttention2d
     monkeypatch.setattr(K, "AUTO_CPU", impl)
     seen, forward = [], SelfAttention2d.forward

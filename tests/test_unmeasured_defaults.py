@@ -2,7 +2,7 @@
 tested in the CUDA C emulator and compiled by nvcc, but only a GPU can say whether it is right
 there and whether it pays, so each stays opt-in until `bash benchmarks/gpu_check.sh pending` has
 measured it. When a GPU session flips one of these, it changes this test and says what it saw."""
-from kernels import _conv2d_igemm, mlp_eval
+from minisims.kernels import _conv2d_igemm, mlp_eval
 from minisims.nn import MLPDenoiser
 
 

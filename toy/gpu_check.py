@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from kernels import mlp_eval
+from minisims.kernels import mlp_eval
 from minisims import backend
 from minisims.figures import autoguidance, figure4, figure5, figure6
 from minisims.loops import Cell, LoopConfig, run_loop_chunk

@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kernels.conv2d import conv2d_forward
+from minisims.kernels.conv2d import conv2d_forward
 from minisims import backend
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.diffusion.loss import edm_loss

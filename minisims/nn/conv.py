@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from kernels.conv2d import runs_own_threads
+from minisims.kernels.conv2d import runs_own_threads
 
 from .. import backend, ops
 from .module import Module
@@ -74,6 +74,6 @@ def network_blas_threads(x, impl: str = "auto"):
 
 @contextlib.contextmanager
 def _blas_on_one_thread():
-    from kernels import _threads
+    from minisims.kernels import _threads
     with backend.blas_threads(1, cached=True), _threads.blas_on_one_thread():
         yield

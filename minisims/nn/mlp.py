@@ -77,7 +77,7 @@ class MLPDenoiser(Module):
         self._fused = None
         if not self._takes_fused_path(h):
             return self.net.forward(h)  # R,N,D
-        from kernels import mlp_train  # the GPU's fused path (opt-in)
+        from minisims.kernels import mlp_train  # the GPU's fused path (opt-in)
         layers = self._linears()
         params = mlp_train.pack([m.params["W"] for m in layers],
                                 [m.params["b"] for m in layers])  # R,P (one model: 1,P)
@@ -94,7 +94,7 @@ class MLPDenoiser(Module):
         weights, a network they support, and for an ensemble an (R,N,D+E) batch."""
         if not self.fused_gpu_train:
             return False
-        from kernels import mlp_train
+        from minisims.kernels import mlp_train
         first = self._linears()[0]
         W0, R = first.params["W"], first.ensemble
         return (mlp_train.is_cupy(W0) and W0.dtype == np.float32
@@ -103,7 +103,7 @@ class MLPDenoiser(Module):
 
     def spec(self):
         """The network's shape, as the fused kernels are compiled for it (kernels.mlp_eval.MLPSpec)."""
-        from kernels.mlp_eval import MLPSpec
+        from minisims.kernels.mlp_eval import MLPSpec
         c = self.cfg
         return MLPSpec(c.dim, c.hidden, c.depth, c.activation, c.embedding, c.num_freqs)
 
@@ -121,7 +121,7 @@ class MLPDenoiser(Module):
         W0 = layers[0].params["W"]
         if not (self.fused_gpu_eval and on_gpu(W0)):
             return self.forward  # NumPy weights: the layers, as written
-        from kernels import mlp_eval  # the GPU's fused evaluation
+        from minisims.kernels import mlp_eval  # the GPU's fused evaluation
         if not (mlp_eval.is_cupy(W0) and W0.dtype == np.float32
                 and mlp_eval.gpu_ready(self.spec())):
             return self.forward
@@ -151,7 +151,7 @@ class MLPDenoiser(Module):
     def _fused_backward(self, dy):
         """backward through every Linear with kernels/mlp_train.py: each layer's dW and db added
         into its grads, as Linear.backward adds them; returns dh (R,N,D+E) for the embedding."""
-        from kernels import mlp_train
+        from minisims.kernels import mlp_train
         h3, params, saved, shape = self._fused
         dy3 = dy.astype(np.float32, copy=False).reshape(h3.shape[:2] + (self.cfg.dim,))  # R,N,D
         grads, dh = mlp_train.backward(dy3, h3, saved, params, self.spec())  # R,P and R,N,D+E

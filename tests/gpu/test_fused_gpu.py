@@ -22,8 +22,8 @@ try:
 except Exception:  # CuPy without a usable GPU
     pytest.skip("needs a GPU", allow_module_level=True)
 
-from kernels import _adam_ema_cupy, _groupnorm_silu_cupy  # noqa: E402
-from kernels.groupnorm_silu import (groupnorm_silu_backward_reference,  # noqa: E402
+from minisims.kernels import _adam_ema_cupy, _groupnorm_silu_cupy  # noqa: E402
+from minisims.kernels.groupnorm_silu import (groupnorm_silu_backward_reference,  # noqa: E402
                                     groupnorm_silu_forward_reference)
 
 GN_CASES = [(1, 4, 4, 3, 5), (2, 6, 2, 7, 9), (2, 8, 1, 4, 8), (1, 4, 2, 20, 15),

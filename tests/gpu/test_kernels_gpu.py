@@ -40,7 +40,7 @@ def cp():
 
 
 def _conv_data(rng, N, C, O, H, W, k, s, p, dtype):
-    from kernels.conv2d import out_size
+    from minisims.kernels.conv2d import out_size
     x = rng.standard_normal((N, C, H, W)).astype(dtype)  # N,C,H,W
     w = rng.standard_normal((O, C, k, k)).astype(dtype)  # O,C,k,k
     b = rng.standard_normal(O).astype(dtype)  # O
@@ -52,7 +52,7 @@ def _conv_data(rng, N, C, O, H, W, k, s, p, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_versions_on_gpu_match_reference(cp, impl, dtype, case):
-    from kernels.conv2d import (FLOAT32_ONLY, conv2d_backward_input, conv2d_backward_weight,
+    from minisims.kernels.conv2d import (FLOAT32_ONLY, conv2d_backward_input, conv2d_backward_weight,
                                 conv2d_forward)
     if impl in FLOAT32_ONLY and dtype != np.float32:
         pytest.skip(f"{impl} is float32 only")
@@ -78,8 +78,8 @@ def test_conv_versions_on_gpu_match_reference(cp, impl, dtype, case):
 def test_igemm_every_tile_on_gpu(cp, monkeypatch, tile, case):
     """Each of igemm's block tiles forced through the module constant TILE (remainders of the
     128-row tiles included), float32, against the float64 reference."""
-    from kernels import _conv2d_igemm as G
-    from kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+    from minisims.kernels import _conv2d_igemm as G
+    from minisims.kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
     monkeypatch.setattr(G, "TILE", tile)
     s, p = case[6], case[7]
     x, w, b, dy = _conv_data(np.random.default_rng(0), *case, np.float32)
@@ -101,8 +101,8 @@ def test_igemm_every_tile_on_gpu(cp, monkeypatch, tile, case):
 def test_igemm_dx_by_parity_classes_on_gpu(cp, case):
     """At stride > 1 igemm's input gradient runs by parity classes (s*s stride-1 gathers, then
     a strided copy into dx); the gather over every tap beside it: both against the reference."""
-    from kernels import _conv2d_igemm as G
-    from kernels.conv2d import conv2d_backward_input
+    from minisims.kernels import _conv2d_igemm as G
+    from minisims.kernels.conv2d import conv2d_backward_input
     N, C, O, H, W, k, s, p = case
     _, w, _, dy = _conv_data(np.random.default_rng(1), *case, np.float32)
     ref = conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64), (N, C, H, W), s, p,
@@ -115,7 +115,7 @@ def test_igemm_dx_by_parity_classes_on_gpu(cp, case):
 
 def test_igemm_on_gpu_is_deterministic_and_refuses_float64(cp):
     """Split-K weight gradient: the splits are summed in a fixed order, the same bits every run."""
-    from kernels.conv2d import conv2d_backward_weight, conv2d_forward
+    from minisims.kernels.conv2d import conv2d_backward_weight, conv2d_forward
     x, w, b, dy = (cp.asarray(a) for a in _conv_data(np.random.default_rng(3), 16, 32, 40, 16, 16,
                                                        3, 1, 1, np.float32))
     first = conv2d_backward_weight(dy, x, w.shape, 1, 1, impl="igemm")
@@ -127,7 +127,7 @@ def test_igemm_on_gpu_is_deterministic_and_refuses_float64(cp):
 
 
 def test_conv_auto_on_gpu_arrays_igemm_for_float32(cp):
-    from kernels.conv2d import _resolve
+    from minisims.kernels.conv2d import _resolve
     assert _resolve("auto", cp.zeros(1)) == "cupy"  # float64
     assert _resolve("auto", cp.zeros(1, cp.float32), cp.zeros(1, cp.float32)) == "igemm"
     assert _resolve("auto", cp.zeros(1, cp.float32), cp.zeros(1)) == "cupy"
@@ -136,7 +136,7 @@ def test_conv_auto_on_gpu_arrays_igemm_for_float32(cp):
 @pytest.mark.parametrize("impl", ["cupy", "reference"])
 @pytest.mark.parametrize("model_dtype", [np.float32, np.float64])
 def test_heun_stages_on_gpu_bit_for_bit(cp, impl, model_dtype):
-    from kernels.heun import heun_stage1, heun_stage2
+    from minisims.kernels.heun import heun_stage1, heun_stage2
     rng = np.random.default_rng(1)
     shape = (16, 3, 8, 8)
     for w in (0.0, -1.0, 0.37, 2.5, 7.0):
@@ -162,7 +162,7 @@ def test_heun_stages_on_gpu_bit_for_bit(cp, impl, model_dtype):
 def test_heun_endpoints_with_non_finite_outputs_on_gpu(cp, impl, model_dtype):
     """w = 0 / w = -1 select the base / aux exactly (the other's inf and nan ignored, -0.0 kept),
     as sims_combine does: bit for bit the reference's unguided step of the chosen model."""
-    from kernels.heun import heun_stage1, heun_stage2
+    from minisims.kernels.heun import heun_stage1, heun_stage2
     rng = np.random.default_rng(2)
     shape = (4, 3, 8, 8)
     for w in (0.0, -1.0):

@@ -65,7 +65,7 @@ def test_fused_evaluation_matches_forward(gpu, cfg_kw, R, N):
 @pytest.mark.parametrize("cfg_kw", [{}, dict(hidden=32, depth=2, activation="silu",
                                              embedding="fourier", num_freqs=3)])
 def test_both_versions_match_forward(gpu, impl, cfg_kw):
-    from kernels import mlp_eval
+    from minisims.kernels import mlp_eval
     from minisims.nn import Linear, MLPConfig
     cp, rng = gpu, np.random.default_rng(17)
     cfg = MLPConfig(**cfg_kw)

@@ -35,8 +35,8 @@ def _params(spec, R, rng):
 @pytest.mark.parametrize("spec_kw", [{}, dict(hidden=32, depth=2, embedding="fourier", num_freqs=3)])
 @pytest.mark.parametrize("R,N", [(1, 37), (3, 300), (64, 2000)])
 def test_kernels_match_the_reference(gpu, spec_kw, R, N):
-    from kernels import mlp_train
-    from kernels.mlp_eval import MLPSpec
+    from minisims.kernels import mlp_train
+    from minisims.kernels.mlp_eval import MLPSpec
     cp, rng, spec = gpu, np.random.default_rng(R + N), MLPSpec(**spec_kw)
     params = _params(spec, R, rng)
     h_in = (rng.standard_normal((R, N, spec.dim + spec.emb_dim)) * 2).astype(np.float32)

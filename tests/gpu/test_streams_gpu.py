@@ -4,7 +4,7 @@ cos round differently from NumPy's)."""
 import numpy as np
 import pytest
 
-from kernels.philox import run_words
+from minisims.kernels.philox import run_words
 from minisims import backend
 from minisims.streams import RunGenerator
 
