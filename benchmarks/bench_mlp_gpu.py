@@ -40,14 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minisims.kernels import mlp_eval  # noqa: E402
 from minisims import backend  # noqa: E402
 from minisims.nn import Linear, MLPConfig, MLPDenoiser  # noqa: E402
+from minisims.nn.mlp_fused import FusedMLPDenoiser, spec  # noqa: E402
 
 
 def _ours_train(net, x, c, dy, fused):
     def step():
-        MLPDenoiser.fused_gpu_train = fused
+        cls = FusedMLPDenoiser if fused else MLPDenoiser  # net is a FusedMLPDenoiser
         net.zero_grad()
-        y = net.forward(x, c)
-        net.backward(dy)
+        y = cls.forward(net, x, c)
+        cls.backward(net, dy)
         return y
     return step
 
@@ -58,9 +59,8 @@ def _ours_eval(net, x, c, impl):
 
     def call():
         if impl == "layers":
-            MLPDenoiser.fused_gpu_train = False
-            return net.forward(x, c)
-        return mlp_eval.mlp_eval(x, c, params, net.embed.freqs, net.spec(), impl=impl)
+            return MLPDenoiser.forward(net, x, c)
+        return mlp_eval.mlp_eval(x, c, params, net.embed.freqs, spec(net), impl=impl)
     return call
 
 
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     xp = backend.xp()
     R, N = args.runs, args.points
     rng = np.random.default_rng(0)
-    net = MLPDenoiser(MLPConfig(), rng, ensemble=R)
+    net = FusedMLPDenoiser(MLPConfig(), rng, ensemble=R)
     x = xp.asarray(rng.standard_normal((R, N, 2)), dtype=np.float32)  # R,N,D
     c = xp.asarray(rng.integers(1, 40, (R, N)), dtype=np.float32)  # R,N, DDPM step indices
     dy = xp.asarray(rng.standard_normal((R, N, 2)), dtype=np.float32)  # R,N,D
@@ -162,7 +162,6 @@ def main(argv=None) -> int:
         out = out.detach().cpu().numpy() if hasattr(out, "detach") else backend.to_numpy(out)
         r = ref[name.split()[0]]
         print(f"check {name:13s}: max|diff| / max|y| = {np.abs(out - r).max() / np.abs(r).max():.2e}")
-    MLPDenoiser.fused_gpu_train = True
 
     times = {name: [] for name in cases}
     with backend.blas_threads(None if gpu else 1):
@@ -173,7 +172,6 @@ def main(argv=None) -> int:
                 fn()
                 sync()
                 times[name].append(time.perf_counter() - t0)
-    MLPDenoiser.fused_gpu_train = True
     print(f"\nR = {R}, N = {N}, H 64, 4 hidden ReLU layers, {args.device}, median of "
           f"{args.repeats} (ms, ratio to PyTorch's):")
     for kind in ("train", "eval"):

@@ -6,7 +6,6 @@ reason the CPU runs minisims.ops' lines rather than a fused kernel; docs/notes/k
 import time, numpy as np
 from minisims import ops
 from minisims.images.presets import PRESETS
-from minisims.images import pipeline
 from minisims.nn.unet import UNet
 from minisims.diffusion import EDM, EDMPrecond
 p = PRESETS["cpu"]

@@ -22,10 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minisims import backend, sims  # noqa: E402
+from minisims import backend, ops, sims  # noqa: E402
 from minisims.figures import figure4  # noqa: E402
 from minisims.loops import Cell, loop, run_loop_chunk  # noqa: E402
-from minisims.nn import MLPDenoiser  # noqa: E402
 
 TIMES: dict = defaultdict(float)
 
@@ -74,7 +73,7 @@ def main(argv=None) -> int:
         backend.use_device(args.device)
     except backend.BackendError as e:
         p.error(str(e))
-    MLPDenoiser.fused_gpu_train = args.fused_train == "on"
+    ops.FUSE_MLP_TRAIN = args.fused_train == "on"
     cfg = figure4.augmentation_loop(dataclasses.replace(figure4.PRESETS[args.preset], generations=1),
                                     "ddpm")
     cells = (Cell(args.n_synth, 0.0, "standard"), Cell(args.n_synth, 3.0, "sims"))

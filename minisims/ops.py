@@ -25,6 +25,11 @@ from .guidance import sims_combine
 
 FAST = os.environ.get("MINISIMS_FAST", "1") != "0"
 
+# The toy MLP on the GPU, the whole network one kernel launch (minisims/nn/mlp_fused.py): for
+# sampling on (measured on an H200), for training opt-in (it has never run on a GPU).
+FUSE_MLP_EVAL = True
+FUSE_MLP_TRAIN = False
+
 
 # ---------------------------------------------------------------- convolution (cross-correlation)
 

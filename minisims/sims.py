@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import backend
+from . import backend, ops
 from .diffusion import DDPM, EDM, EDMPrecond, VPPrecond
 from .guidance import GuidanceInterval
 from .nn import MLPConfig, MLPDenoiser
@@ -69,7 +69,7 @@ class SIMSConfig:
         raise ValueError(f"unknown formulation {self.formulation!r}: use ddpm, edm or vp")
 
     def make_net(self, runs: int, rng) -> MLPDenoiser:
-        return MLPDenoiser(self.mlp, rng, ensemble=runs)
+        return toy_mlp(self.mlp, rng, runs)
 
     def recipe(self) -> SIMSRecipe:
         """Algorithm 1's recipe: one MLP per run (R = data.shape[0]), trained full-batch-per-epoch."""
@@ -82,7 +82,16 @@ class SIMSConfig:
 
 
 def _toy_mlp(mlp: MLPConfig, data, rng) -> MLPDenoiser:
-    return MLPDenoiser(mlp, rng, ensemble=data.shape[0])  # one model per run
+    return toy_mlp(mlp, rng, data.shape[0])  # one model per run
+
+
+def toy_mlp(mlp: MLPConfig, rng, runs: int | None) -> MLPDenoiser:
+    """The toy's network, one per run; on the GPU its twin that runs the fused kernels
+    (nn/mlp_fused.py: sampling by default, training opt-in)."""
+    if ops.FAST and backend.current_device() == "gpu":
+        from .nn.mlp_fused import FusedMLPDenoiser
+        return FusedMLPDenoiser(mlp, rng, ensemble=runs)
+    return MLPDenoiser(mlp, rng, ensemble=runs)
 
 
 def as_recipe(cfg) -> SIMSRecipe:

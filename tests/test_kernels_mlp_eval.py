@@ -24,9 +24,11 @@ import pytest
 from minisims.kernels import _mlp_eval_cupy, _mlp_eval_tiled, mlp_eval
 from minisims.kernels.mlp_eval import MLPSpec
 from minisims.diffusion import DDPM, EDM, EDMPrecond
+from minisims import ops
 from minisims.gradcheck import assert_close
 from minisims.nn import Linear, MLPConfig, MLPDenoiser
-from minisims.nn import mlp as mlp_module
+from minisims.nn import mlp_fused
+from minisims.nn.mlp_fused import FusedMLPDenoiser
 
 cuda_emu = pytest.importorskip("cuda_emu")
 pytestmark = pytest.mark.skipif(not cuda_emu.available(), reason="needs g++")
@@ -59,7 +61,7 @@ def modules():
 
 def _net(cfg, rng, ensemble, gain=1.5):
     """An MLP with random weights (not its init): W ~ N(0, gain^2 / Din), b ~ N(0, 0.25)."""
-    net = MLPDenoiser(cfg, rng, ensemble=ensemble)
+    net = FusedMLPDenoiser(cfg, rng, ensemble=ensemble)
     for m in net.modules():
         if isinstance(m, Linear):
             W = m.params["W"]
@@ -195,7 +197,7 @@ def emulated_gpu(request, monkeypatch, modules):
                if (version, name) in modules}
     monkeypatch.setattr(mlp_eval, "is_cupy", lambda a: True)
     monkeypatch.setattr(mlp_eval, "gpu_ready", lambda spec: True)
-    monkeypatch.setattr(mlp_module, "on_gpu", lambda a: True)
+    monkeypatch.setattr(mlp_fused, "on_gpu", lambda a: True)
 
     def launch(x, c, params, freqs, spec):
         return VERSIONS[version].evaluate(by_spec[spec], x, c, params, freqs, spec)
@@ -226,7 +228,7 @@ def test_auto_picks_cupy_and_tiled_only_where_opted_in(monkeypatch, modules, aut
 
 
 def test_on_the_cpu_sampling_forward_is_forward():
-    net = MLPDenoiser(MLPConfig(), np.random.default_rng(0), ensemble=2)
+    net = FusedMLPDenoiser(MLPConfig(), np.random.default_rng(0), ensemble=2)
     assert net.sampling_forward() == net.forward  # NumPy weights: the samplers' path is unchanged
 
 
@@ -254,7 +256,7 @@ def test_fused_sampler_matches_unfused(emulated_gpu, monkeypatch, form):
     shape = (2, 25, 2)
 
     def sample(w, fused, aux_net=aux):
-        monkeypatch.setattr(MLPDenoiser, "fused_gpu_eval", fused)
+        monkeypatch.setattr(ops, "FUSE_MLP_EVAL", fused)
         return f.sample(base, shape, np.random.default_rng(11), aux=aux_net, w=w)
 
     for w in (0.0, 2.0):
@@ -263,5 +265,21 @@ def test_fused_sampler_matches_unfused(emulated_gpu, monkeypatch, form):
                      atol=SAMPLER_ATOL_REL * np.abs(ref).max())
     # the endpoints stay exact on the fused path: w = 0 is the base sampler, w = -1 the aux's
     assert np.array_equal(sample(0.0, True), sample(0.0, True, aux_net=None))
-    monkeypatch.setattr(MLPDenoiser, "fused_gpu_eval", True)
+    monkeypatch.setattr(ops, "FUSE_MLP_EVAL", True)
     assert np.array_equal(sample(-1.0, True), f.sample(aux, shape, np.random.default_rng(11)))
+
+
+def test_the_toy_makes_the_fused_twin_on_the_gpu_only(monkeypatch):
+    """minisims.sims.toy_mlp: the plain MLPDenoiser on the CPU and with the fast paths off, the
+    FusedMLPDenoiser (the same layers and parameter names) on the GPU."""
+    from minisims import backend, sims
+    cfg = MLPConfig(hidden=8, depth=1)
+    plain = sims.toy_mlp(cfg, np.random.default_rng(0), 2)
+    assert type(plain) is MLPDenoiser
+    monkeypatch.setattr(backend, "current_device", lambda: "gpu")
+    twin = sims.toy_mlp(cfg, np.random.default_rng(0), 2)
+    assert type(twin) is FusedMLPDenoiser
+    assert all(np.array_equal(a, b) for a, b in zip(plain.state_dict().values(), twin.state_dict().values()))
+    assert list(plain.state_dict()) == list(twin.state_dict())
+    monkeypatch.setattr(ops, "FAST", False)
+    assert type(sims.toy_mlp(cfg, np.random.default_rng(0), 2)) is MLPDenoiser

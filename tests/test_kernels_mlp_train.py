@@ -22,9 +22,11 @@ import pytest
 
 from minisims.kernels import _mlp_train_cupy, mlp_train
 from minisims.kernels.mlp_eval import MLPSpec
+from minisims import ops
 from minisims.diffusion import DDPM
 from minisims.gradcheck import assert_close
-from minisims.nn import Linear, MLPConfig, MLPDenoiser
+from minisims.nn import Linear, MLPConfig, MLPDenoiser, mlp_fused
+from minisims.nn.mlp_fused import FusedMLPDenoiser
 from minisims.train import TrainConfig, train
 
 cuda_emu = pytest.importorskip("cuda_emu")
@@ -138,7 +140,7 @@ def test_reference_backward_is_the_layers_backward():
     net.zero_grad()
     net.backward(dy)
     h_in = np.concatenate([x, net.embed.forward(c)], axis=-1)  # R,N,DIN
-    layers = net._linears()
+    layers = mlp_fused.linears(net)
     params = np.concatenate([a.reshape(2, -1) for m in layers
                              for a in (m.params["W"], m.params["b"])], axis=1)  # R,P float64
     y_ref, acts = mlp_train.forward_reference(h_in, params, _spec(cfg))
@@ -202,12 +204,20 @@ def test_nvcc_compiles_the_kernels(arch, name):
 def emulated_gpu(monkeypatch, modules):
     """MLPDenoiser takes its fused training path on NumPy float32 weights, with emulated kernels."""
     monkeypatch.setattr(mlp_train, "is_cupy", lambda a: True)
+    monkeypatch.setattr(ops, "FUSE_MLP_TRAIN", True)  # opt-in
     monkeypatch.setattr(mlp_train, "gpu_ready", lambda spec: _mlp_train_cupy.supported(spec) is None)
     monkeypatch.setattr(_mlp_train_cupy, "module", lambda spec: modules[spec])
 
 
+def _layers(net):
+    """The plain MLPDenoiser with net's weights (a copy)."""
+    plain = MLPDenoiser(net.cfg, np.random.default_rng(0), ensemble=mlp_fused.linears(net)[0].ensemble)
+    plain.load_state_dict(net.state_dict())
+    return plain
+
+
 def _random_net(cfg, rng, ensemble):
-    net = MLPDenoiser(cfg, rng, ensemble=ensemble)
+    net = FusedMLPDenoiser(cfg, rng, ensemble=ensemble)
     for m in net.modules():
         if isinstance(m, Linear):
             W = m.params["W"]
@@ -217,14 +227,14 @@ def _random_net(cfg, rng, ensemble):
 
 
 def _forward_backward(net, x, c, dy, fused, monkeypatch):
-    monkeypatch.setattr(MLPDenoiser, "fused_gpu_train", fused)
+    net = net.copy() if fused else _layers(net)
     net.zero_grad()
-    for m in net._linears():  # start from non-zero grads: backward must add into them
+    for m in mlp_fused.linears(net):  # start from non-zero grads: backward must add into them
         m.grads["W"][...] = 0.25
         m.grads["b"][...] = -0.5
     y = net.forward(x, c)
     dx, dc = net.backward(dy)
-    return y, dx, dc, [{k: g.copy() for k, g in m.grads.items()} for m in net._linears()]
+    return y, dx, dc, [{k: g.copy() for k, g in m.grads.items()} for m in mlp_fused.linears(net)], net
 
 
 @pytest.mark.parametrize("name", ["toy", "narrow-fourier"])
@@ -237,9 +247,9 @@ def test_denoiser_fused_matches_its_layers(emulated_gpu, monkeypatch, name, ense
     c = (rng.random(lead) * 3).astype(np.float32)  # a level per point, as training draws them
     dy = rng.standard_normal(lead + (2,)).astype(np.float32)
     fused = _forward_backward(net, x, c, dy, True, monkeypatch)
-    assert net._fused is not None  # it did take the fused path
+    assert fused[4]._fused is not None  # it did take the fused path
     layers = _forward_backward(net, x, c, dy, False, monkeypatch)
-    assert net._fused is None
+    assert isinstance(layers[4], MLPDenoiser) and not isinstance(layers[4], FusedMLPDenoiser)
     for what, a, b in zip(("y", "dx", "dc"), fused[:3], layers[:3]):
         assert a.shape == b.shape
         _close(what, a, b)
@@ -251,10 +261,10 @@ def test_denoiser_fused_matches_its_layers(emulated_gpu, monkeypatch, name, ense
 
 def test_denoiser_keeps_its_layers_where_the_kernels_do_not_apply(emulated_gpu):
     rng = np.random.default_rng(0)
-    silu = MLPDenoiser(MLPConfig(activation="silu"), rng, ensemble=2)
+    silu = FusedMLPDenoiser(MLPConfig(activation="silu"), rng, ensemble=2)
     silu.forward(np.zeros((2, 4, 2), np.float32), 0.5)
     assert silu._fused is None  # the fused backward knows the ReLU only
-    f64 = MLPDenoiser(MLPConfig(), rng, ensemble=2, dtype=np.float64)
+    f64 = FusedMLPDenoiser(MLPConfig(), rng, ensemble=2, dtype=np.float64)
     f64.forward(np.zeros((2, 4, 2)), 0.5)
     assert f64._fused is None  # float32 only
 
@@ -272,10 +282,9 @@ def test_training_fused_matches_training_layer_by_layer(emulated_gpu, monkeypatc
         form = DDPM(T=40, member_ndim=0)
     runs = {}
     for fused in (True, False):
-        monkeypatch.setattr(MLPDenoiser, "fused_gpu_train", fused)
-        net = MLPDenoiser(cfg, np.random.default_rng(5), ensemble=ensemble)
+        net = (FusedMLPDenoiser if fused else MLPDenoiser)(cfg, np.random.default_rng(5), ensemble=ensemble)
         res = train(net, form, data, TrainConfig(epochs=4, batch_size=128), 11)
-        runs[fused] = (res.history, [m.params["W"].copy() for m in net._linears()])
+        runs[fused] = (res.history, [m.params["W"].copy() for m in mlp_fused.linears(net)])
     assert_close("loss history", runs[True][0], runs[False][0], rtol=1e-6, atol=0.0)
     for i, (a, b) in enumerate(zip(runs[True][1], runs[False][1])):
         assert_close(f"W_{i}", a, b, rtol=0.0, atol=1e-4 * float(np.abs(b).max()))

@@ -3,12 +3,12 @@ tested in the CUDA C emulator and compiled by nvcc, but only a GPU can say wheth
 there and whether it pays, so each stays opt-in until `bash benchmarks/gpu_check.sh pending` has
 measured it. When a GPU session flips one of these, it changes this test and says what it saw."""
 from minisims.kernels import _conv2d_igemm, mlp_eval
-from minisims.nn import MLPDenoiser
+from minisims import ops
 
 
 def test_the_fused_mlp_training_kernels_are_opt_in():
-    assert MLPDenoiser.fused_gpu_train is False  # kernels/mlp_train.py: emulator only so far
-    assert MLPDenoiser.fused_gpu_eval is True    # kernels/mlp_eval.py "cupy": ran on an H200
+    assert ops.FUSE_MLP_TRAIN is False  # kernels/mlp_train.py: emulator only so far
+    assert ops.FUSE_MLP_EVAL is True    # kernels/mlp_eval.py "cupy": ran on an H200
 
 
 def test_the_tiled_mlp_evaluation_is_opt_in():

@@ -27,10 +27,10 @@ import time
 import numpy as np
 
 from minisims.kernels import mlp_eval
-from minisims import backend
+from minisims import backend, ops
 from minisims.figures import autoguidance, figure4, figure5, figure6
 from minisims.loops import Cell, LoopConfig, run_loop_chunk
-from minisims.nn import MLPConfig, MLPDenoiser
+from minisims.nn import MLPConfig
 from minisims.sims import SIMSConfig
 
 
@@ -75,13 +75,13 @@ def main(argv=None) -> int:
 
     # 2. timings at the Figure 4 sizes, with and/or without the fused sampling and training
     per_gen = {}
-    defaults = MLPDenoiser.fused_gpu_eval, MLPDenoiser.fused_gpu_train
+    defaults = ops.FUSE_MLP_EVAL, ops.FUSE_MLP_TRAIN
     choice = {"both": (True, False), "on": (True,), "off": (False,)}
     modes = [(ev, tr) for ev in choice[args.fused_eval] for tr in choice[args.fused_train]]
     for R in [int(v) for v in args.sizes.split(",")]:
         cfg = figure4.augmentation_loop(dataclasses.replace(figure4.PRESETS["gpu"], generations=1), "ddpm")
         for mode in modes:
-            MLPDenoiser.fused_gpu_eval, MLPDenoiser.fused_gpu_train = mode
+            ops.FUSE_MLP_EVAL, ops.FUSE_MLP_TRAIN = mode
             for cell in (Cell(500, 0.0, "standard"), Cell(500, 3.0, "sims")):
                 run_loop_chunk(cfg, cell, R)  # warm-up: kernel compilation, memory pool
                 cupy.cuda.runtime.deviceSynchronize()
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
                 d = r.distance(cfg.mean, cfg.cov)[:, 0]
                 print(f"[2] R={R:5d} {cell.label:10s} {_label(mode)}: {r.seconds:6.2f} s per "
                       f"generation (E[W2(G^1)] {d.mean():.4f})", flush=True)
-    MLPDenoiser.fused_gpu_eval, MLPDenoiser.fused_gpu_train = defaults
+    ops.FUSE_MLP_EVAL, ops.FUSE_MLP_TRAIN = defaults
     for mode in modes:
         for preset in ("gpu", "paper"):
             s = figure4.PRESETS[preset]

@@ -16,7 +16,8 @@ the aux's, bit for bit, on the fused path.
 import numpy as np
 import pytest
 
-from minisims import backend
+from minisims import backend, ops
+from minisims.nn.mlp_fused import spec
 from minisims.gradcheck import assert_close
 
 pytestmark = pytest.mark.skipif(not backend.gpu_available(), reason="needs CuPy and a GPU")
@@ -26,8 +27,9 @@ TOL = 1e-5  # times max|reference|
 
 def _net(cp, cfg, rng, ensemble, gain=1.5):
     """An MLP on the GPU with random weights (not its init)."""
-    from minisims.nn import Linear, MLPDenoiser
-    net = MLPDenoiser(cfg, rng, ensemble=ensemble)
+    from minisims.nn import Linear
+    from minisims.nn.mlp_fused import FusedMLPDenoiser
+    net = FusedMLPDenoiser(cfg, rng, ensemble=ensemble)
     for m in net.modules():
         if isinstance(m, Linear):
             W, b = m.params["W"], m.params["b"]
@@ -74,7 +76,7 @@ def test_both_versions_match_forward(gpu, impl, cfg_kw):
     params = mlp_eval.pack([m.params["W"] for m in layers], [m.params["b"] for m in layers])
     x = cp.asarray((rng.standard_normal((64, 2000, 2)) * 3).astype(np.float32))
     for c in (-1.55, 0.3, 17.0):
-        y = mlp_eval.mlp_eval(x, c, params, net.embed.freqs, net.spec(), impl=impl)
+        y = mlp_eval.mlp_eval(x, c, params, net.embed.freqs, spec(net), impl=impl)
         _close(f"{impl} {cfg_kw} c={c}", y, net.forward(x, c))
 
 
@@ -92,20 +94,20 @@ def test_fused_evaluation_does_not_synchronise(gpu, no_sync):
 @pytest.mark.parametrize("form", ["ddpm", "edm"])
 def test_fused_sampler_matches_unfused_and_keeps_the_endpoints(gpu, monkeypatch, form):
     from minisims.diffusion import DDPM, EDM, EDMPrecond
-    from minisims.nn import MLPConfig, MLPDenoiser
+    from minisims.nn import MLPConfig
     cp, rng = gpu, np.random.default_rng(3)
     f = DDPM(T=40) if form == "ddpm" else EDM(precond=EDMPrecond(1.4), num_steps=16)
     base, aux = _net(cp, MLPConfig(), rng, 8, gain=1.0), _net(cp, MLPConfig(), rng, 8, gain=1.0)
     shape = (8, 500, 2)
 
     def sample(w, fused, aux_net=aux):
-        monkeypatch.setattr(MLPDenoiser, "fused_gpu_eval", fused)
+        monkeypatch.setattr(ops, "FUSE_MLP_EVAL", fused)
         return f.sample(base, shape, cp.random.default_rng(11), aux=aux_net, w=w)
 
     for w in (0.0, 2.0):
         _close(f"{form} w={w}", sample(w, True), sample(w, False))
     same = sample(0.0, True), sample(0.0, True, aux_net=None)
     assert same[0].tobytes() == same[1].tobytes()  # w = 0: the base sampler, bit for bit
-    monkeypatch.setattr(MLPDenoiser, "fused_gpu_eval", True)
+    monkeypatch.setattr(ops, "FUSE_MLP_EVAL", True)
     aux_only = f.sample(aux, shape, cp.random.default_rng(11))
     assert sample(-1.0, True).tobytes() == aux_only.tobytes()  # w = -1: the aux's sampler

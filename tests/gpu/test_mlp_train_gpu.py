@@ -11,7 +11,7 @@ each array's max|.|; twelve Adam steps: 1e-6 relative in the loss history, 1e-4 
 import numpy as np
 import pytest
 
-from minisims import backend
+from minisims import backend, ops
 from minisims.gradcheck import assert_close
 
 pytestmark = pytest.mark.skipif(not backend.gpu_available(), reason="needs CuPy and a GPU")
@@ -65,6 +65,7 @@ def test_kernels_match_the_reference(gpu, spec_kw, R, N):
 def test_training_fused_matches_training_layer_by_layer(gpu, monkeypatch, ensemble):
     from minisims.diffusion import DDPM
     from minisims.nn import MLPConfig, MLPDenoiser
+    from minisims.nn.mlp_fused import FusedMLPDenoiser, linears
     from minisims.train import TrainConfig, train
     cp = gpu
     form = DDPM(T=40) if ensemble else DDPM(T=40, member_ndim=0)
@@ -72,20 +73,23 @@ def test_training_fused_matches_training_layer_by_layer(gpu, monkeypatch, ensemb
     data = cp.asarray(data.astype(np.float32))
     runs = {}
     for fused in (True, False):
-        monkeypatch.setattr(MLPDenoiser, "fused_gpu_train", fused)
-        net = MLPDenoiser(MLPConfig(), np.random.default_rng(5), ensemble=ensemble)
+        monkeypatch.setattr(ops, "FUSE_MLP_TRAIN", True)  # opt-in
+        cls = FusedMLPDenoiser if fused else MLPDenoiser
+        net = cls(MLPConfig(), np.random.default_rng(5), ensemble=ensemble)
         res = train(net, form, data, TrainConfig(epochs=4, batch_size=128), 11)
-        assert (net._fused is not None) == fused  # the path asked for was taken
-        runs[fused] = (res.history, [backend.to_numpy(m.params["W"]) for m in net._linears()])
+        assert (getattr(net, "_fused", None) is not None) == fused  # the path asked for was taken
+        runs[fused] = (res.history, [backend.to_numpy(m.params["W"]) for m in linears(net)])
     assert_close("loss history", runs[True][0], runs[False][0], rtol=1e-6, atol=0.0)
     for i, (a, b) in enumerate(zip(runs[True][1], runs[False][1])):
         assert_close(f"W_{i}", a, b, rtol=0.0, atol=1e-4 * float(np.abs(b).max()))
 
 
-def test_fused_training_step_does_not_synchronise(gpu, no_sync):
-    from minisims.nn import MLPConfig, MLPDenoiser
+def test_fused_training_step_does_not_synchronise(gpu, no_sync, monkeypatch):
+    monkeypatch.setattr(ops, "FUSE_MLP_TRAIN", True)  # opt-in
+    from minisims.nn import MLPConfig
+    from minisims.nn.mlp_fused import FusedMLPDenoiser
     cp, rng = gpu, np.random.default_rng(0)
-    net = MLPDenoiser(MLPConfig(), rng, ensemble=4)
+    net = FusedMLPDenoiser(MLPConfig(), rng, ensemble=4)
     x = cp.asarray(rng.standard_normal((4, 500, 2)).astype(np.float32))
     c = cp.asarray(rng.random((4, 500)).astype(np.float32))
     dy = cp.ones((4, 500, 2), dtype=np.float32)
