@@ -563,7 +563,8 @@ def train_step(net, edm, opt, y, rng, ema=None, fused=None):
     Adam, then the EMA update when one is kept: as one fused pass (``fused`` True), as
     minisims.ops' own code (False), or where the fused pass pays (None, ops.FUSE_ADAM_FROM)."""
     net.zero_grad()
-    edm.loss_and_grad(net, y, rng)
+    with ops.network_threads(y):  # as the image command runs its networks (ops.network_threads)
+        edm.loss_and_grad(net, y, rng)
     if fused is None:
         opt.step(ema)
         return

@@ -11,7 +11,7 @@ In NCHW a 1x1 convolution is already a matrix product, image by image, with noth
 So here there is no padded NHWC copy, no packed weights and no scattered output: each image is
 one NumPy matmul, on BLAS's own micro-kernels. Inside a network's pass, where the caller holds
 BLAS on one thread and says so (kernels/_threads.py's blas_on_one_thread, declared by
-minisims.nn.conv.network_blas_threads), the images are shared by the kernel threads, one range
+minisims.ops.network_threads), the images are shared by the kernel threads, one range
 each; elsewhere all the images go to BLAS in one call, on BLAS's own threads (the kernel threads
 on top of BLAS's would multiply). The weight gradient's per-image products go to an (N, Cout, C)
 buffer and are summed in image order, so no result depends on how the images were shared.

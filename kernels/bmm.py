@@ -6,7 +6,7 @@
 
 Why: inside a network's pass the CPU UNet keeps BLAS on one thread (its convolutions run their
 own threads, and an OpenBLAS worker left spinning after a threaded call takes a core from them;
-minisims.nn.conv.network_blas_threads), so attention's batched products ran on one core. Here
+minisims.ops.network_threads), so attention's batched products ran on one core. Here
 they run on both, through the threads that the convolutions use, without waking BLAS's.
 Versions (``impl=``):
 - "reference": ``a @ b``, NumPy's (or CuPy's) matmul on BLAS's own threads (as many as allowed).
@@ -16,7 +16,7 @@ Versions (``impl=``):
   (tests/test_kernels_bmm.py); call it with BLAS on one thread, or the threads multiply.
 "auto" picks "threads" for NumPy arrays of more than one image, more than one kernel thread and
 inside a scope where the caller declares BLAS on one thread (kernels/_threads.py's
-blas_on_one_thread: the UNet's passes), "reference" otherwise (CuPy arrays included).
+blas_on_one_thread: minisims.ops.network_threads), "reference" otherwise (CuPy arrays included).
 """
 from __future__ import annotations
 

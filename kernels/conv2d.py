@@ -52,8 +52,8 @@ def runs_own_threads(impl="auto"):
     """Whether the CPU version ``impl`` ("auto": AUTO_CPU) runs its own threads over the batch
     instead of BLAS's. Then a caller's other BLAS calls are best kept on one thread: after every
     threaded call an OpenBLAS worker spins for about 0.1 s (2^28 cycles, OPENBLAS_THREAD_TIMEOUT)
-    and takes a core from those threads (minisims.nn.conv.network_blas_threads holds BLAS on one
-    thread during the UNet's passes; the cost is measured in docs/notes/kernels-conv.md). Where
+    and takes a core from those threads (minisims.ops.network_threads holds BLAS on one
+    thread while the image command trains and samples; the cost is measured in docs/notes/kernels-conv.md). Where
     BLAS is on one thread for other reasons (minisims' --blas-threads, bench_unet.py --threads),
     "direct" still runs kernels._threads.THREADS threads (NUMBA_NUM_THREADS)."""
     return (AUTO_CPU if impl == "auto" else impl) in OWN_THREADS

@@ -16,6 +16,7 @@ Adam + EMA come through here.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -29,6 +30,30 @@ FAST = os.environ.get("MINISIMS_FAST", "1") != "0"
 # sampling on (measured on an H200), for training opt-in (it has never run on a GPU).
 FUSE_MLP_EVAL = True
 FUSE_MLP_TRAIN = False
+
+
+
+@contextlib.contextmanager
+def network_threads(x=None):
+    """The CPU threads of a network's passes (over x, or on the current device): while the fast
+    convolution runs its own threads (kernels/conv2d.py's "direct"), the other BLAS calls
+    (attention, Linear layers) run on one thread, and the kernels are told so
+    (kernels/_threads.py's blas_on_one_thread: the 1x1 convolutions then run BLAS on their own
+    threads). A threaded BLAS call leaves an OpenBLAS worker spinning after it returns, which
+    takes a core from the convolution's threads (30% more convolution time in the UNet step:
+    docs/notes/core.md). Elsewhere (the GPU, FAST off) it changes nothing. The image command
+    runs its training and sampling inside it (minisims/images/pipeline.py)."""
+    on_cpu = (backend.current_device() == "cpu") if x is None else backend.xp(x) is np
+    if not (FAST and on_cpu):
+        yield
+        return
+    from .kernels.conv2d import runs_own_threads
+    if not runs_own_threads():
+        yield
+        return
+    from .kernels import _threads
+    with backend.blas_threads(1, cached=True), _threads.blas_on_one_thread():
+        yield
 
 
 # ---------------------------------------------------------------- convolution (cross-correlation)

@@ -3,7 +3,7 @@ shared encoder pass of paper Appendix A."""
 import numpy as np
 import pytest
 
-from minisims import backend
+from minisims import backend, ops
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close, numerical_grad
 from minisims.guidance import GuidanceInterval
@@ -87,6 +87,7 @@ def test_unet_32x32_shapes(rng):
 
 @pytest.mark.parametrize("impl, inside", [("direct", 1), ("numba", 2)])
 def test_blas_on_one_thread_while_the_convolutions_run_their_own(rng, monkeypatch, impl, inside):
+    """minisims.ops.network_threads, the scope the image command runs its networks in."""
     # "direct" uses the cores through its own threads: the UNet's other BLAS calls (attention,
     # Linear) run on one thread meanwhile (an OpenBLAS worker left spinning after a threaded call
     # took a core from them); "numba" works through BLAS's threads, which stay as they were
@@ -97,12 +98,16 @@ def test_blas_on_one_thread_while_the_convolutions_run_their_own(rng, monkeypatc
     monkeypatch.setattr(SelfAttention2d, "forward",
                         lambda self, x: (seen.append(backend.blas_thread_count()), forward(self, x))[1])
     net = UNet(UNetConfig(**TINY, dropout=0.0), rng)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     with backend.blas_threads(2):
         if backend.blas_thread_count() != 2:
             pytest.skip("BLAS runs one thread here")
-        net.forward(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), 0.3)
+        with ops.network_threads(x):  # as the image command runs its networks
+            net.forward(x, 0.3)
         assert backend.blas_thread_count() == 2  # restored after the pass
-    assert seen and set(seen) == {inside}
+        n = len(seen)
+        net.forward(x, 0.3)  # outside the scope: BLAS's own threads
+    assert n and seen[:n] == [inside] * n and seen[n:] == [2] * n, seen
 
 
 def test_scalar_noise_level_broadcasts(rng):

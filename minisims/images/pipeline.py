@@ -26,7 +26,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import backend
+from .. import backend, ops
 from ..atomic import atomic_write, write_json
 from ..checkpoint import checkpoint_groups, load_checkpoint
 from ..data import load_images, to_model, to_uint8
@@ -136,8 +136,9 @@ def step_train(p: ImagePreset, data, outdir: str, seed: int = 0, md5=None, resum
             f"{p.base_images:,} images seen, batch {p.batch}")
         x = backend.asarray(to_model(images))  # N,C,H,W
         t0 = time.perf_counter()
-        train_base(x, make_recipe(p), seed, progress=progress, checkpoint=path, resume=resume,
-                   meta=_meta(p, step="base", seed=seed))
+        with ops.network_threads(x):  # BLAS on one thread beside the convolutions' own
+            train_base(x, make_recipe(p), seed, progress=progress, checkpoint=path, resume=resume,
+                       meta=_meta(p, step="base", seed=seed))
         log(f"base trained in {time.perf_counter() - t0:.0f} s -> {path}")
     else:
         log(f"base: reusing {path}")
@@ -158,7 +159,9 @@ def step_synth(p: ImagePreset, outdir: str, progress: bool = True, log=print):
     base = load_model(os.path.join(outdir, "base.npz"), p, group="ema")
     t0 = time.perf_counter()
     seeds = range(SYNTH_SEEDS_FROM, SYNTH_SEEDS_FROM + p.n_synth)
-    S = to_uint8(backend.to_numpy(synthesize(base, make_recipe(p), p.n_synth, seeds, progress=progress)))
+    with ops.network_threads():
+        S = synthesize(base, make_recipe(p), p.n_synth, seeds, progress=progress)
+    S = to_uint8(backend.to_numpy(S))
     write_npz(S, path)
     log(f"S: {p.n_synth} images in {time.perf_counter() - t0:.0f} s -> {path}")
     return S
@@ -185,8 +188,9 @@ def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bo
             raise PipelineError(f"{s_path} does not exist: run the synth step first")
         S = backend.asarray(to_model(_read_npz(s_path)))  # n_s,C,H,W
         t0 = time.perf_counter()
-        train_aux(base, S, make_recipe(p, budget), derive_seed(seed, 2, budget), progress=progress,
-                  checkpoint=path, resume=resume, meta=_meta(p, step="aux", budget=budget, seed=seed))
+        with ops.network_threads(S):
+            train_aux(base, S, make_recipe(p, budget), derive_seed(seed, 2, budget), progress=progress,
+                      checkpoint=path, resume=resume, meta=_meta(p, step="aux", budget=budget, seed=seed))
         log(f"aux B={budget:,}: fine-tuned ({p.aux_trainable}) in {time.perf_counter() - t0:.0f} s -> {path}")
     model = load_model(path, p)
     if p.aux_trainable == "decoder":
@@ -198,7 +202,8 @@ def sample_images(p: ImagePreset, base, aux, w: float, seeds, progress: bool = F
     """Step 4: one image per seed from (1 + w) D_base - w D_aux, uint8 NHWC (Algorithm 1's
     sampling step; a decoder-only aux shares the base's encoder pass there)."""
     seeds = list(seeds)
-    x = synthesize(base, make_recipe(p), len(seeds), seeds, aux=aux, w=w, progress=progress)
+    with ops.network_threads():
+        x = synthesize(base, make_recipe(p), len(seeds), seeds, aux=aux, w=w, progress=progress)
     return to_uint8(backend.to_numpy(x))
 
 

@@ -11,12 +11,9 @@ dW, db into its grads.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
-
-from minisims.kernels.conv2d import runs_own_threads
 
 from .. import backend, ops
 from .module import Module
@@ -58,22 +55,3 @@ class Conv2d(Module):
         dx = ops.conv2d_backward_input(dy, W, self.x.shape, self.stride, self.padding)  # N,Cin,H,W
         return (dx,)
 
-
-def network_blas_threads(x, impl: str = "auto"):
-    """Context manager for a network's pass over x: its BLAS calls (attention, Linear layers) on
-    one thread when x is a NumPy array and the convolution version ``impl`` runs its own threads
-    (kernels/conv2d.py's "direct"), left alone otherwise. A threaded BLAS call leaves an OpenBLAS
-    worker spinning after it returns, which takes a core from those threads (30% more convolution
-    time in the UNet step: docs/notes/core.md); attention's products on one thread cost about
-    as much as on two. With BLAS held on one thread it also declares so to the kernels
-    (kernels/_threads.py's blas_on_one_thread), which may then run BLAS calls on their own
-    threads (the "direct" version's 1x1 convolutions, kernels/_conv2d_pointwise.py)."""
-    own = backend.xp(x) is np and runs_own_threads(impl)
-    return _blas_on_one_thread() if own else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def _blas_on_one_thread():
-    from minisims.kernels import _threads
-    with backend.blas_threads(1, cached=True), _threads.blas_on_one_thread():
-        yield

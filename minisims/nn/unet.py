@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import backend
 from .blocks import Downsample, ResBlock, Upsample, concat_channels
-from .conv import Conv2d, network_blas_threads
+from .conv import Conv2d
 from .dropout import dropouts, set_dropout
 from .embedding import NoiseEmbedding
 from .layers import Linear, SiLU
@@ -249,12 +249,10 @@ class UNet(Module):
             c = xp.full(x.shape[0], c_noise, dtype=self.dtype)  # N
         else:
             c = xp.broadcast_to(c_noise.astype(self.dtype, copy=False), (x.shape[0],))  # N
-        with network_blas_threads(x):
-            return self.encoder.forward(x, c)
+        return self.encoder.forward(x, c)
 
     def decode(self, enc: EncoderOutput):
-        with network_blas_threads(enc.emb):
-            return self.decoder.forward(enc)
+        return self.decoder.forward(enc)
 
     def forward(self, x, c_noise):
         return self.decode(self.encode(x, c_noise))  # N,Cout,H,W
@@ -262,9 +260,8 @@ class UNet(Module):
     def backward(self, dF):
         """dF (N,Cout,H,W) -> (dx (N,Cin,H,W), dc_noise (N,)), or (None, None) with a frozen
         encoder. dc_noise holds one gradient per image even for a scalar c_noise."""
-        with network_blas_threads(dF):
-            denc, = self.decoder.backward(dF)
-            if not self.train_encoder:
-                return None, None
-            return self.encoder.backward(denc)
+        denc, = self.decoder.backward(dF)
+        if not self.train_encoder:
+            return None, None
+        return self.encoder.backward(denc)
 
