@@ -95,7 +95,9 @@ def _create_temp(folder: str, suffix: str) -> tuple[int, str]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # 64 random bits: practically never
             _open_temps.discard(tmp)
-        except BaseException:
+        except BaseException:  # e.g. Ctrl-C as os.open returns: the file may exist, 0 bytes
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
             _open_temps.discard(tmp)
             raise
     raise FileExistsError(f"could not create a temporary file in {folder}")

@@ -95,6 +95,9 @@ def checkpoint_groups(path: str) -> tuple[set, dict]:
         raise ValueError(f"cannot load checkpoint {path}: a single .npy array, not an .npz checkpoint") from None
     except _UNREADABLE as e:
         raise _unreadable(path, e) from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"cannot load checkpoint {path}: its metadata is a {type(meta).__name__}, "
+                         "not a record: the file was not written by minisims, or is damaged")
     return groups, meta
 
 

@@ -50,6 +50,14 @@ def command_parser(prog: str, description: str, examples: str) -> Parser:
 
 # ---------------------------------------------------------------- typed values
 
+# The largest values a command takes: past these a run could not fit in memory or finish, and
+# would fail late with a traceback instead of at once with one line.
+MAX_INT = 10 ** 10      # counts: images, budgets, epochs, runs, steps
+MAX_SEED = 2 ** 32 - 1  # seeds are 32-bit words, as in EDM
+MAX_ABS = 1e6           # real values: guidance weights, noise levels, learning rates, memory in MB
+MAX_THREADS = 1024
+
+
 def finite_float(text: str) -> float:
     try:
         v = float(text)
@@ -57,11 +65,13 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if abs(v) > MAX_ABS:
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond the largest value taken, {MAX_ABS:g}")
     return v
 
 
 def float_list(text: str) -> list[float]:
-    """'3' or '0,0.5,1' -> [floats]; each value finite."""
+    """'3' or '0,0.5,1' -> [floats]; each value finite, at most MAX_ABS in size."""
     parts = [p for p in text.replace(" ", ",").split(",") if p]
     if not parts:
         raise argparse.ArgumentTypeError("expected one or more numbers, e.g. 3 or 0,1,2")
@@ -71,15 +81,25 @@ def float_list(text: str) -> list[float]:
 def int_list(text: str) -> list[int]:
     """'125' or '125,250' -> [ints]; a value that is not a whole number (2.7) is refused, never
     truncated."""
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected one or more integers, e.g. 3 or 125,250")
     out = []
-    for p, v in zip([p for p in text.replace(" ", ",").split(",") if p], float_list(text)):
-        if not v.is_integer():
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{p!r} is not a number") from None
+        if not (math.isfinite(v) and v.is_integer()):
             raise argparse.ArgumentTypeError(f"{p!r} is not an integer")
+        if abs(v) > MAX_INT:
+            raise argparse.ArgumentTypeError(f"{p!r} is beyond the largest value taken, {MAX_INT:,}")
         out.append(int(v))
     return out
 
 
-def int_at_least(lo: int):
+def int_at_least(lo: int, hi: int = MAX_INT):
+    """An integer in [lo, hi] (by default at most MAX_INT)."""
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -87,8 +107,22 @@ def int_at_least(lo: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"{v} is below the minimum {lo}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"{v} is above the maximum {hi:,}")
         return v
     parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def int_list_at_least(lo: int, hi: int = MAX_INT):
+    """'125' or '125,250' -> [ints], each in [lo, hi]."""
+    def parse(text: str) -> list[int]:
+        values = int_list(text)
+        for v in values:
+            if not lo <= v <= hi:
+                raise argparse.ArgumentTypeError(f"{v} is outside [{lo}, {hi:,}]")
+        return values
+    parse.__name__ = f"integers >= {lo}"
     return parse
 
 
@@ -122,11 +156,11 @@ def add_formulation(p: argparse.ArgumentParser) -> None:
 
 def add_run_options(p: argparse.ArgumentParser, outdir: str, quiet: bool = False) -> None:
     """--seed, --device, --outdir (default ``outdir``), --blas-threads and, with ``quiet``, --quiet."""
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="random seed (default: 0)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                    help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
     p.add_argument("--outdir", default=outdir, help=f"output folder (default: {outdir})")
-    p.add_argument("--blas-threads", type=int_at_least(0), default=1,
+    p.add_argument("--blas-threads", type=int_at_least(0, MAX_THREADS), default=1,
                    help="BLAS threads (per task when tasks run at once); the toy's matrices are small, "
                         "so one is fastest; 0 leaves the library default (default: 1)")
     if quiet:

@@ -97,13 +97,23 @@ def save_stats(path: str, mu, sigma) -> None:
 
 
 def load_stats(path: str):
-    """(mu (D,), sigma (D,D)) in float64 from an npz with keys mu and sigma (no pickles)."""
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in ("mu", "sigma") if k not in data.files]
-        if missing:
-            raise ValueError(f"{path} is not a statistics file: it lacks {', '.join(missing)} "
-                             f"(has {', '.join(data.files) or 'nothing'})")
-        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    """(mu (D,), sigma (D,D)) in float64 from an npz with keys mu and sigma (no pickles). A file
+    that cannot be read (empty, truncated, not an .npz) is a one-line ValueError naming it."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("mu", "sigma") if k not in getattr(data, "files", ())]
+            if missing:
+                raise ValueError(f"{path} is not a statistics file: it lacks {', '.join(missing)}")
+            mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    except (EOFError, zipfile.BadZipFile, AttributeError, TypeError) as e:  # empty, truncated, .npy
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: the file is empty, truncated "
+                         "or not an .npz): remove it and run again to compute it anew") from None
+    except ValueError as e:
+        if "pickle" in str(e):  # neither npy nor zip: np.load's last guess
+            raise ValueError(f"{path} is not an .npz file: remove it and run again to compute it "
+                             "anew") from None
+        raise
     if mu.ndim != 1 or sigma.shape != mu.shape * 2:
         raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit (D,), (D,D)")
     return mu, sigma

@@ -182,9 +182,14 @@ def uniform24(word):
     return (word >> 8).astype(np.float32) * np.float32(1.0 / 16777216.0)
 
 
+MAX_SEED = 2 ** 32 - 1  # NumPy's SeedSequence takes any, EDM's seeds are 32-bit words
+MAX_SEEDS = 10 ** 7     # one image per seed: more would not fit in memory
+
+
 def parse_seeds(text: str) -> list[int]:
-    """EDM's seed syntax: "0-49999", "1,5,9", "0-9,20-29" -> a list of distinct ints >= 0, in
-    order. Raises ValueError with a one-line message on anything else."""
+    """EDM's seed syntax: "0-49999", "1,5,9", "0-9,20-29" -> a list of distinct ints in
+    [0, 2^32), in order, at most MAX_SEEDS of them. Raises ValueError with a one-line message on
+    anything else."""
     seeds = []
     for part in str(text).replace(" ", "").split(","):
         if not part:
@@ -195,6 +200,10 @@ def parse_seeds(text: str) -> list[int]:
         a, b = int(lo), int(hi) if sep else int(lo)
         if b < a:
             raise ValueError(f"bad seeds {text!r}: range {part!r} runs backwards")
+        if b > MAX_SEED:
+            raise ValueError(f"bad seeds {text!r}: {b} is above the largest seed, 2^32 - 1")
+        if len(seeds) + b - a + 1 > MAX_SEEDS:
+            raise ValueError(f"bad seeds {text!r}: more than {MAX_SEEDS:,} seeds (one image each)")
         seeds.extend(range(a, b + 1))
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"bad seeds {text!r}: a seed is listed twice")

@@ -129,6 +129,16 @@ def main(argv=None) -> int:
             check_gif_path(os.path.basename(args.animate) if in_outdir else args.animate)
         except ValueError as e:
             fail(parser.prog, str(e), 2)
+    sizes = ToySizes(runs=args.runs, n_real=args.n_real, n_eval=args.n_eval, hidden=args.hidden,
+                     base_epochs=args.base_epochs, aux_epochs=args.aux_epochs, n_s=args.n_synth)
+    cfg = sims_config(sizes, args.formulation, lr=args.lr, batch_size=args.batch_size,
+                      num_steps=args.steps)
+    try:  # the training budgets, before any work
+        recipe = cfg.recipe()
+        recipe.base.check_steps(args.n_real)
+        recipe.aux.check_steps(args.n_synth)
+    except ValueError as e:
+        fail(parser.prog, str(e), 2)
     outdir = prepare_run(parser.prog, args)
     # a diverging run overflows on the way: it is detected and reported per run and per w below,
     # so NumPy's overflow/invalid warnings would only bury those lines

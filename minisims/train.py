@@ -23,6 +23,7 @@ from .nn.optim import EMA, Adam
 from .streams import Streams
 
 TRAINABLE = ("all", "decoder")
+MAX_STEPS = 10 ** 7  # a run's schedule (one int per step) is held in memory: 80 MB at this size
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,22 @@ class TrainConfig:
             raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         if self.ema_half_life_images is not None and not self.ema_half_life_images > 0:
             raise ValueError(f"ema_half_life_images must be positive, got {self.ema_half_life_images}")
+        if self.images is not None and -(-self.images // self.batch_size) > MAX_STEPS:
+            raise ValueError(f"a budget of {self.images:,} images at batch {self.batch_size} is more "
+                             f"than {MAX_STEPS:,} steps")
+
+    def check_steps(self, n: int) -> None:
+        """ValueError (one line) when the budget over n samples is more than MAX_STEPS steps."""
+        per_epoch = -(-n // self.batch_size)
+        steps = per_epoch * (self.epochs if self.images is None else -(-self.images // max(n, 1)))
+        if steps > MAX_STEPS:
+            raise ValueError(f"this training budget is {steps:,} steps over {n:,} samples, more "
+                             f"than the {MAX_STEPS:,} a run takes")
 
     def schedule(self, n: int) -> list[list[int]]:
         """The batch sizes of every epoch over n samples per member: [[B, ..., B, rest], ...].
         With an images budget the last epoch stops at the first step that reaches it."""
+        self.check_steps(n)
         per_epoch = [min(self.batch_size, n - s) for s in range(0, n, self.batch_size)]
         if self.images is None:
             return [per_epoch] * self.epochs

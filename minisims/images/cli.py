@@ -11,9 +11,11 @@ import argparse
 import os
 
 from .. import backend
-from ..cli_util import (Parser, fail, float_list, int_at_least, int_list, override, prepare_run,
-                        run_command)
+from ..cli_util import (MAX_SEED, MAX_THREADS, Parser, fail, float_list, int_at_least,
+                        int_list_at_least, override, prepare_run, run_command)
 from .presets import PRESETS
+
+MAX_IMAGES = 10 ** 7  # images held in memory at once (a data set, S, an evaluation set)
 
 EXAMPLES = """examples:
   python -m minisims.images sims --data ~/data/cifar-10-python.tar.gz --preset tiny --outdir runs/img
@@ -59,8 +61,8 @@ def build_parser() -> Parser:
                        help="sizes of everything (default: tiny)")
         c.add_argument("--outdir", default="runs/images", help="where every file goes (default: runs/images)")
         c.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
-        c.add_argument("--seed", type=int_at_least(0), default=0, help="training seed (default: 0)")
-        c.add_argument("--blas-threads", type=int_at_least(0), default=0,
+        c.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="training seed (default: 0)")
+        c.add_argument("--blas-threads", type=int_at_least(0, MAX_THREADS), default=0,
                        help="BLAS threads; 0 leaves the library default, all cores (default: 0). "
                             "The CPU convolutions run their own NUMBA_NUM_THREADS threads")
         c.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,21 +81,22 @@ def build_parser() -> Parser:
                                 help="EDM preconditioning, or VP (the paper's CIFAR-10 base) (default: the preset's)")
     for name in ("sims", "sample"):
         cmds[name].add_argument("--interval", type=float_list, metavar="LO,HI",
-                                help="guide only where sigma_lo <= sigma <= sigma_hi (default: everywhere)")
+                                help="guide only where LO <= sigma <= HI, 0 <= LO < HI (default: everywhere)")
     for name in ("sims", "train"):
         cmds[name].add_argument("--base-images", type=int_at_least(1), help="the base's budget in images seen")
-        cmds[name].add_argument("--n-train", type=int_at_least(1), help="real images to train on")
+        cmds[name].add_argument("--n-train", type=int_at_least(1, MAX_IMAGES), help="real images to train on")
     for name in ("sims", "synth"):
-        cmds[name].add_argument("--n-synth", type=int_at_least(1), help="n_s = |S|")
-    cmds["sims"].add_argument("--aux-budgets", type=int_list, help="aux budgets B, images seen, e.g. 4000,12000")
+        cmds[name].add_argument("--n-synth", type=int_at_least(1, MAX_IMAGES), help="n_s = |S|")
+    cmds["sims"].add_argument("--aux-budgets", type=int_list_at_least(1),
+                              help="aux budgets B, images seen, e.g. 4000,12000")
     cmds["sims"].add_argument("--omegas", type=float_list, help="guidance weights w, e.g. -1,0,0.5,1,2")
-    cmds["sims"].add_argument("--n-eval", type=int_at_least(2), help="images per (B, w) for the FD")
+    cmds["sims"].add_argument("--n-eval", type=int_at_least(2, MAX_IMAGES), help="images per (B, w) for the FD")
     cmds["sims"].add_argument("--pngs", action="store_true", help="also write one PNG per sample (samples.zip and samples.npz always)")
     for name in ("sims", "fd"):
         cmds[name].add_argument("--features", default=None,
                                 help="FD features: randconv (default, no download), pixels, or inception")
     for name in ("sims", "sample"):
-        cmds[name].add_argument("--num-steps", type=int_at_least(2), help="Heun steps N (NFE 2N - 1)")
+        cmds[name].add_argument("--num-steps", type=int_at_least(2, 10_000), help="Heun steps N (NFE 2N - 1)")
     cmds["aux"].add_argument("--budget", type=int_at_least(1), required=True, help="aux budget B, images seen")
     cmds["sample"].add_argument("--budget", type=int_at_least(1), help="which aux model (omit for the base)")
     cmds["sample"].add_argument("--w", type=float_list, default=[0.0], metavar="W[,W...]",
@@ -106,12 +109,31 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     prog = f"python -m minisims.images {args.command}"
-    outdir = prepare_run(prog, args)
-    if getattr(args, "interval", None) is not None and len(args.interval) != 2:
-        fail(prog, "--interval takes two noise levels, LO,HI", 2)
+    _check(prog, args)  # every value, before any work
     preset = override(PRESETS[args.preset], args)
+    from .pipeline import make_recipe
+    try:  # the training budgets (their step schedules must fit in memory), at once
+        for budget in [args.budget] if getattr(args, "budget", None) else preset.aux_budgets:
+            make_recipe(preset, budget)
+    except ValueError as e:
+        fail(prog, str(e), 2)
+    outdir = prepare_run(prog, args)
     with backend.blas_threads(args.blas_threads or None):
         return _dispatch(args, preset, outdir, prog)
+
+
+def _check(prog, args):
+    """The values argparse cannot check alone; each failure is one line and status 2."""
+    interval = getattr(args, "interval", None)
+    if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
+        fail(prog, f"--interval takes two noise levels LO,HI with 0 <= LO < HI, got "
+                   f"{','.join(f'{v:g}' for v in interval)}", 2)
+    if getattr(args, "seeds", None) is not None:
+        from ..streams import parse_seeds
+        try:
+            args.seeds = parse_seeds(args.seeds)
+        except ValueError as e:
+            fail(prog, str(e), 2)
 
 
 def _md5(args):
@@ -125,7 +147,6 @@ def _md5(args):
 def _dispatch(args, p, outdir, prog) -> int:
     from ..data import DataError
     from ..features import FeaturesUnavailable
-    from ..streams import parse_seeds
     from ..train import TrainingDiverged
     from . import pipeline
     progress = not args.quiet
@@ -140,7 +161,7 @@ def _dispatch(args, p, outdir, prog) -> int:
         elif args.command == "aux":
             pipeline.step_aux(p, outdir, args.budget, args.seed, args.resume, progress)
         elif args.command == "sample":
-            seeds = parse_seeds(args.seeds) if args.seeds else list(range(p.n_eval))
+            seeds = args.seeds if args.seeds is not None else list(range(p.n_eval))
             if args.budget is None and any(w != 0 for w in args.w):
                 fail(prog, "w != 0 needs an auxiliary model: give --budget B (run the aux step first)", 2)
             base = pipeline.load_model(os.path.join(outdir, "base.npz"), p, group="ema")
@@ -168,4 +189,4 @@ def _dispatch(args, p, outdir, prog) -> int:
 
 
 def entry(argv=None):
-    run_command(main, argv)
+    run_command(main, argv, "python -m minisims.images")

@@ -48,7 +48,6 @@ class PipelineError(ValueError):
 def make_recipe(p: ImagePreset, aux_images: int | None = None) -> SIMSRecipe:
     """Algorithm 1's recipe for preset ``p``, the aux fine-tuned for ``aux_images`` images."""
     precond = {"edm": EDMPrecond(p.sigma_data), "vp": VPPrecond()}[p.formulation]
-    # the fused Heun step (kernels/heun.py): the same images as the plain step, one pass per stage
     form = EDM(precond=precond, num_steps=p.num_steps, member_ndim=0, data_ndim=3)
     cfg = p.unet_config()
     interval = None if p.interval is None else GuidanceInterval(sigma_lo=p.interval[0],
@@ -58,7 +57,7 @@ def make_recipe(p: ImagePreset, aux_images: int | None = None) -> SIMSRecipe:
         base=TrainConfig(lr=p.lr, batch_size=p.batch, images=p.base_images,
                          warmup_images=p.warmup_images, ema_half_life_images=p.ema_half_life_images,
                          hflip=p.hflip, checkpoint_every_images=p.checkpoint_every_images),
-        aux=TrainConfig(lr=p.aux_lr, batch_size=p.batch, images=aux_images or p.aux_budgets[0],
+        aux=TrainConfig(lr=p.aux_lr, batch_size=p.batch, images=p.aux_budgets[0] if aux_images is None else aux_images,
                         trainable=p.aux_trainable, hflip=p.hflip,
                         checkpoint_every_images=p.checkpoint_every_images),
         n_synth=p.n_synth, interval=interval, sample_batch=p.sample_batch)
@@ -94,6 +93,10 @@ def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
     if not os.path.exists(path):
         raise PipelineError(f"{path} does not exist: run the step that writes it first")
     groups, meta = checkpoint_groups(path)
+    if not meta.get("finished"):  # never sample from (or fine-tune) a half-trained model
+        step = {"base": "train", "aux": "aux"}.get(meta.get("step"), "step that wrote it")
+        raise PipelineError(f"{path} is an interrupted training run: finish it first (the "
+                            f"{step} step with --resume), or remove it to start over")
     want = asdict(p.unet_config())
     if meta.get("unet") != json.loads(json.dumps(want)):
         raise PipelineError(f"{path} holds another network (preset {meta.get('preset')!r}, "
