@@ -65,11 +65,14 @@ def write_png_zip(images, seeds, path: str) -> None:
             z.writestr(name, buf.getvalue())
 
 
-def write_npz(images, path: str) -> None:
-    """All images in one npz under ``arr_0`` (N,H,W,3) uint8, atomically."""
+def write_npz(images, path: str, provenance: dict | None = None) -> None:
+    """All images in one npz under ``arr_0`` (N,H,W,3) uint8, atomically; with ``provenance`` (a
+    record of what made them, minisims/images/provenance.py) its JSON under ``provenance``."""
+    import json
     images = host_uint8_images(images, "exports")
+    extra = {} if provenance is None else {"provenance": np.array(json.dumps(provenance))}
     with atomic_write(path, "wb") as f:
-        np.savez(f, arr_0=images)
+        np.savez(f, arr_0=images, **extra)
 
 
 def image_grid(images, path: str, cols: int | None = None, labels=None, scale: int = 2,

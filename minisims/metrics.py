@@ -88,12 +88,14 @@ def fd_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     return float(gaussian_w2_from_moments(mu1, sigma1, mu2, sigma2, squared=True))
 
 
-def save_stats(path: str, mu, sigma) -> None:
+def save_stats(path: str, mu, sigma, provenance: dict | None = None) -> None:
     """mu (D,) and sigma (D,D) as an npz with keys mu and sigma (EDM, pytorch-fid, clean-fid read
-    it), written atomically."""
+    it), written atomically; with ``provenance`` (what made them) its JSON under ``provenance``."""
+    import json
     from .atomic import atomic_write
+    extra = {} if provenance is None else {"provenance": np.array(json.dumps(provenance))}
     with atomic_write(path, "wb") as f:
-        np.savez(f, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64))
+        np.savez(f, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64), **extra)
 
 
 def load_stats(path: str):

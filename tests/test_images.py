@@ -97,7 +97,7 @@ def test_the_steps_one_at_a_time(cifar, tmp_path):
     r = run("sample", "--budget", "32", "--w", "0,1", "--seeds", "0-3,7", *common)
     assert r.returncode == 0, r.stderr
     pngs = sorted(os.listdir(os.path.join(out, "samples", "sims_B32_w1")))
-    assert pngs == [f"{s:06d}.png" for s in (0, 1, 2, 3, 7)] + ["samples.npz", "samples.zip"]
+    assert pngs == [f"{s:06d}.png" for s in (0, 1, 2, 3, 7)] + ["provenance.json", "samples.npz", "samples.zip"]
     r = run("fd", "--data", cifar.folder, "--images", os.path.join(out, "samples", "base"), *common)
     assert r.returncode == 0 and "\nFD_randconv = " in r.stdout, r.stderr
 
@@ -133,8 +133,8 @@ def test_a_checkpoint_of_another_network_size_is_refused(tiny_run, tmp_path):
     out, _ = tiny_run
     r = run("aux", "--budget", "32", "--preset", "cpu", "--outdir", out, "--quiet")
     assert r.returncode != 0 and "another network" in r.stderr and "Traceback" not in r.stderr
-    r = run("synth", "--preset", "cpu", "--outdir", out, "--quiet")
-    assert r.returncode != 0 and "8x8 images" in r.stderr and "Traceback" not in r.stderr
+    r = run("synth", "--preset", "cpu", "--outdir", out, "--quiet")  # S's base is checked first
+    assert r.returncode != 0 and "base.npz holds another network" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_help_teaches():

@@ -162,3 +162,147 @@ def test_the_image_command_loads_nothing_before_its_ctrl_c_handler():
     code = "import sys, minisims.images; print(sorted(m for m in ('numpy', 'minisims.images.presets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------- one writer per folder
+
+def test_two_commands_on_one_folder_cannot_interleave(finished, tmp_path):
+    """Two trainings started together into one folder (seeds 0 and 1): one runs, the other is
+    refused at once in one line naming the owner; the finished base is the winner's."""
+    _, data = finished
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "minisims.images", "train", "--data", data, "--data-md5", "none",
+           "--outdir", str(out), "--quiet", "--base-images", "512"]
+    procs = [subprocess.Popen(cmd + ["--seed", str(s)], stderr=subprocess.PIPE, text=True) for s in (0, 1)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 1], (codes, errs)
+    loser = errs[codes.index(1)].strip()
+    assert len(loser.splitlines()) == 1 and "is in use by PID" in loser, loser
+    winner_seed = codes.index(0)
+    meta = json.loads(str(np.load(out / "base.npz")["__meta__"]))
+    assert meta["seed"] == winner_seed and meta["finished"]
+    assert not (out / ".minisims.lock").exists()  # released at the end
+
+
+def test_a_lock_held_by_a_running_process_refuses_and_a_dead_ones_is_taken_over(finished, tmp_path, capsys):
+    import socket
+    out, _ = finished
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("base.npz",):
+        (folder / name).write_bytes(open(os.path.join(out, name), "rb").read())
+    lock = folder / ".minisims.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "x"}))
+    err = _one_line_exit(images.main, ["synth", "--outdir", str(folder), "--quiet"], capsys, 1)
+    assert f"in use by PID {os.getpid()}" in err and str(lock) in err, err
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    lock.write_text(json.dumps({"pid": int(gone), "host": socket.gethostname(), "command": "x"}))
+    assert images.main(["synth", "--outdir", str(folder), "--quiet"]) == 0
+    assert f"taking over {lock}: PID {gone}" in capsys.readouterr().err
+    assert not lock.exists() and (folder / "synthetic.npz").exists()
+
+
+# ---------------------------------------------------------------- provenance: nothing stale is reused
+
+def _copy(src, dst, names):
+    os.makedirs(dst, exist_ok=True)
+    for name in names:
+        with open(os.path.join(src, name), "rb") as f, open(os.path.join(dst, name), "wb") as g:
+            g.write(f.read())
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory):
+    return make_cifar_like(str(tmp_path_factory.mktemp("other")), per_batch=16, seed=1).archive
+
+
+def test_every_file_records_what_made_it(finished):
+    out, _ = finished
+    base = json.loads(str(np.load(os.path.join(out, "base.npz"))["__meta__"]))["provenance"]
+    assert base["made_by"] == "train" and base["settings"]["seed"] == 0
+    assert base["settings"]["base_images"] == PRESETS["tiny"].base_images and set(base["inputs"]) == {"data"}
+    assert {"minisims", "numpy", "array"} <= set(base["versions"]) and len(base["digest"]) == 64
+    S = json.loads(str(np.load(os.path.join(out, "synthetic.npz"))["provenance"]))
+    assert S["made_by"] == "synth" and S["inputs"] == {"base": base["digest"]}
+    aux = json.loads(str(np.load(os.path.join(out, "aux_32.npz"))["__meta__"]))["provenance"]
+    assert aux["inputs"] == {"base": base["digest"], "S": S["digest"]} and aux["settings"]["budget"] == 32
+    stats = json.loads(str(np.load(os.path.join(out, "ref_stats_randconv.npz"))["provenance"]))
+    assert stats["inputs"] == base["inputs"]  # the same real images
+    sample = json.load(open(os.path.join(out, "samples", "sims_B32_w1", "provenance.json")))
+    assert sample["inputs"] == {"base": base["digest"], "aux": aux["digest"]} and sample["settings"]["w"] == 1.0
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["inputs"]["base"] == base["digest"] and results["inputs"]["aux_32"] == aux["digest"]
+    assert results["inputs"]["data"] == base["inputs"]["data"] and "numpy" in results["versions"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sims", "--base-images", "256"], "base.npz was made with base_images = 128, this run asks for 256"),
+    (["train", "--seed", "7"], "base.npz was made with seed = 0, this run asks for 7"),
+    (["synth", "--n-synth", "64"], "synthetic.npz was made with n_synth = 32, this run asks for 64"),
+    (["sims", "--num-steps", "4"], "synthetic.npz was made with num_steps = 3, this run asks for 4"),
+])
+def test_a_finished_file_made_otherwise_is_not_reused(finished, argv, message, tmp_path, capsys):
+    out, data = finished
+    run = tmp_path / "F"
+    _copy(out, run, ["base.npz", "synthetic.npz", "aux_32.npz", "aux_64.npz", "ref_stats_randconv.npz"])
+    data_args = ["--data", data, "--data-md5", "none"] if argv[0] in ("sims", "train") else []
+    err = _one_line_exit(images.main, argv + data_args + ["--outdir", str(run), "--quiet"], capsys, 1)
+    assert message in err and "to start afresh" in err, err
+
+
+def test_fd_against_other_data_does_not_reuse_the_reference_statistics(finished, other_data, tmp_path, capsys):
+    out, _ = finished
+    run = tmp_path / "F"
+    _copy(out, run, ["ref_stats_randconv.npz"])
+    err = _one_line_exit(images.main, ["fd", "--data", other_data, "--data-md5", "none", "--outdir", str(run),
+                                       "--images", os.path.join(out, "samples", "base", "samples.npz")],
+                         capsys, 1)
+    assert "ref_stats_randconv.npz was made from another data than this run's" in err, err
+
+
+@pytest.mark.parametrize("change", ["seed", "data"])
+def test_resume_continues_only_the_run_it_would_have_been(finished, other_data, change, tmp_path, capsys):
+    out, data = finished
+    run = tmp_path / "I"
+    run.mkdir()
+    _rewrite_meta(os.path.join(out, "base.npz"), run / "base.npz",   # an interrupted base, seed 0
+                  lambda m: {k: v for k, v in m.items() if k != "finished"})
+    argv = ["train", "--resume", "--outdir", str(run), "--quiet", "--data-md5", "none"]
+    argv += ["--data", data, "--seed", "1"] if change == "seed" else ["--data", other_data]
+    err = _one_line_exit(images.main, argv, capsys, 1)
+    expected = "with seed = 0, this run asks for 1" if change == "seed" else "from another data"
+    assert "base.npz was made " + expected in err, err
+
+
+def test_an_aux_of_another_synthetic_set_is_refused(finished, tmp_path, capsys):
+    """S made from another base (here: S's record names another base) is not fine-tuned on."""
+    out, _ = finished
+    run = tmp_path / "F"
+    _copy(out, run, ["base.npz"])
+    z = dict(np.load(os.path.join(out, "synthetic.npz")))
+    rec = json.loads(str(z["provenance"]))
+    rec["inputs"]["base"] = "0" * 64
+    z["provenance"] = np.array(json.dumps(rec))
+    np.savez(run / "synthetic.npz", **z)
+    err = _one_line_exit(images.main, ["synth", "--outdir", str(run), "--quiet"], capsys, 1)
+    assert "synthetic.npz was made from another base than this run's" in err, err
+
+
+def test_a_file_without_a_record_is_not_reused(finished, tmp_path, capsys):
+    out, _ = finished
+    run = tmp_path / "F"
+    _copy(out, run, ["base.npz"])
+    np.savez(run / "synthetic.npz", arr_0=np.load(os.path.join(out, "synthetic.npz"))["arr_0"])
+    err = _one_line_exit(images.main, ["synth", "--outdir", str(run), "--quiet"], capsys, 1)
+    assert "synthetic.npz has no provenance record" in err, err
+
+
+def test_fd_of_images_at_another_resolution_than_the_presets_is_refused(finished, tmp_path, capsys):
+    out, data = finished
+    big = tmp_path / "big.npz"
+    np.savez(big, arr_0=np.zeros((4, 32, 32, 3), np.uint8))
+    err = _one_line_exit(images.main, ["fd", "--data", data, "--data-md5", "none", "--outdir", out,
+                                       "--images", str(big)], capsys, 1)
+    assert "holds 32x32 images; preset 'tiny' measures 8x8" in err, err

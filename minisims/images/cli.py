@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from .. import backend
 from ..cli_util import (MAX_SEED, MAX_THREADS, Parser, fail, float_list, int_at_least,
@@ -118,8 +119,13 @@ def main(argv=None) -> int:
     except ValueError as e:
         fail(prog, str(e), 2)
     outdir = prepare_run(prog, args)
-    with backend.blas_threads(args.blas_threads or None):
-        return _dispatch(args, preset, outdir, prog)
+    from ..folder_lock import FolderInUse, folder_lock
+    try:
+        with folder_lock(outdir, log=lambda line: print(line, file=sys.stderr)), \
+                backend.blas_threads(args.blas_threads or None):
+            return _dispatch(args, preset, outdir, prog)
+    except FolderInUse as e:
+        fail(prog, str(e), 1)
 
 
 def _check(prog, args):
@@ -164,15 +170,18 @@ def _dispatch(args, p, outdir, prog) -> int:
             seeds = args.seeds if args.seeds is not None else list(range(p.n_eval))
             if args.budget is None and any(w != 0 for w in args.w):
                 fail(prog, "w != 0 needs an auxiliary model: give --budget B (run the aux step first)", 2)
-            base = pipeline.load_model(os.path.join(outdir, "base.npz"), p, group="ema")
-            aux = None
+            base_path = os.path.join(outdir, "base.npz")
+            base = pipeline.load_model(base_path, p, group="ema")
+            aux, aux_digest = None, None
             if args.budget is not None:
-                aux = pipeline.load_model(pipeline.aux_path(outdir, args.budget), p)
+                path = pipeline.aux_path(outdir, args.budget)
+                aux, aux_digest = pipeline.load_model(path, p), pipeline.digest(path)
                 aux.train_encoder = p.aux_trainable != "decoder"
             for w in args.w:
                 images = pipeline.sample_images(p, base, aux, w, seeds, progress)
                 folder = os.path.join(outdir, "samples", pipeline.sample_name(args.budget, w))
-                pipeline.write_samples(images, seeds, folder)
+                pipeline.write_samples(images, seeds, folder, record=pipeline.samples_record(
+                    p, w, seeds, pipeline.digest(base_path), aux_digest if w != 0 else None))
                 print(f"{len(seeds)} images at w = {w:g} -> {folder}")
         elif args.command == "fd":
             from ..data import load_images
@@ -181,6 +190,9 @@ def _dispatch(args, p, outdir, prog) -> int:
             features = args.features or DEFAULT_FEATURES
             ref = pipeline.reference_stats(p, args.data, outdir, features, _md5(args))
             images = load_images(args.images, md5=None).images
+            if images.shape[1:3] != (p.resolution, p.resolution):
+                fail(prog, f"{args.images} holds {images.shape[1]}x{images.shape[2]} images; preset "
+                           f"{p.name!r} measures {p.resolution}x{p.resolution}: pass its --preset", 1)
             print(f"{fd_label(features)} = {fd_from_stats(*image_stats(images, features), *ref):.4f} "
                   f"({len(images)} images of {args.images} against the real images)")
     except (DataError, pipeline.PipelineError, FeaturesUnavailable, TrainingDiverged, ValueError) as e:

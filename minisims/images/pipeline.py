@@ -11,6 +11,11 @@ adds the files between them, so a step can run alone, be interrupted and resumed
     outdir/ref_stats.npz      the real images' feature statistics (mu, sigma) for the FD
     outdir/results.json, fd_table.md, fd_heatmap.png, grid_<name>.png   the experiment's summary
 
+Every file records what made it (minisims/images/provenance.py): the settings that determine it
+and the digests of its inputs (the data's, the base's, S's). A step reuses or resumes a file only
+when that record matches what it would write now, and otherwise names the file and the first
+setting that differs.
+
 Random numbers: the base trains on the keyed streams of ``seed`` (resumable bit for bit), the aux
 of budget B on those of a seed derived from (seed, B), S uses the seeds from
 :data:`minisims.sims.SYNTH_SEEDS_FROM` on, and evaluation images use EDM's per-image seeds
@@ -36,6 +41,7 @@ from ..nn import UNet
 from ..sims import SIMSRecipe, SYNTH_SEEDS_FROM, synthesize, train_aux, train_base
 from ..streams import derive_seed
 from ..train import TrainConfig
+from . import provenance
 from .presets import ImagePreset
 
 
@@ -76,9 +82,80 @@ def downsample(images, resolution: int):
 
 
 def real_images(p: ImagePreset, data, md5):
-    """The preset's real training images, uint8 NHWC at its resolution, and where they came from."""
-    s = load_images(data, split="train", md5=md5, limit=p.n_train)
-    return downsample(s.images, p.resolution), s.source
+    """The preset's real training images, uint8 NHWC at its resolution, where they came from, and
+    their digest (read once per process and source)."""
+    key = (str(data), md5, p.n_train, p.resolution)
+    if key not in _REAL:
+        s = load_images(data, split="train", md5=md5, limit=p.n_train)
+        images = downsample(s.images, p.resolution)
+        _REAL.clear()  # one data set held at a time
+        _REAL[key] = images, s.source, provenance.data_digest(images)
+    return _REAL[key]
+
+
+_REAL = {}
+
+
+# ---------------------------------------------------------------- what makes each file
+
+def base_record(p: ImagePreset, seed: int, data_digest: str) -> dict:
+    return provenance.record("train", {
+        "seed": seed, "resolution": p.resolution, "n_train": p.n_train, "unet": asdict(p.unet_config()),
+        "formulation": p.formulation, "sigma_data": p.sigma_data, "batch": p.batch, "lr": p.lr,
+        "base_images": p.base_images, "warmup_images": p.warmup_images,
+        "ema_half_life_images": p.ema_half_life_images, "hflip": p.hflip}, {"data": data_digest})
+
+
+def synth_record(p: ImagePreset, base_digest: str) -> dict:
+    return provenance.record("synth", {
+        "n_synth": p.n_synth, "first_seed": SYNTH_SEEDS_FROM, "num_steps": p.num_steps,
+        "formulation": p.formulation, "sigma_data": p.sigma_data}, {"base": base_digest})
+
+
+def aux_record(p: ImagePreset, budget: int, seed: int, base_digest: str, s_digest: str) -> dict:
+    return provenance.record("aux", {
+        "budget": budget, "seed": seed, "aux_lr": p.aux_lr, "batch": p.batch,
+        "aux_trainable": p.aux_trainable, "hflip": p.hflip, "formulation": p.formulation,
+        "sigma_data": p.sigma_data}, {"base": base_digest, "S": s_digest})
+
+
+def stats_record(p: ImagePreset, features: str, data_digest: str) -> dict:
+    return provenance.record("reference statistics", {
+        "features": features, "resolution": p.resolution, "n_train": p.n_train}, {"data": data_digest})
+
+
+def samples_record(p: ImagePreset, w: float, seeds, base_digest: str, aux_digest: str | None) -> dict:
+    seeds = list(seeds)
+    return provenance.record("sample", {
+        "w": float(w), "seeds": [seeds[0], seeds[-1], len(seeds)] if seeds else [],
+        "num_steps": p.num_steps, "interval": p.interval, "formulation": p.formulation,
+        "sigma_data": p.sigma_data}, {"base": base_digest, **({} if aux_digest is None else {"aux": aux_digest})})
+
+
+def _stored(path: str) -> dict | None:
+    """The provenance record of a file of the run folder: an .npz's ``provenance`` entry, or a
+    checkpoint's metadata's (None where there is none)."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "provenance" in z.files:
+                return json.loads(str(z["provenance"]))
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, TypeError) as e:
+        raise PipelineError(f"{path} cannot be read ({type(e).__name__}): {_afresh(path)}") from None
+    return checkpoint_groups(path)[1].get("provenance")
+
+
+def digest(path: str) -> str:
+    """The digest recorded in ``path`` (a step's input), or a one-line error."""
+    rec = _stored(path)
+    if not isinstance(rec, dict) or "digest" not in rec:
+        raise provenance.ProvenanceError(f"{path} has no provenance record (written before minisims "
+                                         "recorded one): remove it to make it again")
+    return rec["digest"]
+
+
+def _afresh(path: str) -> str:
+    return f"remove {path} (or choose another --outdir) to start afresh"
 
 
 # ---------------------------------------------------------------- checkpoints of the networks
@@ -89,11 +166,21 @@ def _meta(p: ImagePreset, **more) -> dict:
 
 
 def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
-    """A network saved by a step, checked to be the preset's size first (one-line error if not)."""
+    """A network saved by a step, checked to be finished and the preset's size first (one-line
+    error if not)."""
+    groups = check_model(path, p)
+    net = UNet(p.unet_config(), np.random.default_rng(0))  # on the current device
+    load_checkpoint(path, net, group=group if group in groups else None)
+    return net
+
+
+def check_model(path: str, p: ImagePreset, finished: bool = True) -> set:
+    """PipelineError unless ``path`` holds a network of preset ``p``'s size and formulation (and,
+    with ``finished``, of a completed run); returns its checkpoint's extra groups."""
     if not os.path.exists(path):
         raise PipelineError(f"{path} does not exist: run the step that writes it first")
     groups, meta = checkpoint_groups(path)
-    if not meta.get("finished"):  # never sample from (or fine-tune) a half-trained model
+    if finished and not meta.get("finished"):  # never sample from (or fine-tune) a half-trained model
         step = {"base": "train", "aux": "aux"}.get(meta.get("step"), "step that wrote it")
         raise PipelineError(f"{path} is an interrupted training run: finish it first (the "
                             f"{step} step with --resume), or remove it to start over")
@@ -105,9 +192,7 @@ def load_model(path: str, p: ImagePreset, group: str | None = None) -> UNet:
     if meta.get("formulation", p.formulation) != p.formulation:
         raise PipelineError(f"{path} was trained with the {meta['formulation']} formulation, not "
                             f"{p.formulation}: pass --formulation {meta['formulation']}")
-    net = UNet(p.unet_config(), np.random.default_rng(0))  # on the current device
-    load_checkpoint(path, net, group=group if group in groups else None)
-    return net
+    return groups
 
 
 def _finished(path: str) -> bool:
@@ -132,16 +217,20 @@ def step_train(p: ImagePreset, data, outdir: str, seed: int = 0, md5=None, resum
     Returns the base's EMA weights (or its weights, without an EMA)."""
     os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, "base.npz")
+    images, source, data_digest = real_images(p, data, md5)
+    rec = base_record(p, seed, data_digest)
+    if os.path.exists(path):  # reused or resumed only if this run would make it
+        check_model(path, p, finished=False)
+        provenance.check(path, _stored(path), rec, _afresh(path))
     if not _finished(path):
         _check_unfinished(path, resume)
-        images, source = real_images(p, data, md5)
         log(f"base: {len(images)} real images ({source}) at {p.resolution}x{p.resolution}, "
             f"{p.base_images:,} images seen, batch {p.batch}")
         x = backend.asarray(to_model(images))  # N,C,H,W
         t0 = time.perf_counter()
         with ops.network_threads(x):  # BLAS on one thread beside the convolutions' own
             train_base(x, make_recipe(p), seed, progress=progress, checkpoint=path, resume=resume,
-                       meta=_meta(p, step="base", seed=seed))
+                       meta=_meta(p, step="base", seed=seed, provenance=rec))
         log(f"base trained in {time.perf_counter() - t0:.0f} s -> {path}")
     else:
         log(f"base: reusing {path}")
@@ -152,20 +241,23 @@ def step_synth(p: ImagePreset, outdir: str, progress: bool = True, log=print):
     """Step 2: n_s images from the base (EMA) model into synthetic.npz (uint8 NHWC)."""
     from ..exports import write_npz
     path = os.path.join(outdir, "synthetic.npz")
+    base_path = os.path.join(outdir, "base.npz")
+    base = load_model(base_path, p, group="ema")
+    rec = synth_record(p, digest(base_path))
     if os.path.exists(path):
+        provenance.check(path, _stored(path), rec, _afresh(path))
         S = _read_npz(path)
         if S.shape[1:3] != (p.resolution, p.resolution):
             raise PipelineError(f"{path} holds {S.shape[1]}x{S.shape[2]} images, preset {p.name!r} "
                                 f"makes {p.resolution}x{p.resolution}: use its preset or another --outdir")
         log(f"S: reusing {path}")
         return S
-    base = load_model(os.path.join(outdir, "base.npz"), p, group="ema")
     t0 = time.perf_counter()
     seeds = range(SYNTH_SEEDS_FROM, SYNTH_SEEDS_FROM + p.n_synth)
     with ops.network_threads():
         S = synthesize(base, make_recipe(p), p.n_synth, seeds, progress=progress)
     S = to_uint8(backend.to_numpy(S))
-    write_npz(S, path)
+    write_npz(S, path, provenance=rec)
     log(f"S: {p.n_synth} images in {time.perf_counter() - t0:.0f} s -> {path}")
     return S
 
@@ -183,17 +275,25 @@ def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bo
              progress: bool = True, log=print) -> UNet:
     """Step 3: a copy of the base fine-tuned on S alone for ``budget`` images into aux_<B>.npz."""
     path = aux_path(outdir, budget)
+    base_path, s_path = os.path.join(outdir, "base.npz"), os.path.join(outdir, "synthetic.npz")
+    for needed, step in ((base_path, "train"), (s_path, "synth")):
+        if not os.path.exists(needed):
+            raise PipelineError(f"{needed} does not exist: run the {step} step first")
+    aux_seed = derive_seed(seed, 2, budget)
+    if os.path.exists(path):
+        check_model(path, p, finished=False)
+    check_model(base_path, p)
+    rec = aux_record(p, budget, aux_seed, digest(base_path), digest(s_path))
+    if os.path.exists(path):
+        provenance.check(path, _stored(path), rec, _afresh(path))
     if not _finished(path):
         _check_unfinished(path, resume)
-        base = load_model(os.path.join(outdir, "base.npz"), p, group="ema")
-        s_path = os.path.join(outdir, "synthetic.npz")
-        if not os.path.exists(s_path):
-            raise PipelineError(f"{s_path} does not exist: run the synth step first")
+        base = load_model(base_path, p, group="ema")
         S = backend.asarray(to_model(_read_npz(s_path)))  # n_s,C,H,W
         t0 = time.perf_counter()
         with ops.network_threads(S):
-            train_aux(base, S, make_recipe(p, budget), derive_seed(seed, 2, budget), progress=progress,
-                      checkpoint=path, resume=resume, meta=_meta(p, step="aux", budget=budget, seed=seed))
+            train_aux(base, S, make_recipe(p, budget), aux_seed, progress=progress, checkpoint=path,
+                      resume=resume, meta=_meta(p, step="aux", budget=budget, seed=seed, provenance=rec))
         log(f"aux B={budget:,}: fine-tuned ({p.aux_trainable}) in {time.perf_counter() - t0:.0f} s -> {path}")
     model = load_model(path, p)
     if p.aux_trainable == "decoder":
@@ -210,15 +310,18 @@ def sample_images(p: ImagePreset, base, aux, w: float, seeds, progress: bool = F
     return to_uint8(backend.to_numpy(x))
 
 
-def write_samples(images, seeds, folder: str, pngs: bool = True):
+def write_samples(images, seeds, folder: str, pngs: bool = True, record: dict | None = None):
     """samples.zip (one PNG per seed: EDM's fid.py reads it), samples.npz (arr_0: the ADM
-    evaluator's format) and, if ``pngs``, the PNGs themselves in ``folder``."""
+    evaluator's format) and, if ``pngs``, the PNGs themselves in ``folder``; with ``record`` (what
+    made them) provenance.json beside them and in samples.npz."""
     from ..exports import write_npz, write_png_zip, write_pngs
     os.makedirs(folder, exist_ok=True)
     if pngs:
         write_pngs(images, list(seeds), folder)
     write_png_zip(images, list(seeds), os.path.join(folder, "samples.zip"))
-    write_npz(images, os.path.join(folder, "samples.npz"))
+    write_npz(images, os.path.join(folder, "samples.npz"), provenance=record)
+    if record is not None:
+        write_json(os.path.join(folder, "provenance.json"), record)
 
 
 def sample_name(budget, w) -> str:
@@ -240,11 +343,14 @@ def reference_stats(p: ImagePreset, data, outdir: str, features: str, md5=None, 
     from ..metrics import load_stats, save_stats
     os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, f"ref_stats_{features}.npz")
+    images, source, data_digest = real_images(p, data, md5)
+    rec = stats_record(p, features, data_digest)
     if os.path.exists(path):
-        return load_stats(path)
-    images, source = real_images(p, data, md5)
+        stats = load_stats(path)  # a damaged file: one line, before its record is read
+        provenance.check(path, _stored(path), rec, _afresh(path))
+        return stats
     mu, sigma = image_stats(images, features)
-    save_stats(path, mu, sigma)
+    save_stats(path, mu, sigma, provenance=rec)
     log(f"reference statistics of {len(images)} real images ({source}) -> {path}")
     return mu, sigma
 
@@ -273,14 +379,19 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
     log(f"preset {p.name}: {p.measured}")
     base = timed("train base", step_train, p, data, outdir, seed, md5, resume, progress, log)
     timed("synthesize S", step_synth, p, outdir, progress, log)
+    made = {name: digest(os.path.join(outdir, f)) for name, f in
+            (("reference statistics", f"ref_stats_{features}.npz"), ("base", "base.npz"),
+             ("S", "synthetic.npz"))}
+    made["data"] = real_images(p, data, md5)[2]
     seeds, seeds2 = range(p.n_eval), range(p.n_eval, 2 * p.n_eval)
 
     def fd_of(images):
         return float(fd_from_stats(*image_stats(images, features), *ref))
 
-    def sample(name, aux, w, s):
+    def sample(name, aux, w, s, aux_digest=None):
         images = timed("sampling", sample_images, p, base, aux, w, s, progress)
-        write_samples(images, s, os.path.join(outdir, "samples", name), pngs)
+        write_samples(images, s, os.path.join(outdir, "samples", name), pngs,
+                      samples_record(p, w, s, made["base"], aux_digest))
         return images
 
     base_images = sample("base", None, 0.0, seeds)
@@ -292,12 +403,13 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
     fd = {}
     for budget in p.aux_budgets:
         aux = timed("fine-tune aux", step_aux, p, outdir, budget, seed, resume, progress, log)
+        made[f"aux_{budget}"] = digest(aux_path(outdir, budget))
         fd[budget] = {}
         for w in p.omegas:
             if w == 0:
                 fd[budget][w] = base_fd
                 continue
-            images = sample(sample_name(budget, w), aux, w, seeds)
+            images = sample(sample_name(budget, w), aux, w, seeds, made[f"aux_{budget}"])
             fd[budget][w] = fd_of(images)
             image_grid(images[:64], os.path.join(outdir, f"grid_{sample_name(budget, w)}.png"))
             log(f"  B={budget:,} w={w:g}: {label} {fd[budget][w]:.3f}")
@@ -306,7 +418,9 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
                "seed": seed, "base_fd": base_fd, "base_fd_seed2": base_fd2,
                "noise": abs(base_fd - base_fd2),
                "fd": {str(b): {str(w): v for w, v in row.items()} for b, row in fd.items()},
-               "seeds": [seeds[0], seeds[-1]], "seeds2": [seeds2[0], seeds2[-1]], "seconds": seconds}
+               "seeds": [seeds[0], seeds[-1]], "seeds2": [seeds2[0], seeds2[-1]], "seconds": seconds,
+               "inputs": made, "versions": provenance.versions(),
+               "command": provenance.record("sims", {}, {})["command"]}
     write_json(os.path.join(outdir, "results.json"), results)
     table = fd_table(p, fd, base_fd, base_fd2, label)
     with atomic_write(os.path.join(outdir, "fd_table.md"), "w") as f:
