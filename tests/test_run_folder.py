@@ -306,3 +306,45 @@ def test_fd_of_images_at_another_resolution_than_the_presets_is_refused(finished
     err = _one_line_exit(images.main, ["fd", "--data", data, "--data-md5", "none", "--outdir", out,
                                        "--images", str(big)], capsys, 1)
     assert "holds 32x32 images; preset 'tiny' measures 8x8" in err, err
+
+
+# ---------------------------------------------------------------- the probes that held, kept
+
+@pytest.fixture(scope="module")
+def uninterrupted(finished, tmp_path_factory):
+    _, data = finished
+    out = tmp_path_factory.mktemp("whole")
+    subprocess.run([sys.executable, "-m", "minisims.images", "train", "--data", data, "--data-md5", "none",
+                    "--base-images", "1024", "--outdir", str(out), "--quiet"], check=True, capture_output=True)
+    return dict(np.load(out / "base.npz"))
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_a_train_command_stopped_after_a_save_resumes_bit_for_bit(finished, uninterrupted, sig, tmp_path):
+    """Stopped by a signal once its first checkpoint is on disk (SIGKILL and SIGTERM end the
+    process where it stands and leave its lock behind: the resumed command takes it over; Ctrl-C
+    releases it), `train --resume` ends where the uninterrupted run ends: every array of base.npz
+    (weights, EMA, Adam's moments) bit for bit."""
+    import signal
+    import time
+    _, data = finished
+    out = tmp_path / "I"
+    cmd = [sys.executable, "-m", "minisims.images", "train", "--data", data, "--data-md5", "none",
+           "--base-images", "1024", "--outdir", str(out), "--quiet"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "base.npz").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    assert p.poll() is None, "finished before it could be stopped"
+    p.send_signal(getattr(signal, sig))
+    p.communicate(timeout=60)
+    meta = json.loads(str(np.load(out / "base.npz")["__meta__"]))
+    assert not meta.get("finished")  # stopped mid-run
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert ("taking over" in r.stderr) == (sig != "SIGINT"), r.stderr
+    resumed = dict(np.load(out / "base.npz"))
+    assert set(resumed) == set(uninterrupted)
+    for k, v in uninterrupted.items():
+        if k != "__meta__":
+            assert resumed[k].tobytes() == v.tobytes(), k
