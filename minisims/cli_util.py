@@ -58,6 +58,14 @@ MAX_ABS = 1e6           # real values: guidance weights, noise levels, learning 
 MAX_THREADS = 1024
 
 
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, where the OS says (else None)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def finite_float(text: str) -> float:
     try:
         v = float(text)

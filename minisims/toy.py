@@ -24,7 +24,8 @@ import numpy as np
 from . import backend
 from .atomic import write_json
 from .cli_util import (Parser, add_formulation, add_run_options, blas_limit, command_parser, fail,
-                       float_list, int_at_least, positive_float, prepare_run, run_command)
+                       float_list, int_at_least, physical_memory, positive_float, prepare_run,
+                       run_command)
 from .data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from .figures.common import ToySizes, json_safe, sims_config
 from .metrics import gaussian_w2
@@ -92,14 +93,6 @@ def result_bytes(args) -> int:
     """What the whole job keeps per run until the end: a float per w and the JSON text of it
     (about 25 bytes a number), with room to spare."""
     return 64 * (len(args.omega) + 4)
-
-
-def physical_memory() -> int | None:
-    """This machine's physical memory in bytes, where the OS says (else None)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def chunk_size(args) -> int:

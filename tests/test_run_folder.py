@@ -348,3 +348,13 @@ def test_a_train_command_stopped_after_a_save_resumes_bit_for_bit(finished, unin
     for k, v in uninterrupted.items():
         if k != "__meta__":
             assert resumed[k].tobytes() == v.tobytes(), k
+
+
+@pytest.mark.parametrize("argv", [["synth", "--n-synth", "9000000"], ["sample", "--seeds", "0-9999999"],
+                                  ["sims", "--n-eval", "5000000"]])
+def test_an_image_set_that_cannot_fit_in_memory_is_refused_before_any_work(argv, tmp_path, capsys, monkeypatch):
+    from minisims import cli_util
+    monkeypatch.setattr(cli_util, "physical_memory", lambda: 16 * 2 ** 30)  # a 16 GiB machine
+    out = tmp_path / "out"
+    err = _one_line_exit(images.main, argv + ["--preset", "gpu", "--outdir", str(out)], capsys, 2)
+    assert "GiB at once, more than this machine's 16 GiB" in err and not out.exists(), err

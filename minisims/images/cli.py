@@ -118,6 +118,7 @@ def main(argv=None) -> int:
             make_recipe(preset, budget)
     except ValueError as e:
         fail(prog, str(e), 2)
+    _check_memory(prog, args, preset)
     outdir = prepare_run(prog, args)
     from ..folder_lock import FolderInUse, folder_lock
     try:
@@ -140,6 +141,22 @@ def _check(prog, args):
             args.seeds = parse_seeds(args.seeds)
         except ValueError as e:
             fail(prog, str(e), 2)
+
+
+def _check_memory(prog, args, p):
+    """The largest image set a command holds at once (S, the real images, a sample set: uint8,
+    the model's float32 copy and the sampler's float64 state, 13 bytes a value), against this
+    machine's memory, before any work."""
+    from ..cli_util import physical_memory
+    sizes = {"--n-synth": p.n_synth if args.command in ("sims", "synth", "aux") else 0,
+             "--n-train": (p.n_train or 50_000) if args.command in ("sims", "train", "fd") else 0,
+             "--n-eval": p.n_eval if args.command == "sims" else 0,
+             "--seeds": len(args.seeds) if getattr(args, "seeds", None) is not None else 0}
+    flag, n = max(sizes.items(), key=lambda kv: kv[1])
+    need, have = n * 3 * p.resolution ** 2 * 13, physical_memory()
+    if have is not None and need > 0.8 * have:
+        fail(prog, f"{flag}: {n:,} images of {p.resolution}x{p.resolution} need about "
+                   f"{need / 2**30:,.1f} GiB at once, more than this machine's {have / 2**30:.0f} GiB", 2)
 
 
 def _md5(args):
