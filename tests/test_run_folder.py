@@ -262,7 +262,7 @@ def test_fd_against_other_data_does_not_reuse_the_reference_statistics(finished,
     assert "ref_stats_randconv.npz was made from another data than this run's" in err, err
 
 
-@pytest.mark.parametrize("change", ["seed", "data"])
+@pytest.mark.parametrize("change", ["seed", "data", "formulation"])
 def test_resume_continues_only_the_run_it_would_have_been(finished, other_data, change, tmp_path, capsys):
     out, data = finished
     run = tmp_path / "I"
@@ -270,10 +270,13 @@ def test_resume_continues_only_the_run_it_would_have_been(finished, other_data, 
     _rewrite_meta(os.path.join(out, "base.npz"), run / "base.npz",   # an interrupted base, seed 0
                   lambda m: {k: v for k, v in m.items() if k != "finished"})
     argv = ["train", "--resume", "--outdir", str(run), "--quiet", "--data-md5", "none"]
-    argv += ["--data", data, "--seed", "1"] if change == "seed" else ["--data", other_data]
+    argv += {"seed": ["--data", data, "--seed", "1"], "data": ["--data", other_data],
+             "formulation": ["--data", data, "--formulation", "vp"]}[change]
     err = _one_line_exit(images.main, argv, capsys, 1)
-    expected = "with seed = 0, this run asks for 1" if change == "seed" else "from another data"
-    assert "base.npz was made " + expected in err, err
+    expected = {"seed": "base.npz was made with seed = 0, this run asks for 1",
+                "data": "base.npz was made from another data",
+                "formulation": "base.npz was trained with the edm formulation, not vp"}[change]
+    assert expected in err, err
 
 
 def test_an_aux_of_another_synthetic_set_is_refused(finished, tmp_path, capsys):
