@@ -171,7 +171,7 @@ def _dispatch(args, p, outdir, prog) -> int:
     from ..data import DataError
     from ..features import FeaturesUnavailable
     from ..train import TrainingDiverged
-    from . import pipeline
+    from . import pipeline, provenance
     progress = not args.quiet
     try:
         if args.command == "sims":
@@ -192,13 +192,13 @@ def _dispatch(args, p, outdir, prog) -> int:
             aux, aux_digest = None, None
             if args.budget is not None:
                 path = pipeline.aux_path(outdir, args.budget)
-                aux, aux_digest = pipeline.load_model(path, p), pipeline.digest(path)
+                aux, aux_digest = pipeline.load_model(path, p), provenance.digest(path)
                 aux.train_encoder = p.aux_trainable != "decoder"
             for w in args.w:
                 images = pipeline.sample_images(p, base, aux, w, seeds, progress)
                 folder = os.path.join(outdir, "samples", pipeline.sample_name(args.budget, w))
-                pipeline.write_samples(images, seeds, folder, record=pipeline.samples_record(
-                    p, w, seeds, pipeline.digest(base_path), aux_digest if w != 0 else None))
+                pipeline.write_samples(images, seeds, folder, record=provenance.samples_record(
+                    p, w, seeds, provenance.digest(base_path), aux_digest if w != 0 else None))
                 print(f"{len(seeds)} images at w = {w:g} -> {folder}")
         elif args.command == "fd":
             from ..data import load_images

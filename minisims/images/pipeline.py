@@ -96,68 +96,6 @@ def real_images(p: ImagePreset, data, md5):
 _REAL = {}
 
 
-# ---------------------------------------------------------------- what makes each file
-
-def base_record(p: ImagePreset, seed: int, data_digest: str) -> dict:
-    return provenance.record("train", {
-        "seed": seed, "resolution": p.resolution, "n_train": p.n_train, "unet": asdict(p.unet_config()),
-        "formulation": p.formulation, "sigma_data": p.sigma_data, "batch": p.batch, "lr": p.lr,
-        "base_images": p.base_images, "warmup_images": p.warmup_images,
-        "ema_half_life_images": p.ema_half_life_images, "hflip": p.hflip}, {"data": data_digest})
-
-
-def synth_record(p: ImagePreset, base_digest: str) -> dict:
-    return provenance.record("synth", {
-        "n_synth": p.n_synth, "first_seed": SYNTH_SEEDS_FROM, "num_steps": p.num_steps,
-        "formulation": p.formulation, "sigma_data": p.sigma_data}, {"base": base_digest})
-
-
-def aux_record(p: ImagePreset, budget: int, seed: int, base_digest: str, s_digest: str) -> dict:
-    return provenance.record("aux", {
-        "budget": budget, "seed": seed, "aux_lr": p.aux_lr, "batch": p.batch,
-        "aux_trainable": p.aux_trainable, "hflip": p.hflip, "formulation": p.formulation,
-        "sigma_data": p.sigma_data}, {"base": base_digest, "S": s_digest})
-
-
-def stats_record(p: ImagePreset, features: str, data_digest: str) -> dict:
-    return provenance.record("reference statistics", {
-        "features": features, "resolution": p.resolution, "n_train": p.n_train}, {"data": data_digest})
-
-
-def samples_record(p: ImagePreset, w: float, seeds, base_digest: str, aux_digest: str | None) -> dict:
-    seeds = list(seeds)
-    return provenance.record("sample", {
-        "w": float(w), "seeds": [seeds[0], seeds[-1], len(seeds)] if seeds else [],
-        "num_steps": p.num_steps, "interval": p.interval, "formulation": p.formulation,
-        "sigma_data": p.sigma_data}, {"base": base_digest, **({} if aux_digest is None else {"aux": aux_digest})})
-
-
-def _stored(path: str) -> dict | None:
-    """The provenance record of a file of the run folder: an .npz's ``provenance`` entry, or a
-    checkpoint's metadata's (None where there is none)."""
-    import zipfile
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "provenance" in z.files:
-                return json.loads(str(z["provenance"]))
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, TypeError) as e:
-        raise PipelineError(f"{path} cannot be read ({type(e).__name__}): {_afresh(path)}") from None
-    return checkpoint_groups(path)[1].get("provenance")
-
-
-def digest(path: str) -> str:
-    """The digest recorded in ``path`` (a step's input), or a one-line error."""
-    rec = _stored(path)
-    if not isinstance(rec, dict) or "digest" not in rec:
-        raise provenance.ProvenanceError(f"{path} has no provenance record (written before minisims "
-                                         "recorded one): remove it to make it again")
-    return rec["digest"]
-
-
-def _afresh(path: str) -> str:
-    return f"remove {path} (or choose another --outdir) to start afresh"
-
-
 # ---------------------------------------------------------------- checkpoints of the networks
 
 def _meta(p: ImagePreset, **more) -> dict:
@@ -218,10 +156,10 @@ def step_train(p: ImagePreset, data, outdir: str, seed: int = 0, md5=None, resum
     os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, "base.npz")
     images, source, data_digest = real_images(p, data, md5)
-    rec = base_record(p, seed, data_digest)
+    rec = provenance.base_record(p, seed, data_digest)
     if os.path.exists(path):  # reused or resumed only if this run would make it
         check_model(path, p, finished=False)
-        provenance.check(path, _stored(path), rec, _afresh(path))
+        provenance.check(path, rec)
     if not _finished(path):
         _check_unfinished(path, resume)
         log(f"base: {len(images)} real images ({source}) at {p.resolution}x{p.resolution}, "
@@ -243,9 +181,9 @@ def step_synth(p: ImagePreset, outdir: str, progress: bool = True, log=print):
     path = os.path.join(outdir, "synthetic.npz")
     base_path = os.path.join(outdir, "base.npz")
     base = load_model(base_path, p, group="ema")
-    rec = synth_record(p, digest(base_path))
+    rec = provenance.synth_record(p, provenance.digest(base_path))
     if os.path.exists(path):
-        provenance.check(path, _stored(path), rec, _afresh(path))
+        provenance.check(path, rec)
         S = _read_npz(path)
         if S.shape[1:3] != (p.resolution, p.resolution):
             raise PipelineError(f"{path} holds {S.shape[1]}x{S.shape[2]} images, preset {p.name!r} "
@@ -283,9 +221,9 @@ def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bo
     if os.path.exists(path):
         check_model(path, p, finished=False)
     check_model(base_path, p)
-    rec = aux_record(p, budget, aux_seed, digest(base_path), digest(s_path))
+    rec = provenance.aux_record(p, budget, aux_seed, provenance.digest(base_path), provenance.digest(s_path))
     if os.path.exists(path):
-        provenance.check(path, _stored(path), rec, _afresh(path))
+        provenance.check(path, rec)
     if not _finished(path):
         _check_unfinished(path, resume)
         base = load_model(base_path, p, group="ema")
@@ -344,10 +282,10 @@ def reference_stats(p: ImagePreset, data, outdir: str, features: str, md5=None, 
     os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, f"ref_stats_{features}.npz")
     images, source, data_digest = real_images(p, data, md5)
-    rec = stats_record(p, features, data_digest)
+    rec = provenance.stats_record(p, features, data_digest)
     if os.path.exists(path):
         stats = load_stats(path)  # a damaged file: one line, before its record is read
-        provenance.check(path, _stored(path), rec, _afresh(path))
+        provenance.check(path, rec)
         return stats
     mu, sigma = image_stats(images, features)
     save_stats(path, mu, sigma, provenance=rec)
@@ -379,7 +317,7 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
     log(f"preset {p.name}: {p.measured}")
     base = timed("train base", step_train, p, data, outdir, seed, md5, resume, progress, log)
     timed("synthesize S", step_synth, p, outdir, progress, log)
-    made = {name: digest(os.path.join(outdir, f)) for name, f in
+    made = {name: provenance.digest(os.path.join(outdir, f)) for name, f in
             (("reference statistics", f"ref_stats_{features}.npz"), ("base", "base.npz"),
              ("S", "synthetic.npz"))}
     made["data"] = real_images(p, data, md5)[2]
@@ -391,7 +329,7 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
     def sample(name, aux, w, s, aux_digest=None):
         images = timed("sampling", sample_images, p, base, aux, w, s, progress)
         write_samples(images, s, os.path.join(outdir, "samples", name), pngs,
-                      samples_record(p, w, s, made["base"], aux_digest))
+                      provenance.samples_record(p, w, s, made["base"], aux_digest))
         return images
 
     base_images = sample("base", None, 0.0, seeds)
@@ -403,7 +341,7 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
     fd = {}
     for budget in p.aux_budgets:
         aux = timed("fine-tune aux", step_aux, p, outdir, budget, seed, resume, progress, log)
-        made[f"aux_{budget}"] = digest(aux_path(outdir, budget))
+        made[f"aux_{budget}"] = provenance.digest(aux_path(outdir, budget))
         fd[budget] = {}
         for w in p.omegas:
             if w == 0:

@@ -15,6 +15,10 @@ weight. A step reuses a file, or resumes an interrupted one, only when the recor
 now has the same made_by, settings and inputs; otherwise :class:`ProvenanceError` names the file
 and the first entry that differs. The versions are recorded, not compared: a file made on the
 GPU may be sampled on the CPU, and NumPy's patch releases change no result of these steps.
+
+The records of an image run's files (each step's settings, as minisims/images/pipeline.py makes
+them): :func:`base_record`, :func:`synth_record`, :func:`aux_record`, :func:`stats_record`,
+:func:`samples_record`; :func:`stored` reads one back and :func:`digest` gives its digest.
 """
 from __future__ import annotations
 
@@ -22,8 +26,13 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
+from dataclasses import asdict
 
 import numpy as np
+
+from ..checkpoint import checkpoint_groups
+from ..sims import SYNTH_SEEDS_FROM
 
 
 class ProvenanceError(ValueError):
@@ -58,9 +67,10 @@ def record(made_by: str, settings: dict, inputs: dict) -> dict:
             "versions": versions(), "digest": digest_of(core)}
 
 
-def check(path: str, found: dict | None, want: dict, advice: str) -> None:
-    """ProvenanceError unless ``found`` (the record read from ``path``) has ``want``'s made_by,
-    settings and inputs; the message names the first entry that differs and ends in ``advice``."""
+def check(path: str, want: dict) -> None:
+    """ProvenanceError unless the record stored in ``path`` has ``want``'s made_by, settings and
+    inputs; the message names the first entry that differs and says how to start afresh."""
+    found, advice = stored(path), afresh(path)
     if not isinstance(found, dict) or "settings" not in found:
         raise ProvenanceError(f"{path} has no provenance record (written by another program, or "
                               f"before minisims recorded one): {advice}")
@@ -79,3 +89,64 @@ def check(path: str, found: dict | None, want: dict, advice: str) -> None:
 
 def _show(v) -> str:
     return "(none)" if v is None else json.dumps(v)
+
+
+# ---------------------------------------------------------------- the files of an image run
+
+def base_record(p, seed: int, data_digest: str) -> dict:
+    return record("train", {
+        "seed": seed, "resolution": p.resolution, "n_train": p.n_train, "unet": asdict(p.unet_config()),
+        "formulation": p.formulation, "sigma_data": p.sigma_data, "batch": p.batch, "lr": p.lr,
+        "base_images": p.base_images, "warmup_images": p.warmup_images,
+        "ema_half_life_images": p.ema_half_life_images, "hflip": p.hflip}, {"data": data_digest})
+
+
+def synth_record(p, base_digest: str) -> dict:
+    return record("synth", {
+        "n_synth": p.n_synth, "first_seed": SYNTH_SEEDS_FROM, "num_steps": p.num_steps,
+        "formulation": p.formulation, "sigma_data": p.sigma_data}, {"base": base_digest})
+
+
+def aux_record(p, budget: int, seed: int, base_digest: str, s_digest: str) -> dict:
+    return record("aux", {
+        "budget": budget, "seed": seed, "aux_lr": p.aux_lr, "batch": p.batch,
+        "aux_trainable": p.aux_trainable, "hflip": p.hflip, "formulation": p.formulation,
+        "sigma_data": p.sigma_data}, {"base": base_digest, "S": s_digest})
+
+
+def stats_record(p, features: str, data_digest: str) -> dict:
+    return record("reference statistics", {
+        "features": features, "resolution": p.resolution, "n_train": p.n_train}, {"data": data_digest})
+
+
+def samples_record(p, w: float, seeds, base_digest: str, aux_digest: str | None) -> dict:
+    seeds = list(seeds)
+    return record("sample", {
+        "w": float(w), "seeds": [seeds[0], seeds[-1], len(seeds)] if seeds else [],
+        "num_steps": p.num_steps, "interval": p.interval, "formulation": p.formulation,
+        "sigma_data": p.sigma_data}, {"base": base_digest, **({} if aux_digest is None else {"aux": aux_digest})})
+
+
+def stored(path: str) -> dict | None:
+    """The provenance record of a file of the run folder: an .npz's ``provenance`` entry, or a
+    checkpoint's metadata's (None where there is none)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "provenance" in z.files:
+                return json.loads(str(z["provenance"]))
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, TypeError) as e:
+        raise ProvenanceError(f"{path} cannot be read ({type(e).__name__}): {afresh(path)}") from None
+    return checkpoint_groups(path)[1].get("provenance")
+
+
+def digest(path: str) -> str:
+    """The digest recorded in ``path`` (a step's input), or a one-line error."""
+    rec = stored(path)
+    if not isinstance(rec, dict) or "digest" not in rec:
+        raise ProvenanceError(f"{path} has no provenance record (written before minisims "
+                                         "recorded one): remove it to make it again")
+    return rec["digest"]
+
+
+def afresh(path: str) -> str:
+    return f"remove {path} (or choose another --outdir) to start afresh"
