@@ -5,9 +5,10 @@
 
 The lock is ``<folder>/.minisims.lock``, holding the owner's PID, host and command. It is
 written under a name of its own first and then linked into place, which fails if the lock
-exists: of two commands started together one wins, and no one reads a half-written lock. A lock left by a process that
-no longer runs on this host (killed, or the machine rebooted) is taken over, and the log says so;
-one from another host cannot be checked, so the message says how to remove it.
+exists: of two commands started together one wins, and no one reads a half-written lock. A
+lock left by a process that no longer runs on this host (killed, or the machine rebooted) is
+taken over, and the log says so; one from another host cannot be checked, so the message says
+how to remove it.
 """
 from __future__ import annotations
 

@@ -63,7 +63,8 @@ def make_recipe(p: ImagePreset, aux_images: int | None = None) -> SIMSRecipe:
         base=TrainConfig(lr=p.lr, batch_size=p.batch, images=p.base_images,
                          warmup_images=p.warmup_images, ema_half_life_images=p.ema_half_life_images,
                          hflip=p.hflip, checkpoint_every_images=p.checkpoint_every_images),
-        aux=TrainConfig(lr=p.aux_lr, batch_size=p.batch, images=p.aux_budgets[0] if aux_images is None else aux_images,
+        aux=TrainConfig(lr=p.aux_lr, batch_size=p.batch,
+                        images=p.aux_budgets[0] if aux_images is None else aux_images,
                         trainable=p.aux_trainable, hflip=p.hflip,
                         checkpoint_every_images=p.checkpoint_every_images),
         n_synth=p.n_synth, interval=interval, sample_batch=p.sample_batch)
@@ -221,7 +222,8 @@ def step_aux(p: ImagePreset, outdir: str, budget: int, seed: int = 0, resume: bo
     if os.path.exists(path):
         check_model(path, p, finished=False)
     check_model(base_path, p)
-    rec = provenance.aux_record(p, budget, aux_seed, provenance.digest(base_path), provenance.digest(s_path))
+    rec = provenance.aux_record(p, budget, aux_seed, provenance.digest(base_path),
+                                provenance.digest(s_path))
     if os.path.exists(path):
         provenance.check(path, rec)
     if not _finished(path):

@@ -124,7 +124,8 @@ def samples_record(p, w: float, seeds, base_digest: str, aux_digest: str | None)
     return record("sample", {
         "w": float(w), "seeds": [seeds[0], seeds[-1], len(seeds)] if seeds else [],
         "num_steps": p.num_steps, "interval": p.interval, "formulation": p.formulation,
-        "sigma_data": p.sigma_data}, {"base": base_digest, **({} if aux_digest is None else {"aux": aux_digest})})
+        "sigma_data": p.sigma_data},
+        {"base": base_digest, **({} if aux_digest is None else {"aux": aux_digest})})
 
 
 def stored(path: str) -> dict | None:
