@@ -26,6 +26,13 @@ class FolderInUse(RuntimeError):
     """Another command is writing into the folder."""
 
 
+def command_line() -> str:
+    """This process's command as it was typed: ``python -m minisims.images sims ...``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec else f"python {sys.argv[0]}"
+    return " ".join([prog, *sys.argv[1:]])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -49,7 +56,7 @@ def _owner(path: str) -> dict:
 def folder_lock(folder: str, log=print):
     path = os.path.join(folder, LOCK_NAME)
     me = {"pid": os.getpid(), "host": socket.gethostname(),
-          "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+          "command": command_line(),
           "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     mine, taken = f"{path}.{me['pid']}", False
     try:

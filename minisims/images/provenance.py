@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import zipfile
 from dataclasses import asdict
 
 import numpy as np
 
 from ..checkpoint import checkpoint_groups
+from ..folder_lock import command_line
 from ..sims import SYNTH_SEEDS_FROM
 
 
@@ -63,7 +62,7 @@ def versions() -> dict:
 def record(made_by: str, settings: dict, inputs: dict) -> dict:
     """The provenance of a file this run makes now (settings made JSON-plain: tuples to lists)."""
     core = json.loads(json.dumps({"made_by": made_by, "settings": settings, "inputs": inputs}))
-    return {**core, "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+    return {**core, "command": command_line(),
             "versions": versions(), "digest": digest_of(core)}
 
 
