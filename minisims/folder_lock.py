@@ -90,6 +90,7 @@ def _take(folder: str, path: str, mine: str, me: dict, log) -> None:
                                   f"another --outdir (if that process is gone, remove {path})") from None
             log(f"taking over {path}: " + (f"PID {pid} on this host no longer runs" if pid else
                                             "an unreadable lock file more than 5 s old"))
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+            for name in (path, f"{path}.{pid}"):  # the lock, and the dead owner's copy of it
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(name)
 

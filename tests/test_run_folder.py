@@ -346,6 +346,7 @@ def test_a_train_command_stopped_after_a_save_resumes_bit_for_bit(finished, unin
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert ("taking over" in r.stderr) == (sig != "SIGINT"), r.stderr
+    assert not [f for f in os.listdir(out) if f.startswith(".minisims.lock") or f.startswith(".tmp-")]
     resumed = dict(np.load(out / "base.npz"))
     assert set(resumed) == set(uninterrupted)
     for k, v in uninterrupted.items():
