@@ -12,35 +12,9 @@ n_eval samples and p_r, averaged over runs. Each cell's improvement ratio is
 
 (below 1: SIMS helps at its best w; above 1: it hurts even there).
 
-Why it helps or hurts, to first order
--------------------------------------
-For a Gaussian N(mu, Sigma) the score is s(x) = -Sigma^{-1} (x - mu), and diffusing it keeps it
-Gaussian: at noise level sigma the covariance is Sigma + sigma^2 I. Say the base's samples have
-covariance Sigma_b = Sigma + Delta (Delta is the base's error) and the aux, fine-tuned on those
-samples, learns Sigma_a = Sigma_b + Delta' (Delta' is what fine-tuning on S adds). The SIMS score
-(1 + w) s_b - w s_a is again linear in x, with precision
-
-    P_w = (1 + w) Sigma_b^{-1} - w Sigma_a^{-1}.
-
-With Sigma_a^{-1} = Sigma_b^{-1} - Sigma_b^{-1} Delta' Sigma_b^{-1} + O(Delta'^2),
-
-    P_w      = Sigma_b^{-1} + w Sigma_b^{-1} Delta' Sigma_b^{-1} + O(Delta'^2)
-    P_w^{-1} = Sigma_b - w Delta' + O(Delta'^2) = Sigma + Delta - w Delta' + O(Delta'^2).
-
-At every noise level the base's and the aux's covariances differ by the same Delta' (scaled by
-alpha_bar in DDPM's parametrisation), so to first order the guided scores are those of one
-diffused Gaussian, and the sampler (ODE or SDE) ends at covariance Sigma + Delta - w Delta' (the
-mean likewise at mu_b - w (mu_a - mu_b)). Hence:
-
-- the aux amplifies the base's own error (Delta' along Delta, cos(Delta, Delta') near 1): a
-  w near w* = <Delta, Delta'> / <Delta', Delta'> (Frobenius products) cancels it, and the error
-  left is the part of Delta orthogonal to Delta'. SIMS helps.
-- the aux does not reproduce the error's direction (a well-trained base has little Delta left;
-  what fine-tuning adds is then noise, or a disturbance of its own such as Adam restarting from
-  zero moments): every w > 0 only adds -w Delta' to the error. SIMS hurts at every w > 0.
-- Delta, Delta' not small (a badly under-trained base): the precisions, not the covariances,
-  combine linearly, and the first-order w* can be far from the best w.
-
+Why it helps or hurts, to first order: the aux's covariance error Delta' either points along the
+base's own error Delta (then w near w* = <Delta, Delta'> / <Delta', Delta'> cancels it) or not
+(then every w > 0 only adds -w Delta'); docs/when_sims_helps.md has the derivation.
 :func:`first_order` measures Delta and Delta' (means over runs), w*, and the predicted guided
 moments per run and w; the tables and the curves set them beside the measured ones.
 
