@@ -136,14 +136,10 @@ def main(argv=None) -> int:
     # a diverging run overflows on the way: it is detected and reported per run and per w below,
     # so NumPy's overflow/invalid warnings would only bury those lines
     with backend.blas_threads(blas_limit(args)), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _run(args, outdir, chunk)
+        return _run(args, outdir, chunk, cfg)
 
 
-def _run(args, outdir: str, chunk: int) -> int:
-    sizes = ToySizes(runs=args.runs, n_real=args.n_real, n_eval=args.n_eval, hidden=args.hidden,
-                     base_epochs=args.base_epochs, aux_epochs=args.aux_epochs, n_s=args.n_synth)
-    cfg = sims_config(sizes, args.formulation, lr=args.lr, batch_size=args.batch_size,
-                      num_steps=args.steps)
+def _run(args, outdir: str, chunk: int, cfg) -> int:
     squared = args.metric == "w2sq"
     omegas = sorted(set([0.0] + args.omega))
     t0 = time.perf_counter()

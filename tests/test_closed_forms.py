@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pytest
 
-from minisims.diffusion import DDPM, EDM, EDMPrecond, VPPrecond, cosine_alpha_bar, edm_sampler
+from minisims.diffusion import DDPM, EDMPrecond, VPPrecond, cosine_alpha_bar, edm_sampler
 from minisims.diffusion.loss import ddpm_loss, edm_loss
 from minisims.diffusion.samplers import ddpm_sampler
 from minisims.diffusion.schedules import edm_sigma_steps
@@ -234,7 +234,6 @@ def test_ddpm_guides_at_sigma_t_of_each_step_counted_from_the_noisiest():
     ddpm_sampler(lambda x, t: 0.1 * x, SHAPE, np.random.default_rng(2), alpha_bar=ab,
                  guidance=Guidance(aux, 1.0, GuidanceInterval(sigma_lo=sig, sigma_hi=sig)))
     assert seen == [t_pick]
-    steps = []
     ddpm_sampler(lambda x, t: 0.1 * x, SHAPE, np.random.default_rng(2), alpha_bar=ab,
                  guidance=Guidance(aux, 1.0, GuidanceInterval(first_step=3, last_step=3)))
     assert seen[1:] == [T - 1 - 3]
@@ -256,11 +255,10 @@ def test_ddpm_draws_its_noise_on_every_step_but_the_last():
     calls = []
     x = ddpm_sampler(lambda x, t: (calls.append(t), 0.1 * x)[1], SHAPE, rng, alpha_bar=ab)
     assert rng.draws == 1 + (T - 2) and calls == list(range(T - 1, 0, -1))
-    # the last step is the posterior mean of the state before it, exactly (no noise added)
-    t = 1
+    # the last step (t = 1) is the posterior mean of the state before it, exactly (no noise added)
     beta = 1 - ab[1] / ab[0]
     prev = {}
     ddpm_sampler(lambda x, t: (prev.__setitem__(t, x.copy()), 0.1 * x)[1], SHAPE,
                  np.random.default_rng(0), alpha_bar=ab)
-    mean = (prev[t] - beta / math.sqrt(1 - ab[t]) * 0.1 * prev[t]) / math.sqrt(1 - beta)
+    mean = (prev[1] - beta / math.sqrt(1 - ab[1]) * 0.1 * prev[1]) / math.sqrt(1 - beta)
     np.testing.assert_allclose(x, mean, rtol=1e-13, atol=1e-15)

@@ -7,6 +7,7 @@ tests/test_cli_reliability.py, tests/test_images.py and tests/test_train.py.)"""
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +29,12 @@ def finished(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run"))
     run_sims(PRESETS["tiny"], data.archive, out, md5=None, progress=False, log=lambda *a: None)
     return out, data.archive
+
+
+def _copy(src, dst, names):
+    os.makedirs(dst, exist_ok=True)
+    for name in names:
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
 
 def _one_line_exit(main, argv, capsys, code):
@@ -116,15 +123,14 @@ def test_an_unfinished_base_is_never_sampled_from_or_fine_tuned(finished, argv, 
     _rewrite_meta(os.path.join(out, "base.npz"), tmp_path / "base.npz",
                   lambda m: {k: v for k, v in m.items() if k != "finished"})
     if argv[0] == "aux":  # the aux step needs S too
-        (tmp_path / "synthetic.npz").write_bytes(open(os.path.join(out, "synthetic.npz"), "rb").read())
+        _copy(out, tmp_path, ["synthetic.npz"])
     err = _one_line_exit(images.main, argv + ["--outdir", str(tmp_path)], capsys, 1)
     assert "base.npz is an interrupted training run" in err and "--resume" in err, err
 
 
 def test_an_unfinished_aux_is_never_sampled_from(finished, tmp_path, capsys):
     out, _ = finished
-    for name in ("base.npz", "synthetic.npz"):
-        (tmp_path / name).write_bytes(open(os.path.join(out, name), "rb").read())
+    _copy(out, tmp_path, ["base.npz", "synthetic.npz"])
     _rewrite_meta(os.path.join(out, "aux_32.npz"), tmp_path / "aux_32.npz",
                   lambda m: {k: v for k, v in m.items() if k != "finished"})
     err = _one_line_exit(images.main, ["sample", "--budget", "32", "--w", "1", "--outdir", str(tmp_path)],
@@ -189,9 +195,7 @@ def test_a_lock_held_by_a_running_process_refuses_and_a_dead_ones_is_taken_over(
     import socket
     out, _ = finished
     folder = tmp_path / "run"
-    folder.mkdir()
-    for name in ("base.npz",):
-        (folder / name).write_bytes(open(os.path.join(out, name), "rb").read())
+    _copy(out, folder, ["base.npz"])
     lock = folder / ".minisims.lock"
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "x"}))
     err = _one_line_exit(images.main, ["synth", "--outdir", str(folder), "--quiet"], capsys, 1)
@@ -205,12 +209,6 @@ def test_a_lock_held_by_a_running_process_refuses_and_a_dead_ones_is_taken_over(
 
 
 # ---------------------------------------------------------------- provenance: nothing stale is reused
-
-def _copy(src, dst, names):
-    os.makedirs(dst, exist_ok=True)
-    for name in names:
-        with open(os.path.join(src, name), "rb") as f, open(os.path.join(dst, name), "wb") as g:
-            g.write(f.read())
 
 
 @pytest.fixture(scope="module")
