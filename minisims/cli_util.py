@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 import threading
 
@@ -14,15 +15,48 @@ from . import sigint
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports bad input in one line (no usage dump) and exits with status 2, and
-    answers ``--version`` with minisims' version and NumPy's."""
+    """argparse that reports bad input in one line (no usage dump) and exits with status 2,
+    answers ``--version`` with minisims' version and NumPy's, and takes a value that starts with a
+    minus sign after a space (``--omega -1,0,3``: see :func:`join_negative_values`). Subcommands'
+    parsers are of this class too, so they take such values as well."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.add_argument("--version", action="version", version=version_line(self.prog))
 
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(join_negative_values(self, args), namespace)
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_NEGATIVE_VALUE = re.compile(r"-\.?\d")  # how -1, -0.5, -.5, -1e-3 and -1,0,3 begin
+
+
+def join_negative_values(parser: argparse.ArgumentParser, args: list[str]) -> list[str]:
+    """``["--omega", "-1,0,3"]`` -> ``["--omega=-1,0,3"]``, for every option of ``parser`` that
+    takes one value. argparse reads any word that starts with '-' as an option unless it is a
+    plain negative number (-1, -0.5), so a list such as -1,0,3 (or -1e-3) after a space fails with
+    "expected one argument"; joined with '=' it is that option's value. Words after ``--`` and
+    words that are options of ``parser`` are left alone."""
+    options = parser._option_string_actions  # option string -> action (argparse's own table)
+    out, i = [], 0
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            out.extend(args[i:])
+            break
+        action = options.get(word)
+        if (action is not None and action.nargs is None and i + 1 < len(args)
+                and _NEGATIVE_VALUE.match(args[i + 1]) and args[i + 1] not in options):
+            out.append(f"{word}={args[i + 1]}")
+            i += 2
+        else:
+            out.append(word)
+            i += 1
+    return out
 
 
 def version_line(prog: str) -> str:

@@ -1,7 +1,9 @@
-"""Figures: the 2D experiments (matplotlib, headless) and the image FD heatmap (Figure 3)."""
+"""Figures: the 2D experiments (matplotlib, headless), the image FD heatmap (Figure 3), and the
+tutorials' figures (saved as PNG, shown inline in Jupyter)."""
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -21,6 +23,40 @@ def save_figure(fig, path: str, dpi: int = 110) -> None:
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
     pyplot().close(fig)
+
+
+def tutorial_dir(number: str) -> str:
+    """The folder a tutorial saves its figures in, created: ``MINISIMS_TUTORIAL_OUT`` if set, else
+    ``runs/tutorials/<number>/`` under the working directory."""
+    out = os.environ.get("MINISIMS_TUTORIAL_OUT") or os.path.join("runs", "tutorials", number)
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def in_notebook() -> bool:
+    """Does this code run in a Jupyter kernel (where a figure can be shown inline)?"""
+    ipython = sys.modules.get("IPython")  # a plain script never imports IPython
+    return ipython is not None and getattr(ipython.get_ipython(), "kernel", None) is not None
+
+
+def show(figure, path: str | None = None, dpi: int = 90) -> None:
+    """A tutorial's figure: saved as PNG and, in a Jupyter kernel, shown inline.
+
+    ``figure`` is a matplotlib Figure, written to ``path`` at ``dpi`` and closed, or the path of a
+    PNG (or GIF) that a library function has already written. The notebook gets the file's bytes
+    (image/png or image/gif), so what it shows is the file on disk, whatever matplotlib backend
+    the kernel has (``pyplot()`` sets Agg, which shows nothing by itself).
+    """
+    if isinstance(figure, (str, os.PathLike)):
+        path = os.fspath(figure)
+    else:
+        if path is None:
+            raise ValueError("show(fig, path): a figure needs the path to save it to")
+        save_figure(figure, path, dpi=dpi)
+    if in_notebook():
+        from IPython.display import Image, display
+        with open(path, "rb") as f:
+            display(Image(data=f.read(), format="gif" if path.endswith(".gif") else "png"))
 
 
 def gaussian_contours(ax, mean, cov, levels=(1, 2, 3), **kw):

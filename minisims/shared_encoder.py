@@ -1,4 +1,7 @@
-"""SIMS with a shared encoder pass (paper Appendix A): 1.5x NFE instead of 2x.
+"""SIMS with a shared encoder pass (paper Appendix A): 1.5x NFE instead of 2x, counting passes.
+The decoder is the larger half (the middle blocks, and blocks widened by the skips: 84% of the
+multiply-adds of tutorial 04's UNet, 74% of the default UNetConfig's), so a guided evaluation
+costs 1 + that share of one model's compute, not 1.5x.
 
 When the auxiliary model is fine-tuned with the UNet's encoder frozen (``aux.train_encoder =
 False``), both models run the same encoder on the same input, so one encoder pass can feed both
@@ -38,7 +41,9 @@ class SharedEncoderPair:
 
     ``pair.base(x, sigma)`` and ``pair.aux(x, sigma)`` are D(x; sigma) of the two models, as
     ``formulation.model(net)`` would give them. Counters ``encoder_passes`` and
-    ``decoder_passes`` count network work (for the NFE claim).
+    ``decoder_passes`` count passes (for the NFE claim; the decoder is the larger half). Refuses
+    an aux whose encoder weights differ from the base's or whose encoder is not frozen
+    (``aux.train_encoder``).
     """
 
     def __init__(self, formulation: EDM, base: UNet, aux: UNet):
@@ -48,6 +53,11 @@ class SharedEncoderPair:
             if not np.array_equal(backend.to_numpy(m_b.params[k]), backend.to_numpy(m_a.params[k])):
                 raise ValueError(f"encoder parameter {name} differs between base and aux: the "
                                  "encoder pass can only be shared when the aux froze it")
+        # equal weights today are not enough: an aux whose encoder trains can drift after this
+        # one-time check, so the aux must say its encoder is frozen
+        if aux.train_encoder:
+            raise ValueError("aux.train_encoder is True: the encoder pass can only be shared with "
+                             "an aux whose encoder is frozen (fine-tune it with trainable='decoder')")
         self.formulation, self.encoder_net = formulation, base
         self._point, self._key, self._enc = None, None, None  # (x, sigma) of the current call; the cache
         self.encoder_passes = self.decoder_passes = 0

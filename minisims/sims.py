@@ -150,7 +150,8 @@ def synthesize(net, cfg, n: int, rng, aux=None, w: float = 0.0, progress=False):
         raise ValueError(f"{n} samples need {n} seeds, got {len(seeds)}")
     step = n if r.sample_batch is None else r.sample_batch
     if aux is not None and w != 0 and r.aux.trainable == "decoder":
-        # a decoder-only aux shares the base's encoder pass (paper App. A): 1.5x NFE, same samples
+        # a decoder-only aux shares the base's encoder pass (paper App. A): the same samples, one
+        # encoder pass fewer (1.5x NFE counted in passes; the decoder holds most of the compute)
         from .shared_encoder import SharedEncoderPair  # the UNet's: the toy never loads it
         pair = SharedEncoderPair(r.formulation, net, aux)
 

@@ -18,30 +18,28 @@
 
 # %%
 import os
-import tempfile
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import multivariate_normal
 
+from minisims.backend import blas_threads
 from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from minisims.diffusion import DDPM, EDM, ddpm_betas
 from minisims.gradcheck import assert_close, gradients, numerical_grad
 from minisims.guidance import sims_combine
 from minisims.metrics import gaussian_w2, moments
 from minisims.nn import MLPConfig, MLPDenoiser
-from minisims.plots import gaussian_contours
+from minisims.plots import gaussian_contours, pyplot, show, tutorial_dir
 from minisims.sims import SIMSConfig, sample_sims, synthesize, train_aux, train_base
 from minisims.train import TrainConfig, train
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
-OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisims-tut01-")
+OUT = tutorial_dir("01")  # figures: shown inline in Jupyter, saved here (runs/tutorials/01/)
+plt = pyplot()
 RUNS = 4 if FAST else 16          # independent runs, trained at once on the ensemble axis
 N_SAMPLES = 400 if FAST else 2000  # samples per run for measuring distances
 rng = np.random.default_rng(0)
+_blas_limit = blas_threads(1)  # small matrices: one BLAS thread is fastest (see tutorial 02)
 
 # %% [markdown]
 # ## 1. The data
@@ -72,7 +70,7 @@ for ax, t in zip(axes, [0, 10, 25, 39]):
     ax.scatter(*x_t.T, s=2, alpha=0.4)
     ax.set_title(f"t = {t}, alpha_bar = {ab[t]:.2f}")
     ax.set_xlim(-6, 6); ax.set_ylim(-6, 6); ax.set_aspect("equal")
-fig.tight_layout(); fig.savefig(os.path.join(OUT, "01_forward_process.png")); plt.close(fig)
+fig.tight_layout(); show(fig, os.path.join(OUT, "01_forward_process.png"))
 
 # %% [markdown]
 # ## 3. Score, noise and clean point: one quantity in three units
@@ -141,10 +139,18 @@ p_t = multivariate_normal(GAUSSIAN_MEAN, ab[t] * GAUSSIAN_COV + (1 - ab[t]) * np
 score_fd = numerical_grad(lambda: float(p_t.logpdf(x_t).sum()), x_t)  # 5,2 (points independent)
 score_eps = -ideal_eps(GAUSSIAN_COV, ab)(x_t, t) / b_t  # 5,2
 score_D = (ideal_denoiser(GAUSSIAN_COV)(x_edm, sigma_t) - x_edm) / sigma_t ** 2 / np.sqrt(ab[t])
-for name, score in (("-eps / sqrt(1 - ab)", score_eps), ("(D - x) / sigma^2", score_D)):
-    print(f"t = {t}: score {name:20s} vs finite differences of log p_t: "
+for name, score in (("-eps / sqrt(1 - ab)", score_eps), ("(D - x) / sigma^2 / sqrt(ab)", score_D)):
+    print(f"t = {t}: score {name:28s} vs finite differences of log p_t: "
           f"max |diff| {np.abs(score - score_fd).max():.1e}")
     assert_close(name, score, score_fd, rtol=1e-6, atol=1e-8)  # centred differences, h = 1e-6
+# in EDM's units alone the score is (D - x) / sigma^2 = -eps / sigma: sqrt(ab) times DDPM's
+score_edm = (ideal_denoiser(GAUSSIAN_COV)(x_edm, sigma_t) - x_edm) / sigma_t ** 2  # 5,2
+eps_t = ideal_eps(GAUSSIAN_COV, ab)(x_t, t)  # 5,2
+print(f"t = {t}: (D - x) / sigma^2 vs -eps / sigma: max |diff| "
+      f"{np.abs(score_edm + eps_t / sigma_t).max():.1e}; vs -eps / sqrt(1 - ab): "
+      f"ratio {np.median(score_edm / score_eps):.4f} = sqrt(ab) {np.sqrt(ab[t]):.4f}")
+assert_close("EDM-units score", score_edm, -eps_t / sigma_t, rtol=1e-9, atol=1e-12)  # rounding only
+assert_close("the two units", score_edm, np.sqrt(ab[t]) * score_eps, rtol=1e-9, atol=1e-12)
 
 aux_cov, w = 1.5 * GAUSSIAN_COV, 2.0
 eps_b, eps_a = ideal_eps(GAUSSIAN_COV, ab)(x_t, t), ideal_eps(aux_cov, ab)(x_t, t)  # 5,2 each
@@ -218,6 +224,15 @@ assert history[-1].mean() < history[0].mean()
 # (Ho et al.'s variance beta_t; beta_tilde_t is the other choice they discuss), with no noise on
 # the last step: 39 network calls. mu_theta is affine in eps_theta at fixed x_t, so, as in
 # section 3, guiding eps (eq. 5) is guiding the reverse step's mean.
+#
+# **A distance to p_r.** To say how close samples are to p_r we use, here and below, the
+# **Wasserstein-2 distance W2** between the Gaussian fitted to the samples (their mean mu and
+# covariance S) and p_r = N(mu_r, Sigma). Between two Gaussians it has a closed form,
+#
+#     W2^2 = |mu - mu_r|^2 + Tr(S + Sigma - 2 (S^{1/2} Sigma S^{1/2})^{1/2})
+#
+# (`minisims.metrics.gaussian_w2`), in the data's units and 0 only for a perfect fit. Even exact
+# draws from p_r give W2 > 0, from the sampling error of their fit: check (c) prints that floor.
 #
 # **Checks.** (a) Simulate (x_0, x_{t-1}, x_t) through the forward chain at t = 20 and regress
 # x_{t-1} on (x_t, x_0): least squares must find mu_tilde's two coefficients, and the residual
@@ -294,7 +309,7 @@ for ax, (name, xs) in zip(axes, ideal.items()):
     gaussian_contours(ax, GAUSSIAN_MEAN, GAUSSIAN_COV)
     ax.set_title(f"ideal model, {name}", fontsize=9)
     ax.set_xlim(-6, 6); ax.set_ylim(-6, 6); ax.set_aspect("equal")
-fig.tight_layout(); fig.savefig(os.path.join(OUT, "01_ideal_samplers.png")); plt.close(fig)
+fig.tight_layout(); show(fig, os.path.join(OUT, "01_ideal_samplers.png"))
 
 # %% [markdown]
 # (a) finds the derived coefficients to about 0.001, its sampling error, and (b) agrees to rounding.
@@ -304,10 +319,9 @@ fig.tight_layout(); fig.savefig(os.path.join(OUT, "01_ideal_samplers.png")); plt
 # W2 (0.017) is at the floor that 20000 exact draws from p_r give (0.016). EDM's Heun sampler,
 # fed the ideal denoiser, errs the other way at 18 steps (2.185) and is at the floor at 64 (0.016).
 #
-# Now the trained network in place of the ideal eps: the same sampler, 39 network calls. We
-# measure the Wasserstein-2 distance between the Gaussian fitted to the samples and p_r; it is far
-# above the ideal model's 0.042 at the same T, so what is left is the network's error, which is
-# what SIMS works on.
+# Now the trained network in place of the ideal eps: the same sampler, 39 network calls, and the
+# same W2 to p_r. It is far above the ideal model's 0.042 at the same T, so what is left is the
+# network's error, which is what SIMS works on.
 
 # %%
 x = ddpm.sample(net, (RUNS, N_SAMPLES, 2), rng)  # R,N_SAMPLES,2
@@ -322,14 +336,19 @@ print(f"W2 to p_r over {RUNS} runs: {d.mean():.3f} +- {d.std():.3f}")
 # it to the two networks' epsilon predictions at every step, which section 3 showed is the same as
 # combining their scores. The auxiliary model shows in which direction the model drifts when it
 # feeds on its own output; negative guidance steps the other way. w = 0 is the base model exactly.
+#
+# Step 1 trains a base again, though section 5 already trained one with the same settings: there
+# we called `train` with a DDPM written out, to show the loop; here every step reads `cfg` alone,
+# so that one change to it (exercise 3: `formulation="edm"`) changes the whole of Algorithm 1,
+# base included. The second training is cheap: 3.7 s at full size on a busy 2-core machine.
 
 # %%
-base, base_loss = train_base(data, cfg, rng)              # 1
-S = synthesize(base, cfg, cfg.n_synth, rng)               # 2   R,n_s,2
-aux, aux_loss = train_aux(base, S, cfg, rng)              # 3
+base, base_loss = train_base(data, cfg, rng, progress=True)   # 1
+S = synthesize(base, cfg, cfg.n_synth, rng, progress=True)    # 2   R,n_s,2
+aux, aux_loss = train_aux(base, S, cfg, rng, progress=True)   # 3
 results = {}
-for w in [0.0, 0.5, 1.0, 2.0, 3.0]:                       # 4
-    xs = sample_sims(base, aux, cfg, w, N_SAMPLES, np.random.default_rng(1))
+for w in [0.0, 0.5, 1.0, 2.0, 3.0]:                            # 4
+    xs = sample_sims(base, aux, cfg, w, N_SAMPLES, np.random.default_rng(1), progress=True)
     results[w] = (xs, gaussian_w2(xs, GAUSSIAN_MEAN, GAUSSIAN_COV))
     print(f"w = {w:3.1f}: W2 to p_r {results[w][1].mean():.3f} +- {results[w][1].std():.3f}")
 
@@ -340,7 +359,7 @@ for ax, (w, (xs, dw)) in zip(axes, results.items()):
     gaussian_contours(ax, GAUSSIAN_MEAN, GAUSSIAN_COV)
     ax.set_title(f"w = {w:g}: W2 {dw.mean():.2f}")
     ax.set_xlim(-6, 6); ax.set_ylim(-6, 6); ax.set_aspect("equal")
-fig.tight_layout(); fig.savefig(os.path.join(OUT, "01_sims.png")); plt.close(fig)
+fig.tight_layout(); show(fig, os.path.join(OUT, "01_sims.png"))
 print("figures in", OUT)
 
 # %% [markdown]
@@ -348,31 +367,37 @@ print("figures in", OUT)
 # The same sampler, step by step: run 1's points from the noise to the data, the base model on
 # the left and SIMS at w = 2 on the right, both driven by the same random numbers, over p_r's
 # contours. The arrows are the score the next step follows (for SIMS the extrapolated one of
-# eq. 5, in the sampler's coordinates). The two fields part more and more as the noise falls: on
-# this toy (2 runs, 500 points of N(0, 1.5^2 I)) |s_SIMS - s_base| / |s_base| was 0.17 at t = 39,
-# 0.43 at t = 10 and 0.90 at t = 1, so most of what pulls SIMS's points in from the base's
-# over-dispersed cloud happens in the last steps.
+# eq. 5, in the sampler's coordinates). How far apart are the two fields? The cell below measures
+# |s_SIMS - s_base| / |s_base| (mean lengths over every run) at points x_t noised from the real
+# data, at the first step of the sampler (t = 39), in the middle (t = 10) and at the last (t = 1);
+# where it is largest is where SIMS moves the points most, relative to the base.
 # (`python -m minisims.toy --animate runs/toy/sampling.gif` writes the same picture.)
 
 # %%
-import sys
-
 from minisims.animate import write_toy_animation
 from minisims.sims import SIMSResult
 
+field_rng = np.random.default_rng(4)  # its own generator: the film below is unchanged
+for t in (39, 10, 1):
+    x_t = np.sqrt(ab[t]) * data + np.sqrt(1 - ab[t]) * field_rng.standard_normal(data.shape)  # R,1000,2
+    s_base = ddpm.score(base, x_t, t)  # R,1000,2
+    s_sims = ddpm.score(base, x_t, t, aux=aux, w=2.0)  # R,1000,2: eq. 5's score
+    gap = np.linalg.norm(s_sims - s_base, axis=-1).mean() / np.linalg.norm(s_base, axis=-1).mean()
+    print(f"t = {t:2d}: |s_SIMS - s_base| / |s_base| = {gap:.2f} (w = 2)")
+
 gif = os.path.join(OUT, "01_sampling.gif")
 frames = write_toy_animation(SIMSResult(base, aux, base_loss, aux_loss), cfg, gif, w=2.0, rng=1,
-                             n_points=100 if FAST else 200, every=3 if FAST else 1)
+                             n_points=100 if FAST else 200, every=3 if FAST else 2)
 print(f"wrote {gif}: {frames} frames")
-if "ipykernel" in sys.modules:  # in a notebook, show it
-    from IPython.display import Image, display
-    display(Image(filename=gif))
+show(gif)
 
 # %% [markdown]
 # ## Summary
 # - A diffusion model is a denoiser trained on noised data; sampling runs the noising backwards.
 # - Tweedie's formula, from the Gaussian perturbation kernel, makes the score, the predicted noise
-#   and the denoiser one quantity in three units: s = -eps / sqrt(1 - alpha_bar) = (D - x) / sigma^2.
+#   and the denoiser one quantity in three units: in DDPM's units s_t(x_t) = -eps / sqrt(1 - alpha_bar);
+#   in EDM's (x = x_t / sqrt(alpha_bar), sigma^2 = (1 - alpha_bar) / alpha_bar)
+#   s(x) = (D - x) / sigma^2 = -eps / sigma, which is sqrt(alpha_bar) s_t(x_t).
 #   Each is affine in the network output, and eq. 5's weights sum to one, so SIMS guides whichever
 #   the network predicts.
 # - The ancestral step's mean is the Gaussian posterior q(x_{t-1} | x_t, x_0) with x_0 predicted
@@ -383,7 +408,8 @@ if "ipykernel" in sys.modules:  # in a notebook, show it
 #   difference of the two as a direction to move *away* from.
 #
 # ## Exercises
-# 1. Run with `w = -1`: you get the auxiliary model. Is it closer to p_r or further than the base?
+# 1. Run with `w = -1` (here, or `python -m minisims.toy --omega -1,0,3`): you get the auxiliary
+#    model. Is it closer to p_r or further than the base?
 # 2. Ho et al. also propose the reverse variance beta_tilde_t. Change `chain_covariance` to add
 #    beta_tilde_t instead of beta_t: at T = 40, which choice ends closer to Sigma, and why does the
 #    difference vanish as T grows?

@@ -27,12 +27,7 @@
 
 # %%
 import os
-import tempfile
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from minisims.backend import blas_threads
@@ -40,11 +35,12 @@ from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from minisims.loops import Cell, LoopConfig, ratio_curve, run_loop_chunk
 from minisims.metrics import gaussian_w2_from_moments, moments
 from minisims.nn import MLPConfig
+from minisims.plots import pyplot, show, tutorial_dir
 from minisims.sims import SIMSConfig
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
-OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisims-tut02-")
-os.makedirs(OUT, exist_ok=True)
+OUT = tutorial_dir("02")  # figures: shown inline in Jupyter, saved here (runs/tutorials/02/)
+plt = pyplot()
 # The toy's matmuls are small (64 x 64 weights): one BLAS thread is as fast, and on a busy machine
 # far faster than several threads that spin waiting for each other.
 blas_threads(1)  # set on creation, so it holds for the rest of the script
@@ -132,9 +128,9 @@ sims_cfg = SIMSConfig(formulation="ddpm", mlp=MLPConfig(hidden=32 if FAST else 6
 cfg = LoopConfig(loop="augmentation", generations=3 if FAST else 10, n_real=300 if FAST else 1000,
                  n_eval=500 if FAST else 2000, sims=sims_cfg)
 RUNS, N_S = (3, 250) if FAST else (8, 250)
-standard = run_loop_chunk(cfg, Cell(N_S, 0.0, "standard"), RUNS, seed=0)
-sims_w0 = run_loop_chunk(cfg, Cell(N_S, 0.0, "sims"), RUNS, seed=0)
-sims_w3 = run_loop_chunk(cfg, Cell(N_S, 3.0, "sims"), RUNS, seed=0)
+standard = run_loop_chunk(cfg, Cell(N_S, 0.0, "standard"), RUNS, seed=0, progress=True)
+sims_w0 = run_loop_chunk(cfg, Cell(N_S, 0.0, "sims"), RUNS, seed=0, progress=True)
+sims_w3 = run_loop_chunk(cfg, Cell(N_S, 3.0, "sims"), RUNS, seed=0, progress=True)
 print("SIMS loop at w = 0 equals the standard loop bit for bit:",
       np.array_equal(standard.mu, sims_w0.mu) and np.array_equal(standard.cov, sims_w0.cov))
 assert np.array_equal(standard.mu, sims_w0.mu)
@@ -165,8 +161,7 @@ for ax in axes:
     ax.set_ylabel("E[W2(G^t)] / E[W2(G^1)]")
     ax.legend(fontsize=8)
 fig.tight_layout()
-fig.savefig(os.path.join(OUT, "02_loops.png"))
-plt.close(fig)
+show(fig, os.path.join(OUT, "02_loops.png"))
 print("figures in", OUT)
 
 # %% [markdown]

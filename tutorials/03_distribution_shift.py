@@ -23,24 +23,19 @@
 
 # %%
 import os
-import tempfile
 from dataclasses import replace
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from minisims.backend import blas_threads
 from minisims.data.mixture import MIX_COV, MIX_MEANS, classify, sample_mixture, select_mix
-from minisims.plots import gaussian_contours
+from minisims.plots import gaussian_contours, pyplot, show, tutorial_dir
 from minisims.shift import ShiftConfig, fit_shift, measure_shift, rng_for
 from minisims.sims import synthesize
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
-OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisims-tut03-")
-os.makedirs(OUT, exist_ok=True)
+OUT = tutorial_dir("03")  # figures: shown inline in Jupyter, saved here (runs/tutorials/03/)
+plt = pyplot()
 blas_threads(1)  # small matmuls: one BLAS thread is as fast, never oversubscribes; holds from here on
 rng = np.random.default_rng(0)
 
@@ -122,8 +117,7 @@ for m in MIX_MEANS:
 b.set_title(f"run 1 at w = {omegas[-1]:g}", fontsize=10)
 b.set_aspect("equal")
 fig.tight_layout()
-fig.savefig(os.path.join(OUT, "03_shift.png"))
-plt.close(fig)
+show(fig, os.path.join(OUT, "03_shift.png"))
 print("figures in", OUT)
 
 # %% [markdown]
@@ -138,4 +132,5 @@ print("figures in", OUT)
 # 1. Ask for 90/10 (`ShiftConfig(target_frac=0.9)`): which w reaches it, and what happens to the
 #    per-group distances on the way?
 # 2. Give the aux set the target mix itself (not its complement) and sweep w from -2 to 1.
-# 3. Put the groups closer (e.g. means +-1): the classifier now errs; how does that blur the shift?
+# 3. Put the groups at means +-1, then +-0.5 (two standard deviations apart): the classifier now
+#    errs. What does the measured share of group 0 still measure?

@@ -24,17 +24,17 @@
 # %%
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 
 from minisims.backend import blas_threads
 from minisims.figures import when_sims_helps as wsh
+from minisims.plots import show, tutorial_dir
+from minisims.progress import bar
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
-OUT = os.environ.get("MINISIMS_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minisims-tut06-")
-os.makedirs(OUT, exist_ok=True)
-blas_threads(1)  # the toy's matrices are small: one BLAS thread is fastest (see tutorial 02)
+OUT = tutorial_dir("06")  # figures: shown inline in Jupyter, saved here (runs/tutorials/06/)
+_blas_limit = blas_threads(1)  # small matrices: one BLAS thread is fastest (see tutorial 02)
 
 # %% [markdown]
 # ## 1. Guidance on a Gaussian, to first order
@@ -52,48 +52,71 @@ blas_threads(1)  # the toy's matrices are small: one BLAS thread is fastest (see
 #
 #     P_w = (1 + w) Sigma_b^{-1} - w Sigma_a^{-1}.
 #
-# Expand Sigma_a^{-1} = (Sigma_b + Delta')^{-1} = Sigma_b^{-1} - Sigma_b^{-1} Delta' Sigma_b^{-1}
-# + O(Delta'^2):
+# Expand in powers of Delta', with B = Sigma_b^{-1} for short:
+# Sigma_a^{-1} = (Sigma_b + Delta')^{-1} = B - B Delta' B + B Delta' B Delta' B - ..., so
 #
-#     P_w      = Sigma_b^{-1} + w Sigma_b^{-1} Delta' Sigma_b^{-1} + O(Delta'^2)
-#     P_w^{-1} = Sigma_b - w Delta' + O(Delta'^2)  =  Sigma + Delta - w Delta' + O(Delta'^2).
+#     P_w      = B + w B Delta' B - w B Delta' B Delta' B + O(Delta'^3)
+#     P_w^{-1} = Sigma_b - w Delta' + (w + w^2) Delta' B Delta' + O(Delta'^3)
+#              = Sigma + Delta - w Delta' + (w + w^2) Delta' Sigma_b^{-1} Delta' + O(Delta'^3).
 #
-# A diffusion model samples through every noise level, not only the data's. At noise level
-# sigma both models are Gaussians with covariances Sigma_b + sigma^2 I and Sigma_a + sigma^2 I,
-# which differ by the same Delta', so the same expansion gives, at every level, the score of
-# N(., Sigma_b - w Delta' + sigma^2 I): to first order the guided scores are those of one diffused
-# Gaussian, and the sampler ends at covariance **Sigma + Delta - w Delta'**. Three cases follow:
+# The second-order term carries w^2 Delta' B Delta' = (w Delta') B (w Delta'): the expansion is in
+# w Delta', not Delta' alone, and the first-order result needs w Delta' small against Sigma_b.
+# For w > 0 the term is positive semi-definite (Delta' B Delta' is, for a symmetric Delta' and a
+# positive definite B), so the exact guided covariance lies *above* the first-order one: pulling
+# an over-dispersed covariance back to Sigma takes a larger w than the first order says.
+#
+# A diffusion model samples through every noise level, not only the data's. **Assume** that each
+# network's score is exactly that of one Gaussian, diffused: at noise level sigma the base's is the
+# score of N(mu, Sigma_b + sigma^2 I) and the aux's that of N(mu, Sigma_a + sigma^2 I). (A trained
+# network is only near this: nothing forces its errors at different noise levels to be those of
+# one diffused covariance, and the two means may differ; section 3 holds the argument against
+# trained networks.) Under this assumption the two covariances differ by the same Delta' at every
+# level, so the same expansion gives, at every level, the score of N(mu, Sigma_b - w Delta' +
+# sigma^2 I): to first order the guided scores are those of one diffused Gaussian, and the sampler
+# ends at covariance **Sigma + Delta - w Delta'**. Three cases follow:
 #
 # - **the aux amplifies the base's own error** (Delta' roughly along Delta): then
-#   w* = <Delta, Delta'> / <Delta', Delta'> (Frobenius inner products) cancels the part of Delta
-#   along Delta', and SIMS helps. With Delta' = c Delta exactly, w* = 1/c removes all of it.
+#   w* = <Delta, Delta'> / <Delta', Delta'> (Frobenius inner products), the projection of Delta on
+#   Delta', minimises the Frobenius norm of Delta - w Delta', and SIMS helps. With Delta' = c Delta
+#   exactly, w* = 1/c removes all of it. w* is not the w that minimises W2: W2 measures the
+#   covariance error in another metric, adds the error of the mean, which w* ignores, and is taken
+#   per run, where each run's error is not the mean Delta.
 # - **the aux does not reproduce the error's direction** (Delta' small, noise, or pointing
 #   elsewhere, as when the base is already good): every w > 0 only adds -w Delta'. SIMS hurts.
-# - **large errors**: the expansion is in Delta'; when Delta' is comparable to Sigma_b the
-#   precisions, not the covariances, add, and the first-order w* can be far from the best w.
+# - **large errors**: when w Delta' is comparable to Sigma_b the positive second-order term is no
+#   longer small (the precisions, not the covariances, add), and the best w can be far above w*.
 
 # %% [markdown]
 # ## 2. The algebra against exact Gaussians
-# Take Delta' = Delta / 2 (the aux adds half the base's error again), so w* = 2. Compute the exact guided covariance P_w^{-1} by inverting matrices, and the first-order
-# Sigma_b - w Delta', for errors of decreasing size eps: the gap between them should shrink like
-# eps^2 (quartered when eps halves), and at w* the first-order covariance is Sigma itself.
+# Take Delta' = Delta / 2 (the aux adds half the base's error again), so w* = 2. Compute the
+# exact guided covariance P_w^{-1} by inverting matrices, and the first-order Sigma_b - w Delta',
+# for errors of decreasing size eps: the gap between them should shrink like eps^2 (quartered
+# when eps halves), and at w* the first-order covariance is Sigma itself. Adding the second-order
+# term (w + w^2) Delta' Sigma_b^{-1} Delta' should leave a gap of order eps^3 (an eighth when eps
+# halves), and the exact minus the first-order covariance should be positive semi-definite.
 
 # %%
 Sigma = np.array([[2.0, 1.0], [1.0, 2.0]])
 A = np.array([[0.6, 0.2], [0.2, 0.4]])  # the shape of the base's error
 w = 2.0
-gaps = []
+gaps, gaps2 = [], []
 for eps in (0.4, 0.2, 0.1, 0.05):
     Delta, Delta_p = eps * A, eps * A / 2
     Sb, Sa = Sigma + Delta, Sigma + Delta + Delta_p
     exact = np.linalg.inv((1 + w) * np.linalg.inv(Sb) - w * np.linalg.inv(Sa))  # P_w^{-1}
     first = Sb - w * Delta_p
+    second = first + (w + w ** 2) * Delta_p @ np.linalg.inv(Sb) @ Delta_p  # 2,2
     gaps.append(np.abs(exact - first).max())
+    gaps2.append(np.abs(exact - second).max())
+    lowest = np.linalg.eigvalsh(exact - first).min()  # >= 0: the exact covariance lies above
     print(f"eps {eps:5.2f}: exact guided cov {np.round(exact.ravel()[[0, 1, 3]], 4)}, first order "
-          f"{np.round(first.ravel()[[0, 1, 3]], 4)}, gap {gaps[-1]:.2e}")
-ratios = np.array(gaps[1:]) / np.array(gaps[:-1])
-print("gap ratio when eps halves:", np.round(ratios, 3), "(second order: about 1/4)")
-assert np.all(np.abs(ratios - 0.25) < 0.06)
+          f"{np.round(first.ravel()[[0, 1, 3]], 4)}, gap {gaps[-1]:.2e}; with the second-order term, "
+          f"gap {gaps2[-1]:.2e}; lowest eigenvalue of exact - first {lowest:.2e}")
+    assert lowest >= 0
+ratios, ratios2 = np.array(gaps[1:]) / np.array(gaps[:-1]), np.array(gaps2[1:]) / np.array(gaps2[:-1])
+print("gap ratio when eps halves:", np.round(ratios, 3), "(second order: about 1/4);",
+      "with the second-order term:", np.round(ratios2, 3), "(third order: about 1/8)")
+assert np.all(np.abs(ratios - 0.25) < 0.06) and np.all(np.abs(ratios2 - 0.125) < 0.04)
 
 # %% [markdown]
 # The library's `first_order` does the same bookkeeping on measured moments (means over runs of
@@ -126,7 +149,10 @@ if FAST:  # the DDPM toy alone, 3 runs, 500 real points: seconds
                             n_eval=400, chunk_size=3)
 else:
     s = dataclasses.replace(wsh.PRESETS["cpu"], runs=8, chunk_size=8)
-r = wsh.run_study(s, seed=0)
+study = bar(total=len(s.formulations) * len(s.base_epochs) * len(range(0, s.runs, s.chunk_size)),
+            desc="study", unit="base")  # run_study logs a line as each base budget is done
+r = wsh.run_study(s, seed=0, log=lambda line: study.update(1))
+study.close()
 k0 = list(r["omega"]).index(0.0)
 assert np.array_equal(r["cov"][:, :, :, :, k0], np.broadcast_to(r["cov_base"][:, :, :, None], r["cov"][:, :, :, :, k0].shape))
 print(wsh.tables(r).split("\n\nCovariances")[0])  # the ratio table
@@ -155,9 +181,11 @@ ddpm_100_50 = imp["ratio"][0, list(r["base_epochs"]).index(100), list(r["aux_epo
 assert ddpm_100_50 < 0.8  # the paper's toy: SIMS removes much of the under-trained base's error
 
 # %%
-wsh.plot_covariances(r, os.path.join(OUT, "06_covariances.png"))
-wsh.plot_heatmap(r, os.path.join(OUT, "06_heatmap.png"))
-wsh.plot_curves(r, os.path.join(OUT, "06_curves.png"))
+for name, plot in (("covariances", wsh.plot_covariances), ("heatmap", wsh.plot_heatmap),
+                   ("curves", wsh.plot_curves)):  # each writes its PNG; show() puts it inline
+    path = os.path.join(OUT, f"06_{name}.png")
+    plot(r, path)
+    show(path)
 print("figures in", OUT)
 
 # %% [markdown]
@@ -179,10 +207,15 @@ print("figures in", OUT)
 #   about 1 (or worse) at the smallest w.
 #
 # ## Summary
-# - To first order, SIMS guidance moves the covariance from Sigma + Delta to Sigma + Delta - w Delta':
-#   it helps as far as the aux's change Delta' points along the base's error Delta, with
-#   w* = <Delta, Delta'> / |Delta'|^2. For small errors (the EDM toy) this predicts the measured
-#   W2 curve; for large ones (the DDPM toy) the direction holds and the best w is larger.
+# - To first order in w Delta', and if each network is the score of one diffused Gaussian,
+#   SIMS guidance moves the covariance from Sigma + Delta to Sigma + Delta - w Delta': it helps as
+#   far as the aux's change Delta' points along the base's error Delta. The next term,
+#   +(w + w^2) Delta' Sigma_b^{-1} Delta', is positive for w > 0.
+# - w* = <Delta, Delta'> / |Delta'|^2 is a Frobenius projection of the mean covariance error, not
+#   the W2-optimal w, and it ignores the error of the mean: in the cpu preset's EDM cell with a
+#   400-epoch base and a 200-epoch aux, w* is 0.96 and the best w of the grid 0.25. For small
+#   errors (the EDM toy) each run's first-order moments predict the measured W2 curve; for large
+#   ones (the DDPM toy) the direction holds and the best w is larger than w*.
 # - SIMS's aux is trained on the base's own samples, so an under-trained base's *systematic*
 #   error is what it amplifies; a good base leaves it nothing systematic to amplify, and the
 #   sampling error of the real data (which S never shows the aux) is out of its reach.
@@ -191,8 +224,8 @@ print("figures in", OUT)
 #
 # ## Exercises
 # 1. Run `python toy/when_sims_helps.py --preset cpu --n-synth 250`: with a small S, Delta' grows
-#    noisier (S's own sampling error). Does the cosine drop, and does SIMS stop helping?
-# 2. In section 2, make Delta' = 0.5 Delta + a perpendicular part (e.g. eps * [[0, 1], [1, 0]]).
+#    noisier (S's own sampling error). Does the cosine drop, or does SIMS's gain shrink?
+# 2. In section 2, make Delta' = 0.5 Delta + a part in another direction (e.g. eps * [[0, 1], [1, 0]]).
 #    Check that the best achievable error is the part of Delta orthogonal to Delta'.
 # 3. Fine-tune the 400-step DDPM base for 1 and for 10 epochs with `minisims.sims.train_aux`,
 #    once on its synthetic set S and once on the real data D, with

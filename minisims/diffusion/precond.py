@@ -28,7 +28,8 @@ class EDMPrecond:
 
 @dataclass(frozen=True)
 class VPPrecond:
-    """VP (Song et al. 2021) written in EDM's form: F predicts -epsilon."""
+    """VP (Song et al. 2021) written in EDM's form. With c_skip = 1 and c_out = -sigma, F's target
+    (y - c_skip x) / c_out = (x - y) / sigma is +epsilon, the unit-variance noise itself."""
     beta_d: float = 19.9
     beta_min: float = 0.1
     M: int = 1000

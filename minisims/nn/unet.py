@@ -1,7 +1,8 @@
 """A small UNet for images, in the spirit of EDM's DDPM++ (Karras et al. 2022, Appendix F.2),
 with every backward written by hand. Its encoder and decoder are separate modules so that the
 SIMS auxiliary model can fine-tune the decoder alone and share the encoder pass with the base
-model (paper Appendix A: 1.5x NFE instead of 2x; see :mod:`minisims.shared_encoder`).
+model (paper Appendix A: 1.5x NFE instead of 2x, counted in passes: the decoder holds most of
+the compute, so a guided step costs about 1.8x one model; see :mod:`minisims.shared_encoder`).
 
 # N batch, C channels, H W spatial, E embedding width, K Fourier frequencies, L levels
 Shapes for UNetConfig(img_resolution=32, channels=64, channel_mult=(1, 2, 2)):

@@ -130,6 +130,7 @@ def test_edm_sampler_on_cupy_matches_numpy(gpu, no_sync):
     for _, mod, k in aux_ref.decoder.named_parameters():  # a stand-in for decoder fine-tuning
         mod.params[k] += 0.05 * np.random.default_rng(7).standard_normal(mod.params[k].shape)
     aux = net.copy()
+    aux.train_encoder = False  # a decoder-only aux, as SharedEncoderPair requires
     aux.load_state_dict({k: gpu.asarray(v) for k, v in aux_ref.state_dict().items()})
     pair = SharedEncoderPair(edm, net, aux)  # compares the encoders once, on the host
     z_dev = gpu.asarray(z)
