@@ -237,22 +237,23 @@ aux_dec, _ = train_aux(base, S, recipe("decoder"), np.random.default_rng(2))
 SharedEncoderPair(edm, base, aux_dec)
 print(f"decoder-only aux: train_encoder = {aux_dec.train_encoder}; SharedEncoderPair accepts it")
 
+def refusal(aux):
+    """SharedEncoderPair's error message for this aux, or None when it accepts it."""
+    try:
+        SharedEncoderPair(edm, base, aux)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 aux_dec.train_encoder = True
-try:
-    SharedEncoderPair(edm, base, aux_dec)
-    refused = None
-except ValueError as e:
-    refused = str(e)
+refused = refusal(aux_dec)
 print(f"the same aux with train_encoder = True: refused: {refused}")
 assert refused is not None and "train_encoder" in refused
 aux_dec.train_encoder = False
 
 aux_all, _ = train_aux(base, S, recipe("all"), np.random.default_rng(2))
-try:
-    SharedEncoderPair(edm, base, aux_all)
-    refused_all = None
-except ValueError as e:
-    refused_all = str(e)
+refused_all = refusal(aux_all)
 print(f"an aux fine-tuned whole: refused: {refused_all}")
 assert refused_all is not None
 
