@@ -3,7 +3,9 @@
 # and timings (benchmarks/gpu_check.sh, which runs tests/gpu including the image pipeline's), the
 # toy experiments' GPU check (toy/gpu_check.py: bit-exact loops on CuPy, the tiny figure presets,
 # and timings that project the Figure 4 gpu and paper presets), and the image experiment's `gpu`
-# preset (python -m minisims.images sims --preset gpu) on an archive of CIFAR-10's layout made
+# preset at two training seeds (python -m minisims.images sims --preset gpu --train-seeds 0,1:
+# summary.md is its table over the seeds; resumable, so a second call finishes a run cut short by
+# IMAGES_SECONDS when $IMAGES_DIR keeps the folder) on an archive of CIFAR-10's layout made
 # from scikit-image's photographs (no CIFAR-10 can be fetched on the GPU machine; with a real copy,
 # point --data at it). Results go to $OUT (or ./gpu_session_logs), packed into one archive.
 #     bash benchmarks/gpu_session.sh [TOY_CHECK_SECONDS] [IMAGES_SECONDS]
@@ -41,11 +43,15 @@ echo "=== images: the gpu preset (limit ${IMAGES_SECONDS} s) ==="
 t0=$SECONDS
 python3 -c "import sys; sys.path.insert(0, 'tests'); from cifar_like import make_cifar_like; \
 make_cifar_like('$WORK/cifar_like', per_batch=10000)" && \
+IMAGES_DIR=${IMAGES_DIR:-$WORK/images_gpu}
 timeout "$IMAGES_SECONDS" python3 -m minisims.images sims --device gpu --preset gpu --quiet \
-    --data "$WORK/cifar_like/cifar-10-python.tar.gz" --data-md5 none --outdir "$WORK/images_gpu" \
-    2>&1 | tail -n 40 | tee "$WORK/images_gpu.log"
+    --train-seeds 0,1 --data "$WORK/cifar_like/cifar-10-python.tar.gz" --data-md5 none \
+    --outdir "$IMAGES_DIR" 2>&1 | tail -n 60 | tee "$WORK/images_gpu.log"
 echo "=== images gpu preset: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s ==="
-rm -f "$WORK"/images_gpu/*.npz "$WORK"/cifar_like/cifar-10-python.tar.gz  # keep the archive small
+mkdir -p "$WORK/images_gpu_tables"  # the tables and results, not the weights or samples
+(cd "$IMAGES_DIR" && find . -name '*.md' -o -name '*.json' -o -name '*.png' | tar cf - -T -) \
+    | tar xf - -C "$WORK/images_gpu_tables"
+rm -rf "$WORK/images_gpu" "$WORK"/cifar_like/cifar-10-python.tar.gz  # keep the archive small
 
 tar czf "$DEST/gpu_session.tgz" -C "$WORK" .
 echo "packed into $DEST/gpu_session.tgz"

@@ -9,6 +9,8 @@
 - :func:`frechet_distance`: the same closed form between two sets of features (FD/FID);
   :func:`feature_stats`, :func:`fd_from_stats`, :func:`save_stats`, :func:`load_stats` do it in
   two steps through saved mu, sigma (npz keys mu and sigma, as EDM and pytorch-fid store them).
+- :func:`fd_bootstrap`: the FD of sample sets resampled with replacement, for its standard error
+  (paired: the same resampled seeds in every set, so a difference of FDs has its own error).
 """
 from __future__ import annotations
 
@@ -86,6 +88,41 @@ def fd_from_stats(mu1, sigma1, mu2, sigma2) -> float:
         raise ValueError(f"statistics do not match: mu {mu1.shape} {mu2.shape}, "
                          f"sigma {sigma1.shape} {sigma2.shape}")
     return float(gaussian_w2_from_moments(mu1, sigma1, mu2, sigma2, squared=True))
+
+
+def fd_bootstrap(feature_sets, mu_ref, sigma_ref, rng, reps: int = 100):
+    """FD against N(mu_ref, sigma_ref) of ``reps`` bootstrap resamples of each feature set.
+
+    ``feature_sets`` is a list of K arrays (n,D) whose row i comes from the same sampling seed
+    (the same starting noise), so each resample draws one set of n row indices with replacement
+    and applies it to every set: column k's spread is set k's standard error, and the spread of
+    column k minus column 0 the paired standard error of their difference. Returns (reps, K).
+    The reference is held fixed: it is the training set's statistics, not a sample of the model.
+    """
+    sets = [np.asarray(f, np.float64) for f in feature_sets]  # K of n,D
+    n = sets[0].shape[0]
+    if any(f.shape != sets[0].shape for f in sets) or n < 2:
+        raise ValueError(f"fd_bootstrap needs K sets of equal shape (n,D), n >= 2, got "
+                         f"{[f.shape for f in sets]}")
+    mu_ref, sigma_ref = np.asarray(mu_ref, np.float64), np.asarray(sigma_ref, np.float64)
+    ev, V = np.linalg.eigh(sigma_ref)
+    root = (V * np.sqrt(np.clip(ev, 0, None))) @ V.T  # D,D: sigma_ref^(1/2), symmetric
+    rooted = [f @ root for f in sets]  # K of n,D: each row times sigma_ref^(1/2), once
+    out = np.empty((reps, len(sets)))  # reps,K
+    for r in range(reps):
+        idx = rng.integers(0, n, size=n)  # n: the resampled seeds, shared by every set
+        for k, (f, y) in enumerate(zip(sets, rooted)):
+            x = f[idx]  # n,D
+            mu = x.mean(axis=0)  # D
+            yc = y[idx] - y[idx].mean(axis=0)  # n,D: (x - mu) sigma_ref^(1/2)
+            # Tr((S sigma_ref)^(1/2)) = sum of sqrt(eig(yc^T yc / (n-1))), whose nonzero
+            # eigenvalues are those of the smaller Gram matrix yc yc^T / (n-1) when n < D
+            gram = yc @ yc.T if n < yc.shape[1] else yc.T @ yc  # min(n,D) square
+            lam = np.linalg.eigvalsh(gram / (n - 1))
+            trace_S = ((x - mu) ** 2).sum() / (n - 1)
+            out[r, k] = max(0.0, ((mu - mu_ref) ** 2).sum() + trace_S + np.trace(sigma_ref)
+                            - 2 * np.sqrt(np.clip(lam, 0, None)).sum())
+    return out
 
 
 def save_stats(path: str, mu, sigma, provenance: dict | None = None) -> None:

@@ -137,3 +137,42 @@ def fd_heatmap(fd, budgets, omegas, path, base_fd=None, label="FD_randconv", tit
     ax.set_title(heading + "\n" + ", ".join(n for n in notes if n), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=130)
+
+
+def study_heatmap(ratio, base_budgets, aux_budgets, omegas, path, label="FD_randconv"):
+    """Where SIMS helps on images: one panel per base budget, FD of each (aux budget, w) cell over
+    the base's FD, the geometric mean over training seeds, on a log scale centred on 1 (blue: SIMS
+    helps, red: it hurts). Each cell also says in how many seeds it is below the base. The w = 0
+    column (the base itself, 1 by definition) is left out.
+
+    ``ratio`` (N,S,B,W): N base budgets, S training seeds, B aux budgets, W guidance values.
+    """
+    plt = pyplot()
+    keep = [j for j, w in enumerate(omegas) if w != 0]
+    ratio = np.asarray(ratio, np.float64)[..., keep]  # N,S,B,W'
+    omegas = [omegas[j] for j in keep]
+    N, S, B, W = ratio.shape
+    log2 = np.log2(ratio).mean(axis=1)  # N,B,W': the geometric mean over seeds, in octaves
+    lim = max(1.0, float(np.nanmax(np.abs(log2))))
+    fig, axes = plt.subplots(1, N, figsize=(1.2 + (0.9 + 0.7 * W) * N, 1.9 + 0.5 * B), squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes[0]):
+        im = ax.imshow(log2[i], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        for b in range(B):
+            for j in range(W):
+                below = int((ratio[i, :, b, j] < 1).sum())
+                ax.text(j, b, f"{2 ** log2[i, b, j]:.2f}\n{below}/{S}", ha="center", va="center",
+                        fontsize=7, color="white" if abs(log2[i, b, j]) > 0.6 * lim else "black")
+        ax.set_xticks(range(W), [f"{w:g}" for w in omegas], fontsize=8)
+        ax.set_yticks(range(B), [format_count(b) for b in aux_budgets], fontsize=8)
+        ax.set_xlabel("guidance w", fontsize=8)
+        if i == 0:
+            ax.set_ylabel("aux budget (images)", fontsize=8)
+        ax.set_title(f"base trained on {format_count(base_budgets[i])} images", fontsize=9)
+    cbar = fig.colorbar(im, ax=axes[0].tolist(), fraction=0.04, pad=0.02)
+    ticks = np.arange(-np.floor(lim), np.floor(lim) + 1)
+    cbar.set_ticks(ticks, labels=[f"{2 ** t:g}" for t in ticks], fontsize=7)
+    cbar.set_label(f"{label} / base's", fontsize=8)
+    fig.suptitle(f"SIMS's {label} over the base's (below 1: SIMS helps), geometric mean over {S} "
+                 "training seeds;\nunder it, in how many seeds the cell is below the base", fontsize=9)
+    save_figure(fig, path, dpi=130)

@@ -234,3 +234,35 @@ def test_fd_heatmap_writes_a_png(tmp_path):
         assert im.format == "PNG" and im.size[0] > 200
     with pytest.raises(ValueError, match="shape"):
         fd_heatmap(fd.T, [50_000, 1_000_000], [0, 1, 2], path)
+
+
+class _Identity:
+    """A generator whose every resample is the set itself (rows 0..n-1 in order)."""
+    def integers(self, lo, hi, size):
+        return np.arange(size)
+
+
+def test_fd_bootstrap_of_the_set_itself_is_its_fd_and_equal_sets_differ_by_zero():
+    rng = np.random.default_rng(0)
+    ref = metrics.feature_stats(rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6)))
+    for n in (5, 300):  # fewer and more samples than dimensions: both of the Gram forms
+        a = rng.normal(size=(n, 6)) + 0.3
+        got = metrics.fd_bootstrap([a, 2 * a], *ref, _Identity(), reps=1)
+        want = [metrics.fd_from_stats(*metrics.feature_stats(x), *ref) for x in (a, 2 * a)]
+        # fd_from_stats takes the square roots of the eigenvalues of the non-symmetric S1 S2, whose
+        # zero eigenvalues (rank n - 1 < 6) come out near 1e-16, so sqrt adds about 1e-8
+        np.testing.assert_allclose(got[0], want, rtol=1e-7)
+        same = metrics.fd_bootstrap([a, a.copy()], *ref, np.random.default_rng(1), reps=20)
+        assert np.array_equal(same[:, 0], same[:, 1])  # the same rows in every set: paired
+
+
+def test_fd_bootstrap_standard_error_matches_the_delta_method():
+    """One feature, N(m, 1) samples against N(0, 1): FD = mean^2 + (sd - 1)^2, whose standard error
+    is 2 |m| / sqrt(n) to first order (the (sd - 1)^2 term's is second order near sd = 1)."""
+    m, n = 1.0, 4000
+    x = np.random.default_rng(2).normal(m, 1.0, size=(n, 1))
+    boot = metrics.fd_bootstrap([x], np.zeros(1), np.eye(1), np.random.default_rng(3), reps=400)
+    se = boot[:, 0].std(ddof=1)
+    assert abs(se / (2 * m / np.sqrt(n)) - 1) < 0.15, se  # 400 resamples: about 3.5% of its own
+    with pytest.raises(ValueError, match="equal shape"):
+        metrics.fd_bootstrap([x, x[:10]], np.zeros(1), np.eye(1), np.random.default_rng(0))

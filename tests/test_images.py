@@ -48,9 +48,8 @@ def test_sims_writes_the_table_heatmap_grids_and_every_number(tiny_run):
         row = saved["fd"][str(b)]
         assert set(row) == {str(w) for w in p.omegas} and row["0.0"] == saved["base_fd"]
         assert all(np.isfinite(v) for v in row.values())
-    assert saved["noise"] == abs(saved["base_fd"] - saved["base_fd_seed2"])
     table = open(os.path.join(out, "fd_table.md")).read()
-    assert "sampling noise" in table and "FID" not in table
+    assert "paired bootstrap standard error" in table and "FID" not in table
     with np.load(os.path.join(out, "samples", "base", "samples.npz"), allow_pickle=False) as z:
         x = z["arr_0"]
     assert x.dtype == np.uint8 and x.shape == (p.n_eval, p.resolution, p.resolution, 3)
@@ -59,6 +58,56 @@ def test_sims_writes_the_table_heatmap_grids_and_every_number(tiny_run):
         assert len(names) == p.n_eval and all(n.endswith(".png") for n in names)
         with z.open(names[0]) as f, Image.open(f) as im:
             assert np.array_equal(np.asarray(im), x[0])
+
+
+def test_the_cell_is_chosen_on_validation_seeds_and_reported_on_disjoint_test_seeds(tiny_run):
+    out, res = tiny_run
+    p = PRESETS["tiny"]
+    v, t = res["validation"], res["test"]
+    assert v["seeds"] == [0, p.n_eval - 1] and t["seeds"] == [p.n_eval, 2 * p.n_eval - 1]
+    cells = {(int(b), float(w)): fd for b, row in v["fd"].items() for w, fd in row.items() if float(w) > 0}
+    assert (t["chosen"]["budget"], t["chosen"]["w"]) == min(cells, key=cells.get)
+    name = f"sims_B{t['chosen']['budget']}_w{t['chosen']['w']:g}"
+    for folder, first in (("base", 0), ("test_base", p.n_eval), ("test_" + name, p.n_eval)):
+        rec = json.load(open(os.path.join(out, "samples", folder, "provenance.json")))
+        assert rec["settings"]["seeds"] == [first, first + p.n_eval - 1, p.n_eval], folder
+    # the test numbers are the FDs of the test sample sets, recomputed here from the files
+    from minisims.features import image_stats
+    from minisims.metrics import fd_from_stats, load_stats
+    ref = load_stats(os.path.join(out, "ref_stats_randconv.npz"))
+    for folder, key in (("test_base", "base_fd"), ("test_" + name, "sims_fd")):
+        with np.load(os.path.join(out, "samples", folder, "samples.npz")) as z:
+            assert fd_from_stats(*image_stats(z["arr_0"]), *ref) == pytest.approx(t[key], rel=1e-12)
+    assert t["gain"] == t["base_fd"] - t["sims_fd"]
+    assert all(t[k] > 0 for k in ("base_se", "sims_se", "gain_se"))
+    assert all(se > 0 for row in v["paired_se"].values() for w, se in row.items() if float(w) != 0)
+    table = open(os.path.join(out, "fd_table.md")).read()
+    assert f"gain {t['gain']:+.3f} ± {t['gain_se']:.3f} (paired)" in table
+    # the first-order prediction at w = 0 is the base's own FD, and at w = -1 the aux's (up to
+    # the rounding of clipping the rank-deficient covariances' eigenvalues at 0: n_eval < D)
+    for b in p.aux_budgets:
+        pred = res["first_order"][str(b)]["predicted_fd"]
+        assert pred["0.0"] == pytest.approx(v["base_fd"], rel=1e-7)
+        assert pred["-1.0"] == pytest.approx(v["fd"][str(b)]["-1.0"], rel=1e-7)
+
+
+def test_a_second_run_reuses_every_sample_set_and_gives_the_same_numbers(cifar, tiny_run, tmp_path):
+    import dataclasses
+    import shutil
+    from minisims.images.provenance import ProvenanceError
+    out, res = tiny_run
+    again = str(tmp_path / "again")
+    shutil.copytree(out, again)
+    quiet = dict(md5=None, progress=False, log=lambda *a: None)
+    res2 = run_sims(PRESETS["tiny"], cifar.archive, again, **quiet)
+    assert "sampling" not in res2["seconds"] and "train base" in res2["seconds"]
+    for key in ("validation", "test", "first_order", "fd"):
+        assert res2[key] == res[key], key
+    # a sample set made otherwise (here without a guidance interval) is named, never reused
+    p = dataclasses.replace(PRESETS["tiny"], interval=(0.1, 1.0))
+    with pytest.raises(ProvenanceError, match=r"base/samples\.npz was made with interval = \(none\), "
+                                              r"this run asks for \[0\.1, 1\.0\]"):
+        run_sims(p, cifar.archive, again, **quiet)
 
 
 def test_guidance_endpoints_on_images(tiny_run):
@@ -194,3 +243,53 @@ def test_interval_and_formulation_flags(cifar, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("sample", "--budget", "16", "--w", "2", "--interval", "0.5", *common)
     assert r.returncode == 2 and "LO,HI" in r.stderr
+
+
+def test_train_seeds_summarise_over_seeds_and_a_study_over_base_budgets(cifar, tmp_path):
+    import shutil
+    from minisims.images.study import run_study
+    out = str(tmp_path / "seeds")
+    r = run("sims", "--data", cifar.archive, "--data-md5", "none", "--preset", "tiny",
+            "--outdir", out, "--quiet", "--train-seeds", "0,1")
+    assert r.returncode == 0, r.stderr
+    per_seed = [json.load(open(os.path.join(out, f"seed_{s}", "results.json"))) for s in (0, 1)]
+    assert [x["seed"] for x in per_seed] == [0, 1]
+    assert per_seed[0]["validation"]["base_fd"] != per_seed[1]["validation"]["base_fd"]
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    p = PRESETS["tiny"]
+    for b in p.aux_budgets:
+        for w in p.omegas:
+            fds = [x["validation"]["fd"][str(b)][str(float(w))] for x in per_seed]
+            cell = summary["grid"][f"{b}/{float(w)}"]
+            assert cell["mean"] == pytest.approx(np.mean(fds)) and cell["sd"] == pytest.approx(np.std(fds, ddof=1))
+    gains = [x["test"]["gain"] for x in per_seed]
+    assert summary["beats"] == sum(g > 0 for g in gains)
+    assert summary["gain_mean"] == pytest.approx(np.mean(gains))
+    text = open(os.path.join(out, "summary.md")).read()
+    assert f"beats the base in {summary['beats']} of 2 training seeds" in text
+    # the study: the same two seeds at base budgets 64 and 128 (128 is tiny's own, copied: reused)
+    study_dir = tmp_path / "study"
+    shutil.copytree(out, study_dir / "base_128", ignore=shutil.ignore_patterns("summary.*"))
+    study = run_study(p, cifar.archive, str(study_dir), [64, 128], [0, 1], md5=None, progress=False,
+                      log=lambda *a: None, reps=20)
+    for key, cell in summary["grid"].items():  # reused samples; features summed in another
+        got = study["summaries"]["128"]["grid"][key]  # BLAS thread count, so not bit for bit
+        assert got["mean"] == pytest.approx(cell["mean"], rel=1e-8) and got["below_base"] == cell["below_base"]
+    assert study["summaries"]["64"]["base_validation"] != summary["base_validation"]
+    for name in ("study.md", "study.json", "study_heatmap.png", "base_64/summary.md"):
+        assert os.path.exists(study_dir / name), name
+    fo = study["first_order"]
+    assert fo["cells"] == 2 * 2 * len(p.aux_budgets) * sum(w > 0 for w in p.omegas)
+    assert 0 <= fo["agree"] <= fo["cells"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sims", "--seed", "3", "--train-seeds", "0,1"], "not both"),
+    (["study", "--seed", "3"], "not both"),
+    (["sims", "--train-seeds", "0,0"], "lists a value twice"),
+    (["study", "--base-budgets", "64,64"], "lists a value twice"),
+    (["study", "--base-images", "64"], "unrecognized arguments")])
+def test_seed_flags_are_checked_before_any_work(argv, message, tmp_path):
+    r = run(*argv, "--preset", "tiny", "--outdir", str(tmp_path / "o"), "--quiet")
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "o")

@@ -96,3 +96,40 @@ def test_toy_script_is_a_thin_command_with_the_same_help(name):
     assert p.returncode == 0 and p.stdout == script(name).build_parser().format_help()
     assert f"python toy/{name}.py" in p.stdout and "examples:" in p.stdout and "--preset" in p.stdout
     assert len((TOY / f"{name}.py").read_text().splitlines()) < 15
+
+
+def test_halves_split_the_runs_into_disjoint_choosing_and_reporting_sets():
+    from minisims.figures.common import halves
+    assert halves(5) == ([0, 2, 4], [1, 3]) and halves(1) == ([0], []) and halves(2) == ([0], [1])
+
+
+def test_figure5_held_out_w_is_chosen_on_other_runs_than_it_is_measured_on():
+    from minisims.figures.figure5 import _held_out
+    omega = [0.0, 1.0, 2.0]
+    d = np.array([[9, 9, 9, 9],      # w = 0 (never chosen)
+                  [1, 5, 1, 5],      # w = 1: best on runs 0, 2; 5 on runs 1, 3
+                  [2, 2, 2, 2.0]])   # w = 2: best over all runs (2 < 3), worse on runs 0, 2
+    assert _held_out(d, omega) == "5.000 +- 0.000 (1)"  # the choice does not see runs 1, 3
+    assert "needs 2 runs" in _held_out(d[:, :1], omega)
+
+
+def test_figure4_held_out_ratio_is_measured_on_the_runs_that_did_not_choose_it():
+    from types import SimpleNamespace
+    from minisims.figures.figure4 import summary_table
+    from minisims.loops import Cell
+    mean, cov = np.zeros(2), np.eye(2)
+
+    class Result:  # distances R,G given directly: runs 0, 2 prefer w = 1, runs 1, 3 w = 3
+        def __init__(self, d):
+            self.d, self.mu = np.asarray(d, float), np.zeros((len(d), 1, 2))
+
+        def distance(self, mean, cov, squared=False):
+            return self.d
+
+    results = {Cell(50, 0.0, "standard"): Result([[1, 2]] * 4),
+               Cell(50, 1.0, "sims"): Result([[1, 0.5], [1, 3.0], [1, 0.5], [1, 3.0]]),
+               Cell(50, 3.0, "sims"): Result([[1, 1.0]] * 4)}
+    rows, data = summary_table(SimpleNamespace(mean=mean, cov=cov), results, [50], 2, False)
+    held = data[50]["held_out"]
+    assert data[50]["w_best"] == 3.0 and held["w"] == 1.0 and held["ratio"] == 3.0
+    assert "| 3.000 +- 0.000 | 1 |" in rows[-1]

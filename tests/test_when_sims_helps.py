@@ -89,6 +89,24 @@ def test_ratio_is_best_w_mean_over_base_mean_from_the_raw_distances(tiny):
             assert all(c in row for c in cells), (row, cells)
 
 
+def test_held_out_ratio_chooses_w_on_odd_runs_and_measures_it_on_even_runs(tiny):
+    """Runs 1, 3, 5, ... (indices 0, 2, ...) choose w; runs 2, 4, ... report its ratio."""
+    out, r = tiny
+    imp = wsh.improvement(r)
+    R = r["w2"].shape[0]
+    choose, report = list(range(0, R, 2)), list(range(1, R, 2))
+    omega = list(r["omega"])
+    for f, i, j, form, b, a in wsh.grid_cells(r):
+        on = {w: np.mean(r["w2"][choose, f, i, j, k]) for k, w in enumerate(omega) if w > 0}
+        w_held = min(on, key=on.get)
+        k = omega.index(w_held)
+        want = np.mean(r["w2"][report, f, i, j, k]) / np.mean(r["w2_base"][report, f, i])
+        assert imp["held_out_w"][f, i, j] == w_held
+        assert imp["held_out_ratio"][f, i, j] == pytest.approx(want, rel=1e-12)
+    held = (out / "when_sims_helps.md").read_text().split("Held out:")[1]
+    assert f"{imp['held_out_ratio'][0, 0, 0]:.3f} (w {imp['held_out_w'][0, 0, 0]:g})" in held
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--omega=-1,0"], "needs a w > 0"),
     (["--base-epochs", "0,100"], "--base-epochs must be >= 1"),

@@ -50,7 +50,7 @@ from ..metrics import gaussian_w2_from_moments, moments
 from ..plots import gaussian_contours, pyplot, save_figure
 from ..sims import SIMSConfig, diverged_epoch, sample_sims, synthesize, train_aux, train_base
 from ..streams import Streams
-from .common import ToySizes, read_npz, sims_config, write_npz, write_text
+from .common import ToySizes, halves, read_npz, sims_config, write_npz, write_text
 from .common import replot as replot_run
 
 # R runs, F formulations, Bb base budgets, Ba aux budgets, W guidance values, D data dimension (2)
@@ -279,8 +279,20 @@ def improvement(r: dict) -> dict:
     ratio = np.where(np.isfinite(best), best, np.nan) / base[..., None]
     index = np.flatnonzero(pos)[k]  # F,Bb,Ba: the best w's index in omega
     at_best = np.take_along_axis(r["w2"], index[None, ..., None], -1)[..., 0]  # R,F,Bb,Ba
+    # held out: the w > 0 best on runs 0, 2, 4, ..., its ratio on runs 1, 3, 5, ... (NaN: < 2 runs)
+    choose, report = halves(r["w2"].shape[0])
+    held_ratio = np.full(ratio.shape, np.nan)  # F,Bb,Ba
+    held_w = np.full(ratio.shape, np.nan)  # F,Bb,Ba
+    if choose and report:
+        on = np.where(np.isfinite(r["w2"][choose].mean(0)[..., pos]),
+                      r["w2"][choose].mean(0)[..., pos], np.inf)  # F,Bb,Ba,W+
+        k_held = np.flatnonzero(pos)[on.argmin(-1)]  # F,Bb,Ba
+        at = np.take_along_axis(r["w2"][report].mean(0), k_held[..., None], -1)[..., 0]  # F,Bb,Ba
+        held_ratio = np.where(np.isfinite(on.min(-1)), at, np.nan) / r["w2_base"][report].mean(0)[..., None]
+        held_w = r["omega"][k_held]
     return {"base": base, "mean": mean, "ratio": ratio, "best_w": r["omega"][index],
-            "best_index": index, "runs_better": (at_best < r["w2_base"][..., None]).sum(0)}
+            "best_index": index, "runs_better": (at_best < r["w2_base"][..., None]).sum(0),
+            "held_out_ratio": held_ratio, "held_out_w": held_w}
 
 
 def first_order(r: dict) -> dict:
@@ -352,6 +364,15 @@ def tables(r: dict) -> str:
                              f"{q:.3f} (w {w:g}{'*' if w == w_max else ''}, {imp['runs_better'][f, i, j]}/{R})")
             lines.append(f"| {form} | {b} | {imp['base'][f, i]:.3f} +- {base_se[f, i]:.3f} | "
                          + " | ".join(cells) + " |")
+    lines += ["", "Held out: the same ratio with w chosen on runs 1, 3, 5, ... and measured on runs 2, 4, "
+              "6, ..., which played no part in the choice (the min over w above is biased low where "
+              "the runs are noisy).", "", f"| formulation | base epochs | {aux_cols} |",
+              "|---|---:|" + "---:|" * len(r["aux_epochs"])]
+    for f, form in enumerate(r["formulations"]):
+        for i, b in enumerate(r["base_epochs"]):
+            cells = ["-" if not np.isfinite(q) else f"{q:.3f} (w {w:g})"
+                     for q, w in zip(imp["held_out_ratio"][f, i], imp["held_out_w"][f, i])]
+            lines.append(f"| {form} | {b} | " + " | ".join(cells) + " |")
     bad_b, bad_a = (r["base_diverged"] > 0).any(0), (r["aux_diverged"] > 0).any(0)
     if bad_b.any() or bad_a.any():
         lines += ["", f"a training loss became non-finite in {int(bad_b.sum())} base and {int(bad_a.sum())} aux "

@@ -27,6 +27,12 @@ EXAMPLES = """examples:
   python -m minisims.images aux --preset cpu --outdir runs/cifar16 --budget 4000
   python -m minisims.images sample --preset cpu --outdir runs/cifar16 --budget 4000 --w 1 --seeds 0-99
   python -m minisims.images fd --data PATH --preset cpu --outdir runs/cifar16 --images runs/cifar16/samples/base
+  python -m minisims.images sims --data PATH --preset cpu --outdir runs/seeds --train-seeds 0,1,2
+  python -m minisims.images study --data PATH --preset cpu --outdir runs/study --train-seeds 0,1,2
+
+Every run chooses its (B, w) on the validation seeds (0..n_eval-1) and reports that cell against
+the base on the test seeds (n_eval..2 n_eval-1), with bootstrap standard errors; --train-seeds
+repeats it per training seed, because the training seed moves the FD more than the sampling does.
 
 data (--data, or the folder named by $MINISIMS_DATA): the official cifar-10-python.tar.gz (its MD5
 is checked), its extracted folder cifar-10-batches-py, a folder of PNGs, or an .npz whose arr_0 is
@@ -53,7 +59,9 @@ def build_parser() -> Parser:
              "synth": "step 2: sample the synthetic set S from the base",
              "aux": "step 3: fine-tune the auxiliary model on S for one budget",
              "sample": "step 4: sample (1 + w) D_base - w D_aux: PNGs per seed, samples.zip, samples.npz",
-             "fd": "FD between a sample set (folder of PNGs or .npz) and the real images"}
+             "fd": "FD between a sample set (folder of PNGs or .npz) and the real images",
+             "study": "when SIMS helps: the whole experiment at several base budgets and training "
+                      "seeds, a summary per budget, study.md and study_heatmap.png"}
     cmds = {}
     for name, text in helps.items():
         c = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES,
@@ -62,41 +70,53 @@ def build_parser() -> Parser:
                        help="sizes of everything (default: tiny)")
         c.add_argument("--outdir", default="runs/images", help="where every file goes (default: runs/images)")
         c.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu (NumPy) or gpu (CuPy) (default: cpu)")
-        c.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="training seed (default: 0)")
+        c.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=None, help="training seed (default: 0)")
         c.add_argument("--blas-threads", type=int_at_least(0, MAX_THREADS), default=0,
                        help="BLAS threads; 0 leaves the library default, all cores (default: 0). "
                             "The CPU convolutions run their own NUMBA_NUM_THREADS threads")
         c.add_argument("--quiet", action="store_true", help="no progress bars")
         cmds[name] = c
-    for name in ("sims", "train", "fd"):
+    for name in ("sims", "train", "fd", "study"):
         cmds[name].add_argument("--data", default=None, help="the real images (see below; default: $MINISIMS_DATA)")
         cmds[name].add_argument("--data-md5", default="official", metavar="HEX|none",
                                 help="expected MD5 of a .tar.gz archive: official (CIFAR-10's), a hex "
                                      "digest, or none to skip the check (default: official)")
-    for name in ("sims", "train", "aux"):
+    for name in ("sims", "train", "aux", "study"):
         cmds[name].add_argument("--resume", action="store_true",
                                 help="continue an interrupted training run from its checkpoint "
                                      "(bit for bit the run it would have been)")
     for name in helps:
         cmds[name].add_argument("--formulation", choices=["edm", "vp"],
                                 help="EDM preconditioning, or VP (the paper's CIFAR-10 base) (default: the preset's)")
-    for name in ("sims", "sample"):
+    for name in ("sims", "sample", "study"):
         cmds[name].add_argument("--interval", type=float_list, metavar="LO,HI",
                                 help="guide only where LO <= sigma <= HI, 0 <= LO < HI (default: everywhere)")
     for name in ("sims", "train"):
         cmds[name].add_argument("--base-images", type=int_at_least(1), help="the base's budget in images seen")
         cmds[name].add_argument("--n-train", type=int_at_least(1, MAX_IMAGES), help="real images to train on")
-    for name in ("sims", "synth"):
+    for name in ("sims", "synth", "study"):
         cmds[name].add_argument("--n-synth", type=int_at_least(1, MAX_IMAGES), help="n_s = |S|")
-    cmds["sims"].add_argument("--aux-budgets", type=int_list_at_least(1),
-                              help="aux budgets B, images seen, e.g. 4000,12000")
-    cmds["sims"].add_argument("--omegas", type=float_list, help="guidance weights w, e.g. -1,0,0.5,1,2")
-    cmds["sims"].add_argument("--n-eval", type=int_at_least(2, MAX_IMAGES), help="images per (B, w) for the FD")
-    cmds["sims"].add_argument("--pngs", action="store_true", help="also write one PNG per sample (samples.zip and samples.npz always)")
-    for name in ("sims", "fd"):
+    for name in ("sims", "study"):
+        c = cmds[name]
+        c.add_argument("--aux-budgets", type=int_list_at_least(1),
+                       help="aux budgets B, images seen, e.g. 4000,12000")
+        c.add_argument("--omegas", type=float_list, help="guidance weights w, e.g. -1,0,0.5,1,2")
+        c.add_argument("--n-eval", type=int_at_least(2, MAX_IMAGES),
+                       help="images per (B, w) for the FD, at the validation seeds 0..n-1 and again "
+                            "at the test seeds n..2n-1")
+        c.add_argument("--pngs", action="store_true", help="also write one PNG per sample (samples.zip and samples.npz always)")
+        c.add_argument("--train-seeds", type=int_list_at_least(0, MAX_SEED), metavar="S[,S...]",
+                       help="run the experiment once per training seed, each in OUTDIR/seed_<s>, and "
+                            "write summary.md: FD by (B, w) as mean and spread over the seeds"
+                            if name == "sims" else "training seeds, each base budget's in "
+                            "OUTDIR/base_<N>/seed_<s> (default: 0,1)")
+    cmds["study"].add_argument("--base-budgets", type=int_list_at_least(1), default=[10_000, 40_000, 160_000],
+                               metavar="N[,N...]", help="the base's budgets in images seen, each in "
+                               "OUTDIR/base_<N> (default: 10000,40000,160000)")
+    for name in ("sims", "fd", "study"):
         cmds[name].add_argument("--features", default=None,
                                 help="FD features: randconv (default, no download), pixels, or inception")
-    for name in ("sims", "sample"):
+    for name in ("sims", "sample", "study"):
         cmds[name].add_argument("--num-steps", type=int_at_least(2, 10_000), help="Heun steps N (NFE 2N - 1)")
     cmds["aux"].add_argument("--budget", type=int_at_least(1), required=True, help="aux budget B, images seen")
     cmds["sample"].add_argument("--budget", type=int_at_least(1), help="which aux model (omit for the base)")
@@ -135,6 +155,13 @@ def _check(prog, args):
     if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
         fail(prog, f"--interval takes two noise levels LO,HI with 0 <= LO < HI, got "
                    f"{','.join(f'{v:g}' for v in interval)}", 2)
+    if args.seed is not None and (getattr(args, "train_seeds", None) or args.command == "study"):
+        fail(prog, "give --seed (one run) or --train-seeds (one run per seed), not both", 2)
+    args.seed = 0 if args.seed is None else args.seed
+    for flag in ("train_seeds", "base_budgets"):
+        values = getattr(args, flag, None) or []
+        if len(set(values)) != len(values):
+            fail(prog, f"--{flag.replace('_', '-')} lists a value twice: {','.join(map(str, values))}", 2)
     if getattr(args, "seeds", None) is not None:
         from ..streams import parse_seeds
         try:
@@ -148,9 +175,9 @@ def _check_memory(prog, args, p):
     the model's float32 copy and the sampler's float64 state, 13 bytes a value), against this
     machine's memory, before any work."""
     from ..cli_util import physical_memory
-    sizes = {"--n-synth": p.n_synth if args.command in ("sims", "synth", "aux") else 0,
-             "--n-train": (p.n_train or 50_000) if args.command in ("sims", "train", "fd") else 0,
-             "--n-eval": p.n_eval if args.command == "sims" else 0,
+    sizes = {"--n-synth": p.n_synth if args.command in ("sims", "synth", "aux", "study") else 0,
+             "--n-train": (p.n_train or 50_000) if args.command in ("sims", "train", "fd", "study") else 0,
+             "--n-eval": p.n_eval if args.command in ("sims", "study") else 0,
              "--seeds": len(args.seeds) if getattr(args, "seeds", None) is not None else 0}
     flag, n = max(sizes.items(), key=lambda kv: kv[1])
     need, have = n * 3 * p.resolution ** 2 * 13, physical_memory()
@@ -174,9 +201,16 @@ def _dispatch(args, p, outdir, prog) -> int:
     from . import pipeline, provenance
     progress = not args.quiet
     try:
-        if args.command == "sims":
-            pipeline.run_sims(p, args.data, outdir, args.seed, args.features, _md5(args), args.pngs,
-                              progress, resume=args.resume)
+        if args.command in ("sims", "study"):
+            kw = dict(features=args.features, md5=_md5(args), pngs=args.pngs, progress=progress,
+                      resume=args.resume)
+            from . import study
+            if args.command == "study":
+                study.run_study(p, args.data, outdir, args.base_budgets, args.train_seeds or [0, 1], **kw)
+            elif args.train_seeds:
+                study.run_seeds(p, args.data, outdir, args.train_seeds, **kw)
+            else:
+                pipeline.run_sims(p, args.data, outdir, args.seed, **kw)
         elif args.command == "train":
             pipeline.step_train(p, args.data, outdir, args.seed, _md5(args), args.resume, progress)
         elif args.command == "synth":

@@ -7,7 +7,8 @@ adds the files between them, so a step can run alone, be interrupted and resumed
     outdir/base.npz           step 1: the base model (raw weights, "ema" group, training state)
     outdir/synthetic.npz      step 2: S, n_s images (arr_0, uint8 NHWC) from the base's EMA
     outdir/aux_<B>.npz        step 3: the auxiliary model fine-tuned on S with budget B images
-    outdir/samples/<name>/    step 4: samples.zip (a PNG per seed), samples.npz (arr_0, uint8 NHWC)
+    outdir/samples/<name>/    step 4: samples.zip (a PNG per seed), samples.npz (arr_0, uint8 NHWC);
+                              test_<name>/ the same at the test seeds
     outdir/ref_stats.npz      the real images' feature statistics (mu, sigma) for the FD
     outdir/results.json, fd_table.md, fd_heatmap.png, grid_<name>.png   the experiment's summary
 
@@ -20,7 +21,8 @@ Random numbers: the base trains on the keyed streams of ``seed`` (resumable bit 
 of budget B on those of a seed derived from (seed, B), S uses the seeds from
 :data:`minisims.sims.SYNTH_SEEDS_FROM` on, and evaluation images use EDM's per-image seeds
 (``--seeds 0-999``: image i depends on its seed alone). Every w of one budget is sampled with the
-same seeds, so the columns differ by the guidance only.
+same seeds, so the columns differ by the guidance only. The experiment chooses its (B, w) on the
+validation seeds 0..n_eval-1 and reports it on the test seeds n_eval..2 n_eval-1.
 """
 from __future__ import annotations
 
@@ -295,15 +297,25 @@ def reference_stats(p: ImagePreset, data, outdir: str, features: str, md5=None, 
     return mu, sigma
 
 
+BOOTSTRAP_REPS = 100  # resamples behind each standard error (its own relative error about 7%)
+
+
 def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | None = None,
              md5=None, pngs: bool = False, progress: bool = True, log=print,
-             resume: bool = False) -> dict:
-    """Algorithm 1 and Figure 3 for preset ``p``: FD by (aux budget, w), with the base's FD at a
-    second set of sampling seeds beside it. Writes results.json, fd_table.md, fd_heatmap.png and
-    image grids; returns the results dict."""
+             resume: bool = False, reps: int = BOOTSTRAP_REPS) -> dict:
+    """Algorithm 1 and Figure 3 for preset ``p``, with the cell chosen on one seed set and
+    reported on another.
+
+    Validation: the base and every (aux budget B, w) cell are sampled at seeds 0..n_eval-1, each
+    cell's FD with its paired bootstrap standard error against the base. The cell with the lowest
+    validation FD among w > 0 is the choice. Test: the base and the chosen cell are sampled again
+    at seeds n_eval..2 n_eval-1 and their FDs, and the gain with its paired standard error, are
+    what the run reports. Writes results.json, fd_table.md, fd_heatmap.png and image grids;
+    reuses any sample set already in the folder whose record matches. Returns the results dict.
+    """
     from ..exports import image_grid
-    from ..features import DEFAULT_FEATURES, fd_label, image_stats
-    from ..metrics import fd_from_stats
+    from ..features import DEFAULT_FEATURES, fd_label, get_extractor
+    from ..metrics import fd_bootstrap, fd_from_stats, feature_stats
     from ..plots import fd_heatmap
     features = features or DEFAULT_FEATURES
     label = fd_label(features)
@@ -323,71 +335,164 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
             (("reference statistics", f"ref_stats_{features}.npz"), ("base", "base.npz"),
              ("S", "synthetic.npz"))}
     made["data"] = real_images(p, data, md5)[2]
-    seeds, seeds2 = range(p.n_eval), range(p.n_eval, 2 * p.n_eval)
+    val, test = range(p.n_eval), range(p.n_eval, 2 * p.n_eval)
+    extract = get_extractor(features)
 
-    def fd_of(images):
-        return float(fd_from_stats(*image_stats(images, features), *ref))
+    def sample(name, aux, w, s, aux_digest=None, grid=True):
+        """The features (n_eval,D) of one sample set, sampled now or read back."""
+        record = provenance.samples_record(p, w, s, made["base"], aux_digest)
+        folder = os.path.join(outdir, "samples", name)
+        images = reuse_samples(folder, record, pngs)
+        if images is None:
+            images = timed("sampling", sample_images, p, base, aux, w, s, progress)
+            write_samples(images, s, folder, pngs, record)
+        if grid:
+            image_grid(images[:64], os.path.join(outdir, f"grid_{name}.png"))
+        return timed("features", extract, images)
 
-    def sample(name, aux, w, s, aux_digest=None):
-        images = timed("sampling", sample_images, p, base, aux, w, s, progress)
-        write_samples(images, s, os.path.join(outdir, "samples", name), pngs,
-                      provenance.samples_record(p, w, s, made["base"], aux_digest))
-        return images
+    def fd_of(f):
+        return float(fd_from_stats(*feature_stats(f), *ref))
 
-    base_images = sample("base", None, 0.0, seeds)
-    base_fd = fd_of(base_images)
-    base_fd2 = fd_of(sample("base_seed2", None, 0.0, seeds2))
-    image_grid(base_images[:64], os.path.join(outdir, "grid_base.png"))
-    log(f"base: {label} {base_fd:.3f} (seeds {seeds[0]}-{seeds[-1]}), {base_fd2:.3f} "
-        f"(seeds {seeds2[0]}-{seeds2[-1]})")
-    fd = {}
+    feats = {(None, 0.0): sample("base", None, 0.0, val)}
+    log(f"base: {label} {fd_of(feats[None, 0.0]):.3f} (validation seeds {val[0]}-{val[-1]})")
+    auxes = {}
     for budget in p.aux_budgets:
-        aux = timed("fine-tune aux", step_aux, p, outdir, budget, seed, resume, progress, log)
+        auxes[budget] = timed("fine-tune aux", step_aux, p, outdir, budget, seed, resume, progress, log)
         made[f"aux_{budget}"] = provenance.digest(aux_path(outdir, budget))
-        fd[budget] = {}
         for w in p.omegas:
-            if w == 0:
-                fd[budget][w] = base_fd
-                continue
-            images = sample(sample_name(budget, w), aux, w, seeds, made[f"aux_{budget}"])
-            fd[budget][w] = fd_of(images)
-            image_grid(images[:64], os.path.join(outdir, f"grid_{sample_name(budget, w)}.png"))
-            log(f"  B={budget:,} w={w:g}: {label} {fd[budget][w]:.3f}")
+            if w != 0:
+                feats[budget, w] = sample(sample_name(budget, w), auxes[budget], w, val,
+                                          made[f"aux_{budget}"])
+                log(f"  B={budget:,} w={w:g}: {label} {fd_of(feats[budget, w]):.3f}")
+    cells = [(b, w) for b in p.aux_budgets for w in p.omegas if w != 0]
+    rng = np.random.default_rng([seed, BOOTSTRAP_KEY])
+    boot = timed("bootstrap", fd_bootstrap, [feats[None, 0.0]] + [feats[c] for c in cells], *ref,
+                 rng, reps)  # reps,1+cells
+    base_fd = fd_of(feats[None, 0.0])
+    fd = {b: {0.0: base_fd} for b in p.aux_budgets}
+    paired_se = {b: {0.0: 0.0} for b in p.aux_budgets}
+    for k, (b, w) in enumerate(cells, start=1):
+        fd[b][w] = fd_of(feats[b, w])
+        paired_se[b][w] = float(np.std(boot[:, k] - boot[:, 0], ddof=1))
+    validation = {"seeds": [val[0], val[-1]], "base_fd": base_fd,
+                  "base_se": float(np.std(boot[:, 0], ddof=1)),
+                  "fd": _str_keys(fd), "paired_se": _str_keys(paired_se)}
+    guided = [c for c in cells if c[1] > 0]
+    chosen = min(guided, key=lambda c: fd[c[0]][c[1]]) if guided else None
+    tested = {"seeds": [test[0], test[-1]], "chosen": None}
+    t_base = sample("test_base", None, 0.0, test, grid=False)
+    if chosen is not None:
+        b, w = chosen
+        t_sims = sample("test_" + sample_name(b, w), auxes[b], w, test, made[f"aux_{b}"], grid=False)
+        tb = timed("bootstrap", fd_bootstrap, [t_base, t_sims], *ref, rng, reps)  # reps,2
+        tested.update(chosen={"budget": b, "w": w}, sims_fd=fd_of(t_sims),
+                      sims_se=float(np.std(tb[:, 1], ddof=1)),
+                      gain_se=float(np.std(tb[:, 0] - tb[:, 1], ddof=1)))
+    else:
+        tb = timed("bootstrap", fd_bootstrap, [t_base], *ref, rng, reps)
+    tested.update(base_fd=fd_of(t_base), base_se=float(np.std(tb[:, 0], ddof=1)))
+    if chosen is not None:
+        tested["gain"] = tested["base_fd"] - tested["sims_fd"]
+    first_order = {str(b): _first_order(feats[None, 0.0], feats[b, -1.0], ref, p.omegas)
+                   for b in p.aux_budgets if (b, -1.0) in feats}
     seconds["total"] = time.perf_counter() - t_start
-    results = {"preset": asdict(p), "features": features, "label": label, "device": backend.current_device(),
-               "seed": seed, "base_fd": base_fd, "base_fd_seed2": base_fd2,
-               "noise": abs(base_fd - base_fd2),
-               "fd": {str(b): {str(w): v for w, v in row.items()} for b, row in fd.items()},
-               "seeds": [seeds[0], seeds[-1]], "seeds2": [seeds2[0], seeds2[-1]], "seconds": seconds,
+    results = {"preset": asdict(p), "features": features, "label": label,
+               "device": backend.current_device(), "seed": seed, "base_fd": base_fd,
+               "fd": validation["fd"], "validation": validation, "test": tested,
+               "first_order": first_order, "bootstrap_reps": reps, "seconds": seconds,
                "inputs": made, "versions": provenance.versions(),
                "command": provenance.record("sims", {}, {})["command"]}
     write_json(os.path.join(outdir, "results.json"), results)
-    table = fd_table(p, fd, base_fd, base_fd2, label)
+    table = fd_table(p, results)
     with atomic_write(os.path.join(outdir, "fd_table.md"), "w") as f:
         f.write(table + "\n")
     fd_heatmap(np.array([[fd[b][w] for w in p.omegas] for b in p.aux_budgets]), list(p.aux_budgets),
                list(p.omegas), os.path.join(outdir, "fd_heatmap.png"), base_fd=base_fd, label=label,
-               title=f"SIMS on {p.resolution}x{p.resolution} images, preset {p.name}")
+               title=f"SIMS on {p.resolution}x{p.resolution} images, preset {p.name}, seed {seed}")
     log(table)
     return results
 
 
-def fd_table(p: ImagePreset, fd: dict, base_fd: float, base_fd2: float, label: str) -> str:
-    """FD by budget (rows) and w (columns), the base's two FDs, and a verdict against the noise."""
+BOOTSTRAP_KEY = 0xB0075  # the bootstrap's stream: rng([training seed, BOOTSTRAP_KEY])
+
+
+def _str_keys(grid: dict) -> dict:
+    return {str(b): {str(float(w)): v for w, v in row.items()} for b, row in grid.items()}
+
+
+def reuse_samples(folder: str, record: dict, pngs: bool = False):
+    """The images (uint8 NHWC) of a sample set already in ``folder`` whose record is ``record``
+    (None where there is none yet; a ProvenanceError naming the file where it differs)."""
+    path = os.path.join(folder, "samples.npz")
+    if not os.path.exists(path):
+        return None
+    provenance.check(path, record)
+    images = _read_npz(path)
+    if pngs and not os.path.exists(os.path.join(folder, "samples.zip")):
+        return None
+    if pngs:
+        from ..exports import write_pngs
+        seeds = range(record["settings"]["seeds"][0], record["settings"]["seeds"][1] + 1)
+        write_pngs(images, list(seeds), folder)
+    return images
+
+
+def _first_order(base_feats, aux_feats, ref, omegas) -> dict:
+    """The toy's first-order argument (docs/when_sims_helps.md) in feature space: the base's
+    error Delta = (mu_b - mu_r, Sigma_b - Sigma_r), what fine-tuning adds Delta' = (mu_a - mu_b,
+    Sigma_a - Sigma_b), their cosine, w* = <Delta, Delta'> / <Delta', Delta'>, and the FD that
+    SIMS at w would have if its features moved to first order: (mu_b - w dmu, Sigma_b - w dSigma),
+    the covariance's negative eigenvalues clipped to 0."""
+    from ..metrics import fd_from_stats, feature_stats
+    mu_r, S_r = ref
+    mu_b, S_b = feature_stats(base_feats)
+    mu_a, S_a = feature_stats(aux_feats)
+    delta = np.concatenate([mu_b - mu_r, (S_b - S_r).ravel()])  # D + D*D
+    delta_aux = np.concatenate([mu_a - mu_b, (S_a - S_b).ravel()])  # D + D*D
+    norm = float(np.linalg.norm(delta) * np.linalg.norm(delta_aux))
+    predicted = {}
+    for w in omegas:
+        S = S_b - w * (S_a - S_b)  # D,D
+        ev, V = np.linalg.eigh((S + S.T) / 2)
+        S = (V * np.clip(ev, 0, None)) @ V.T
+        predicted[str(float(w))] = float(fd_from_stats(mu_b - w * (mu_a - mu_b), S, mu_r, S_r))
+    return {"cos": float(delta @ delta_aux) / norm if norm > 0 else 0.0,
+            "w_star": float(delta @ delta_aux / (delta_aux @ delta_aux)) if norm > 0 else 0.0,
+            "predicted_fd": predicted}
+
+
+def fd_table(p: ImagePreset, r: dict) -> str:
+    """The run's results as markdown: FD by budget (rows) and w (columns) on the validation
+    seeds, each cell with its paired standard error against the base, then the chosen cell on the
+    test seeds and the verdict."""
+    v, t, label = r["validation"], r["test"], r["label"]
     head = "| aux budget B (images) | " + " | ".join(f"w = {w_label(w)}" for w in p.omegas) + " |"
     lines = [head, "|" + "---:|" * (len(p.omegas) + 1)]
     for b in p.aux_budgets:
-        lines.append(f"| {b:,} | " + " | ".join(f"{fd[b][w]:.3f}" for w in p.omegas) + " |")
-    noise = abs(base_fd - base_fd2)
-    best_b, best_w = min(((b, w) for b in p.aux_budgets for w in p.omegas if w not in (0, -1)),
-                         key=lambda bw: fd[bw[0]][bw[1]], default=(None, None))
-    lines += ["", f"{label} of the base (w = 0): {base_fd:.3f}; with a second set of sampling seeds: "
-              f"{base_fd2:.3f}. Their difference, {noise:.3f}, is the sampling noise: a gain smaller "
-              "than that is no gain."]
-    if best_b is not None:
-        gain = base_fd - fd[best_b][best_w]
-        verdict = ("SIMS beats the base by more than the noise" if gain > noise else
-                   "SIMS does not beat the base by more than the noise here")
-        lines.append(f"Best SIMS cell: B = {best_b:,}, w = {best_w:g}, {label} {fd[best_b][best_w]:.3f} "
-                     f"({'-' if gain >= 0 else '+'}{abs(gain):.3f} against the base): {verdict}.")
+        fd, se = v["fd"][str(b)], v["paired_se"][str(b)]
+        lines.append(f"| {b:,} | " + " | ".join(
+            f"{fd[str(float(w))]:.3f}" + ("" if w == 0 else f" ± {se[str(float(w))]:.3f}")
+            for w in p.omegas) + " |")
+    lines += ["", f"Validation seeds {v['seeds'][0]}-{v['seeds'][1]}: {label} of the base "
+              f"{v['base_fd']:.3f} (bootstrap standard error {v['base_se']:.3f}); ± is each cell's "
+              f"paired bootstrap standard error against the base ({r['bootstrap_reps']} resamples "
+              "of the seeds)."]
+    if t["chosen"] is None:
+        lines.append(f"Test seeds {t['seeds'][0]}-{t['seeds'][1]}: base {t['base_fd']:.3f} "
+                     f"± {t['base_se']:.3f}; no w > 0 was run, so there is no SIMS cell to test.")
+        return "\n".join(lines)
+    b, w = t["chosen"]["budget"], t["chosen"]["w"]
+    lines.append(f"Chosen on the validation seeds (lowest {label} with w > 0): B = {b:,}, w = {w:g}. "
+                 f"On the test seeds {t['seeds'][0]}-{t['seeds'][1]}: base {t['base_fd']:.3f} ± "
+                 f"{t['base_se']:.3f}, SIMS {t['sims_fd']:.3f} ± {t['sims_se']:.3f}, gain "
+                 f"{t['gain']:+.3f} ± {t['gain_se']:.3f} (paired): {verdict(t)}.")
     return "\n".join(lines)
+
+
+def verdict(t: dict) -> str:
+    """What a test-seed gain says against its paired standard error."""
+    if t["gain"] > 2 * t["gain_se"]:
+        return "SIMS beats the base by more than twice the sampling noise"
+    if t["gain"] > 0:
+        return "SIMS is better than the base, by less than twice the sampling noise"
+    return "SIMS does not beat the base"

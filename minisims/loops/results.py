@@ -25,10 +25,11 @@ def ratio_curve(result: LoopResult, mean, cov, squared: bool = False) -> np.ndar
 
 
 def converged_ratio(result: LoopResult, mean, cov, squared: bool = False, start: int = 20,
-                    stop: int | None = None) -> float:
+                    stop: int | None = None, runs=None) -> float:
     """E[dist(G^inf)] / E[dist(G^1)], G^inf = the mean over generations start..stop (1-based,
-    inclusive; the paper: 20..100)."""
-    d = result.distance(mean, cov, squared).mean(axis=0)  # G
+    inclusive; the paper: 20..100); the expectations over ``runs`` (indices; None: all)."""
+    d = result.distance(mean, cov, squared)  # R,G
+    d = (d if runs is None else d[runs]).mean(axis=0)  # G
     stop = len(d) if stop is None else stop
     if not 1 <= start <= stop <= len(d):
         raise ValueError(f"generation window {start}..{stop} is outside 1..{len(d)}")
