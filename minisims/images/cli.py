@@ -38,8 +38,8 @@ data (--data, or the folder named by $MINISIMS_DATA): the official cifar-10-pyth
 is checked), its extracted folder cifar-10-batches-py, a folder of PNGs, or an .npz whose arr_0 is
 uint8 NHWC. Nothing is downloaded.
 
-presets: tiny (seconds, for tests), cpu (16x16 images, a small UNet, about half an hour on 2
-cores), gpu (32x32, sized for ~10 min on one H100; unmeasured), cifar (EDM's full CIFAR-10
+presets: tiny (seconds, for tests), cpu (16x16 images, a small UNet, about 6 min per training
+seed on 2 cores), gpu (32x32, sized for ~10 min on one H100; unmeasured), cifar (EDM's full CIFAR-10
 recipe; unmeasured). Flags such as --base-images override a preset's value.
 
 The FD uses features that need no download (default randconv) and is labelled FD_<features>,
@@ -54,7 +54,8 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True,
                            parser_class=Parser)
     helps = {"sims": "the whole experiment: train (or reuse) the base, S, the aux at each budget, "
-                     "samples at each w, FD table, heatmap, grids, results.json",
+                     "samples at each (B, w) on validation seeds, the best cell and the base again on "
+                     "test seeds, FD table, heatmap, grids, results.json",
              "train": "step 1: train the base model (resumes an interrupted run)",
              "synth": "step 2: sample the synthetic set S from the base",
              "aux": "step 3: fine-tune the auxiliary model on S for one budget",

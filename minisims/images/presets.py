@@ -3,8 +3,9 @@
 # N images, H W resolution, B batch
 Every preset says what it trains, on how much data, for how long, and how it samples and
 measures. Budgets are counted in images seen, as in EDM and the paper. ``tiny`` is for the tests;
-``cpu`` fits about half an hour on 2 cores by working on 16x16 images (CIFAR-10 averaged down 2x2)
-with a small UNet and short budgets; ``gpu`` is sized for about 10 minutes on one H100-class GPU;
+``cpu`` takes about 6 minutes per training seed on 2 cores by working on 16x16 images (CIFAR-10
+averaged down 2x2) with a small UNet and short budgets (its 40k-image base is under-trained: the
+study in docs/images.md); ``gpu`` is sized for about 10 minutes on one H100-class GPU;
 ``cifar`` is EDM's CIFAR-10 recipe (Karras et al. 2022, Table 7: DDPM++ with VP, batch 512, lr
 1e-3, EMA half-life 0.5 Mimg, dropout 0.13, 200 Mimg), far beyond any budget measured here.
 Which ones were measured, and how long they took, is in the docs; the others say "unmeasured".
@@ -61,7 +62,7 @@ PRESETS = {
         batch=64, base_images=40_000, ema_half_life_images=5_000, n_synth=2000,
         aux_budgets=(4_000, 12_000), omegas=(-1.0, 0.0, 0.5, 1.0, 2.0), num_steps=10,
         n_eval=1000, sample_batch=250, checkpoint_every_images=10_000,
-        measured="22 min wall on a shared 2-core x86-64 machine (README: SIMS on images)"),
+        measured="about 6 min per training seed on a shared 2-core x86-64 machine (docs/images.md)"),
     "gpu": ImagePreset(
         name="gpu", resolution=32, n_train=None,
         unet=dict(channels=64, channel_mult=(1, 2, 2), blocks_per_level=2, attn_resolutions=(16,),

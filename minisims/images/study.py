@@ -207,15 +207,18 @@ def study_table(p: ImagePreset, st: dict) -> str:
               f"the base a guided cell falls in {fo['agree']} of {fo['cells']} (base budget, seed, B, "
               f"w > 0) cells; predicted and measured changes of {label} correlate at "
               + ("n/a" if fo["correlation"] is None else f"{fo['correlation']:.2f}") + ".", "",
-              "cos(Delta, Delta') (the aux's move along the base's error) and w* by base budget and B, "
-              "mean over seeds:", "", "| base budget | " + " | ".join(f"B = {b:,}" for b in p.aux_budgets) + " |",
-              "|---:|" + "---:|" * len(p.aux_budgets)]
+              "Each run's chosen cell against the first-order picture: cos(Delta, Delta') at the chosen "
+              "B (the aux's move from the base, along the base's own error: near 1, SIMS can cancel "
+              "it), w* = <Delta, Delta'> / <Delta', Delta'>, and the gain on the test seeds:", "",
+              "| base budget | training seed | chosen (B, w) | cos at that B | w* | test gain ± paired SE |",
+              "|---:|---:|---|---:|---:|---:|"]
     for nb in st["base_budgets"]:
         s = st["summaries"][str(nb)]
-        row = []
-        for b in p.aux_budgets:
-            f = [x for x in s["first_order"] if x["budget"] == b]
-            row.append("n/a" if not f else f"cos {np.mean([x['cos'] for x in f]):.2f}, "
-                                           f"w* {np.mean([x['w_star'] for x in f]):.2f}")
-        lines.append(f"| {nb:,} | " + " | ".join(row) + " |")
+        for t in s["tests"]:
+            if t["chosen"] is None:
+                continue
+            b = t["chosen"]["budget"]
+            fo = next(x for x in s["first_order"] if x["seed"] == t["seed"] and x["budget"] == b)
+            lines.append(f"| {nb:,} | {t['seed']} | ({b:,}, {t['chosen']['w']:g}) | {fo['cos']:.2f} | "
+                         f"{fo['w_star']:.2f} | {t['gain']:+.3f} ± {t['gain_se']:.3f} |")
     return "\n".join(lines)
