@@ -298,6 +298,7 @@ def reference_stats(p: ImagePreset, data, outdir: str, features: str, md5=None, 
 
 
 BOOTSTRAP_REPS = 100  # resamples behind each standard error (its own relative error about 7%)
+BOOTSTRAP_KEY = 0xB0075  # the bootstrap's stream: rng([training seed, BOOTSTRAP_KEY])
 
 
 def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | None = None,
@@ -413,9 +414,6 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
     return results
 
 
-BOOTSTRAP_KEY = 0xB0075  # the bootstrap's stream: rng([training seed, BOOTSTRAP_KEY])
-
-
 def _str_keys(grid: dict) -> dict:
     return {str(b): {str(float(w)): v for w, v in row.items()} for b, row in grid.items()}
 
@@ -428,9 +426,7 @@ def reuse_samples(folder: str, record: dict, pngs: bool = False):
         return None
     provenance.check(path, record)
     images = _read_npz(path)
-    if pngs and not os.path.exists(os.path.join(folder, "samples.zip")):
-        return None
-    if pngs:
+    if pngs:  # asked for now, perhaps not when the set was made
         from ..exports import write_pngs
         seeds = range(record["settings"]["seeds"][0], record["settings"]["seeds"][1] + 1)
         write_pngs(images, list(seeds), folder)
