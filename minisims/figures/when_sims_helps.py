@@ -284,8 +284,8 @@ def improvement(r: dict) -> dict:
     held_ratio = np.full(ratio.shape, np.nan)  # F,Bb,Ba
     held_w = np.full(ratio.shape, np.nan)  # F,Bb,Ba
     if choose and report:
-        on = np.where(np.isfinite(r["w2"][choose].mean(0)[..., pos]),
-                      r["w2"][choose].mean(0)[..., pos], np.inf)  # F,Bb,Ba,W+
+        on = r["w2"][choose].mean(0)[..., pos]  # F,Bb,Ba,W+
+        on = np.where(np.isfinite(on), on, np.inf)
         k_held = np.flatnonzero(pos)[on.argmin(-1)]  # F,Bb,Ba
         at = np.take_along_axis(r["w2"][report].mean(0), k_held[..., None], -1)[..., 0]  # F,Bb,Ba
         held_ratio = np.where(np.isfinite(on.min(-1)), at, np.nan) / r["w2_base"][report].mean(0)[..., None]

@@ -355,7 +355,9 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
         return float(fd_from_stats(*feature_stats(f), *ref))
 
     feats = {(None, 0.0): sample("base", None, 0.0, val)}
-    log(f"base: {label} {fd_of(feats[None, 0.0]):.3f} (validation seeds {val[0]}-{val[-1]})")
+    base_fd = fd_of(feats[None, 0.0])
+    log(f"base: {label} {base_fd:.3f} (validation seeds {val[0]}-{val[-1]})")
+    fd = {b: {0.0: base_fd} for b in p.aux_budgets}
     auxes = {}
     for budget in p.aux_budgets:
         auxes[budget] = timed("fine-tune aux", step_aux, p, outdir, budget, seed, resume, progress, log)
@@ -364,16 +366,14 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
             if w != 0:
                 feats[budget, w] = sample(sample_name(budget, w), auxes[budget], w, val,
                                           made[f"aux_{budget}"])
-                log(f"  B={budget:,} w={w:g}: {label} {fd_of(feats[budget, w]):.3f}")
+                fd[budget][w] = fd_of(feats[budget, w])
+                log(f"  B={budget:,} w={w:g}: {label} {fd[budget][w]:.3f}")
     cells = [(b, w) for b in p.aux_budgets for w in p.omegas if w != 0]
     rng = np.random.default_rng([seed, BOOTSTRAP_KEY])
     boot = timed("bootstrap", fd_bootstrap, [feats[None, 0.0]] + [feats[c] for c in cells], *ref,
                  rng, reps)  # reps,1+cells
-    base_fd = fd_of(feats[None, 0.0])
-    fd = {b: {0.0: base_fd} for b in p.aux_budgets}
     paired_se = {b: {0.0: 0.0} for b in p.aux_budgets}
     for k, (b, w) in enumerate(cells, start=1):
-        fd[b][w] = fd_of(feats[b, w])
         paired_se[b][w] = float(np.std(boot[:, k] - boot[:, 0], ddof=1))
     validation = {"seeds": [val[0], val[-1]], "base_fd": base_fd,
                   "base_se": float(np.std(boot[:, 0], ddof=1)),
@@ -462,8 +462,7 @@ def fd_table(p: ImagePreset, r: dict) -> str:
     seeds, each cell with its paired standard error against the base, then the chosen cell on the
     test seeds and the verdict."""
     v, t, label = r["validation"], r["test"], r["label"]
-    head = "| aux budget B (images) | " + " | ".join(f"w = {w_label(w)}" for w in p.omegas) + " |"
-    lines = [head, "|" + "---:|" * (len(p.omegas) + 1)]
+    lines = grid_header(p.omegas)
     for b in p.aux_budgets:
         fd, se = v["fd"][str(b)], v["paired_se"][str(b)]
         lines.append(f"| {b:,} | " + " | ".join(
@@ -483,6 +482,12 @@ def fd_table(p: ImagePreset, r: dict) -> str:
                  f"{t['base_se']:.3f}, SIMS {t['sims_fd']:.3f} ± {t['sims_se']:.3f}, gain "
                  f"{t['gain']:+.3f} ± {t['gain_se']:.3f} (paired): {verdict(t)}.")
     return "\n".join(lines)
+
+
+def grid_header(omegas) -> list[str]:
+    """The two header lines of a table with a row per aux budget and a column per w."""
+    return ["| aux budget B (images) | " + " | ".join(f"w = {w_label(w)}" for w in omegas) + " |",
+            "|" + "---:|" * (len(omegas) + 1)]
 
 
 def verdict(t: dict) -> str:

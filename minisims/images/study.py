@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from ..atomic import atomic_write, write_json
-from .pipeline import run_sims, verdict, w_label
+from .pipeline import grid_header, run_sims, verdict
 from .presets import ImagePreset
 
 
@@ -70,17 +70,15 @@ def _pm(x: dict, digits: int = 3) -> str:
 def summary_table(p: ImagePreset, s: dict) -> str:
     """The summary over training seeds as markdown."""
     n, label = len(s["seeds"]), s["label"]
-    head = "| aux budget B (images) | " + " | ".join(f"w = {w_label(w)}" for w in p.omegas) + " |"
     lines = [f"Validation {label} by (B, w), mean ± standard deviation over {n} training seeds "
              f"({', '.join(map(str, s['seeds']))}); base trained on {s['base_images']:,} images:", "",
-             head, "|" + "---:|" * (len(p.omegas) + 1)]
+             *grid_header(p.omegas)]
     for b in p.aux_budgets:
         lines.append(f"| {b:,} | " + " | ".join(_pm(s["grid"][f"{b}/{float(w)}"]) for w in p.omegas) + " |")
     lines += ["", "Sampling noise, as bootstrap standard errors over each run's validation seeds (mean over "
               f"training seeds): the base's FD {s['base_se']:.3f}; each cell against the base, paired, "
               "and in how many training seeds the cell is below the base:", "",
-              "| aux budget B (images) | " + " | ".join(f"w = {w_label(w)}" for w in p.omegas if w != 0) + " |",
-              "|" + "---:|" * len([w for w in p.omegas if w != 0]) + "---:|"]
+              *grid_header([w for w in p.omegas if w != 0])]
     for b in p.aux_budgets:
         lines.append(f"| {b:,} | " + " | ".join(
             f"{s['grid'][f'{b}/{float(w)}']['paired_se']:.3f} "
