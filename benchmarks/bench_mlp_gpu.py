@@ -37,9 +37,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minisims.kernels import mlp_eval  # noqa: E402
 from minisims import backend  # noqa: E402
-from minisims.nn import Linear, MLPConfig, MLPDenoiser  # noqa: E402
+from minisims.kernels import mlp_eval  # noqa: E402
+from minisims.nn.layers import Linear  # noqa: E402
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 from minisims.nn.mlp_fused import FusedMLPDenoiser, spec  # noqa: E402
 
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from minisims import backend
-from minisims.data import sample_gaussian
+from minisims.data.toy import sample_gaussian
 from minisims.sims import SIMSConfig, fit_sims, sample_sims
 from minisims.streams import Streams
 

@@ -28,8 +28,9 @@ import numpy as np
 from minisims import backend
 from minisims.diffusion import DDPM
 from minisims.figures import figure4
-from minisims.loops import Cell, run_loop_chunk
-from minisims.nn import Adam, MLPConfig, MLPDenoiser
+from minisims.loops.loop import Cell, run_loop_chunk
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
+from minisims.train import Adam
 
 try:
     import torch

@@ -42,21 +42,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minisims import backend  # noqa: E402
+from minisims import backend, ops  # noqa: E402
 from minisims.cli_util import Parser, fail, int_at_least  # noqa: E402
 from minisims.diffusion import EDM, EDMPrecond  # noqa: E402
 from minisims.nn.attention import SelfAttention2d  # noqa: E402
 from minisims.nn.blocks import Downsample, ResBlock, Upsample  # noqa: E402
 from minisims.nn.conv import Conv2d  # noqa: E402
 from minisims.nn.dropout import Dropout  # noqa: E402
-from minisims.nn.embedding import NoiseEmbedding  # noqa: E402
-from minisims.nn.layers import Linear, SiLU  # noqa: E402
-from minisims.nn.module import Module  # noqa: E402
+from minisims.nn.layers import Linear, Module, NoiseEmbedding, SiLU  # noqa: E402
 from minisims.nn.norm import GroupNorm  # noqa: E402
-from minisims import ops  # noqa: E402
-from minisims.nn.optim import EMA, Adam  # noqa: E402
 from minisims.nn.resample import AvgPool2x, Upsample2x  # noqa: E402
 from minisims.nn.unet import UNet, UNetConfig  # noqa: E402
+from minisims.train import Adam, EMA  # noqa: E402
 
 SIGMA_DATA = 0.5
 PROG = "bench_unet.py"

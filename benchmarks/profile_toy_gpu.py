@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minisims import backend, ops, sims  # noqa: E402
 from minisims.figures import figure4  # noqa: E402
-from minisims.loops import Cell, loop, run_loop_chunk  # noqa: E402
+from minisims.loops import loop  # noqa: E402
+from minisims.loops.loop import Cell, run_loop_chunk  # noqa: E402
 
 TIMES: dict = defaultdict(float)
 

@@ -12,7 +12,7 @@
         entries [(p, g, m, v, e)]: g m v None together (not trained: the EMA only); e None: no EMA
 
 Versions (``impl=``), each bit for bit the reference (tests/test_kernels_fused.py; the same IEEE
-float32 operations as minisims.nn.optim's Adam and EMA, no multiply-add contraction):
+float32 operations as minisims.train's Adam and EMA, no multiply-add contraction):
 - "reference": NumPy or CuPy, the lines above as array operations, one temporary each.
 - "numba": a compiled loop per array, each value read and written once, in pieces of at most PIECE
   values shared by kernels/_threads.py's threads; ``error_model="numpy"`` (the default's zero test

@@ -15,18 +15,18 @@ philox4x32round and constants; tests/test_streams.py checks Random123's known an
     philox4x32(counter, key)                          # the bijection, elementwise
     run_words(key, runs, draw, per_run, impl="auto")  # R,P uint64 words (< 2^32) of one draw
 
-Versions (``impl=``); all are integer arithmetic, so every version gives the same bits:
+Versions (``impl=``); both are integer arithmetic, so they give the same bits:
 - "reference": array operations (NumPy or CuPy), one pass over R x B per operation; words held
-  in uint64 so that a product of two 32-bit words is exact.
-- "numba": one compiled loop over (run, block) writing the words in place, no temporaries (about
-  20x faster than the reference on the toy's draws: docs/notes/kernels-other.md).
-- "cupy": one CuPy ElementwiseKernel, a thread per (run, block), __umulhi for the high words.
-"auto" picks "cupy" for CuPy and "numba" for NumPy.
+  in uint64 so that a product of two 32-bit words is exact. minisims.ops.philox_words is the same
+  lines (tests/test_streams.py checks them bit for bit) and runs them on NumPy arrays.
+- "cupy": one CuPy ElementwiseKernel, a thread per (run, block), __umulhi for the high words: the
+  GPU's fast path (about 80 array passes a draw become one launch).
+"auto" picks "cupy" for CuPy and "reference" for NumPy. A compiled CPU loop (numba) was removed:
+it made no difference to the toy's whole job (docs/performance.md).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ._array import array_module as _xp
 
@@ -34,7 +34,7 @@ M0, M1 = 0xD2511F53, 0xCD9E8D57   # the multipliers
 W0, W1 = 0x9E3779B9, 0xBB67AE85   # the key schedule (golden ratio, sqrt(3) - 1)
 ROUNDS = 10
 MASK = 0xFFFFFFFF
-IMPLS = ("reference", "numba", "cupy")
+IMPLS = ("reference", "cupy")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -73,41 +73,6 @@ def run_words_reference(key, runs, draw: int, per_run: int):
 
 
 # ------------------------------------------------------------------------------------------------
-# "numba": one loop over (run, block), words written in place
-# ------------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _words_loop(k0, k1, runs, draw, out):
-    m0, m1, w0, w1 = np.uint64(M0), np.uint64(M1), np.uint64(W0), np.uint64(W1)
-    mask, s32 = np.uint64(MASK), np.uint64(32)
-    R, P = out.shape
-    for i in range(R):
-        for j in range((P + 3) // 4):
-            c0, c1, c2, c3 = np.uint64(j), draw, runs[i], np.uint64(0)
-            a, b = k0, k1
-            for _ in range(ROUNDS):
-                p0 = c0 * m0
-                p1 = c2 * m1
-                c0, c1, c2, c3 = (p1 >> s32) ^ c1 ^ a, p1 & mask, (p0 >> s32) ^ c3 ^ b, p0 & mask
-                a, b = (a + w0) & mask, (b + w1) & mask
-            base = 4 * j
-            out[i, base] = c0
-            if base + 1 < P:
-                out[i, base + 1] = c1
-            if base + 2 < P:
-                out[i, base + 2] = c2
-            if base + 3 < P:
-                out[i, base + 3] = c3
-
-
-def run_words_numba(key, runs, draw: int, per_run: int):
-    out = np.empty((len(runs), per_run), np.uint64)  # R,P
-    _words_loop(np.uint64(key[0]), np.uint64(key[1]), np.ascontiguousarray(runs, np.uint64),
-                np.uint64(draw), out)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
 # Dispatch
 # ------------------------------------------------------------------------------------------------
 
@@ -119,7 +84,7 @@ def run_words(key, runs, draw: int, per_run: int, impl: str = "auto"):
         raise ValueError(f"the draw counter must be in [0, 2^32), got {draw}")
     gpu = not isinstance(runs, np.ndarray)
     if impl == "auto":
-        impl = "cupy" if gpu else "numba"
+        impl = "cupy" if gpu else "reference"
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}: one of {', '.join(IMPLS)} or auto")
     if impl == "cupy":
@@ -127,12 +92,8 @@ def run_words(key, runs, draw: int, per_run: int, impl: str = "auto"):
             raise ValueError('impl="cupy" needs CuPy arrays')
         from ._philox_cupy import run_words as cupy_words
         return cupy_words(key, runs, draw, per_run)
-    if impl == "numba":
-        if gpu:
-            raise ValueError('impl="numba" needs NumPy arrays')
-        return run_words_numba(key, runs, draw, per_run)
     return run_words_reference(key, runs, draw, per_run)
 
 
-__all__ = ["philox4x32", "run_words", "run_words_reference", "run_words_numba", "IMPLS",
+__all__ = ["philox4x32", "run_words", "run_words_reference", "IMPLS",
            "M0", "M1", "W0", "W1", "ROUNDS"]

@@ -18,7 +18,7 @@ What is drawn is the variance-preserving state x / (s sqrt(1 + sigma^2)): DDPM's
 EDM's x = x_0 + sigma n shrunk so that the points stay in view at sigma = 80. It tends to x_0 as
 sigma -> 0, and the arrows keep their direction under this isotropic scaling.
 
-The states are recorded through the samplers' ``on_step`` hook (diffusion/samplers.py): the
+The states are recorded through the samplers' ``on_step`` hook (minisims/diffusion.py): the
 sampler loop is the library's own, not a copy.
 
 # R runs, N points, D = 2, K sampler steps (K + 1 states), G arrow grid points
@@ -36,7 +36,7 @@ import numpy as np
 
 from . import backend
 from .atomic import atomic_write
-from .data import GAUSSIAN_COV, GAUSSIAN_MEAN
+from .data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN
 from .guidance import Guidance
 from .plots import gaussian_contours, pyplot
 from .sims import as_recipe

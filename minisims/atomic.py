@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -72,6 +73,18 @@ def atomic_write(path: str, mode: str = "wb"):
         raise
     finally:
         _open_temps.discard(tmp)
+
+
+def json_safe(obj):
+    """``obj`` with every NaN or infinite float replaced by None, so that the JSON written is valid
+    (json writes a bare NaN otherwise, which strict readers refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_json(path: str, obj, indent: int = 1) -> None:

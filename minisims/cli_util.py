@@ -1,6 +1,12 @@
 """Shared pieces of the command lines: typed argparse values, one-line errors, the options every
 toy command has, presets as frozen dataclasses with flags that override them, and the entry
-wrapper. ``python -m minisims.toy`` and the figure commands (``minisims/figures``) use these."""
+wrapper. ``python -m minisims.toy`` and the figure commands (``minisims/figures``) use these.
+
+Ctrl-C while a command is still starting ends in one line too: a command spends its first second
+importing NumPy, SciPy, Numba and matplotlib, and a Ctrl-C there would print a traceback from
+inside some import. So every command's ``__main__`` calls :func:`during_startup` before its other
+imports (this module imports only the standard library), and :func:`run_command` puts Python's
+own handler back once the imports are done. Importing the library never changes a handler."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +14,9 @@ import dataclasses
 import math
 import os
 import re
+import signal
 import sys
 import threading
-
-from . import sigint
 
 
 class Parser(argparse.ArgumentParser):
@@ -253,6 +258,17 @@ def from_dict(cls, d: dict):
 
 # ---------------------------------------------------------------- exits
 
+def during_startup() -> None:
+    """Make Ctrl-C (SIGINT) end the process at once with "interrupted" and status 130, until
+    :func:`run_command` takes over: nothing has run yet that needs cleaning up, only imports."""
+    signal.signal(signal.SIGINT, _exit_interrupted)
+
+
+def _exit_interrupted(signum, frame):
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
 def fail(prog: str, message: str, code: int = 1):
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -268,11 +284,13 @@ def run_command(main, argv=None, prog: str | None = None):
     an OSError        (a full disk, an unreadable file) "<prog>: error: <reason>: <file>", status 1
     """
     prog = prog or os.path.basename(sys.argv[0])
-    if threading.current_thread() is threading.main_thread():
-        sigint.restore()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
-        if not getattr(sys.unraisablehook, "ends_on_ctrl_c", False):  # once, not a chain a call
-            sys.unraisablehook = _interrupted_in_a_callback(sys.unraisablehook)
     try:
+        if threading.current_thread() is threading.main_thread():
+            # from here on Ctrl-C is a KeyboardInterrupt, handled below (a signal that arrived
+            # just before is delivered to this handler, so it is handled below too)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if not getattr(sys.unraisablehook, "ends_on_ctrl_c", False):  # once, not a chain
+                sys.unraisablehook = _interrupted_in_a_callback(sys.unraisablehook)
         code = main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except KeyboardInterrupt:

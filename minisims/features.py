@@ -39,7 +39,9 @@ from minisims.kernels.conv2d import conv2d_forward
 
 from . import backend, metrics
 from .data.images import host_uint8_images
-from .nn import AvgPool2x, Conv2d, ReLU
+from .nn.conv import Conv2d
+from .nn.layers import ReLU
+from .nn.resample import AvgPool2x
 
 DEFAULT_FEATURES = "randconv"
 RANDCONV_SEED = 20240607  # fixed forever: changing it changes every FD_randconv ever reported

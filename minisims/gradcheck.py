@@ -45,7 +45,7 @@ def gradients(module, inputs, rng, wrt_inputs=(0,), eps: float = 1e-6, forward_k
     for the inputs listed in ``wrt_inputs``. Returns {name: (analytic, numerical)}.
 
     Everything should be float64. ``module.backward(dy)`` must follow the rule of
-    :mod:`minisims.nn.module`: a tuple with one gradient per input, in input order.
+    :mod:`minisims.nn.layers`: a tuple with one gradient per input, in input order.
     """
     kw = forward_kwargs or {}
     y = module.forward(*inputs, **kw)

@@ -11,8 +11,8 @@ each gains). Turning it off (``MINISIMS_FAST=0`` in the environment, or ``minisi
 False``) runs the code below instead, and changes no result beyond float rounding
 (tests/test_ops.py).
 
-The convolution, attention's products and softmax, GroupNorm (+ SiLU), the guided Heun step and
-Adam + EMA come through here.
+The convolution, attention's products and softmax, GroupNorm (+ SiLU), the guided Heun step,
+Adam + EMA and the words of the per-run random streams come through here.
 """
 from __future__ import annotations
 
@@ -281,3 +281,44 @@ def fuse_adam(entries) -> bool:
         return False
     device = "cpu" if backend.xp(params[0]) is np else "gpu"
     return sum(p.size for p in params) >= FUSE_ADAM_FROM[device]
+
+
+# ---------------------------------------------------------------- the per-run random streams' words
+
+# Philox4x32-10 (Salmon et al., SC'11, "Parallel random numbers: as easy as 1, 2, 3"): a keyed
+# bijection of a 128-bit counter, so any word of a stream is computed on its own, on any device,
+# in any order. minisims.streams.RunGenerator asks for run r's block j of its n-th draw as
+# philox((j, n, r, 0), key). Integer arithmetic only: NumPy and the CuPy kernel give the same bits.
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)  # the multipliers
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)  # the key schedule's increments (golden ratio, sqrt(3) - 1)
+WORD = 0xFFFFFFFF
+
+
+def philox_words(key, runs, draw: int, per_run: int):
+    """(R,P) uint64 words (each < 2^32) of one draw: word p of run ``runs[i]`` is word p % 4 of
+    philox4x32((p // 4, draw, runs[i], 0), key). ``key``: two 32-bit words; ``runs``: (R,) uint64."""
+    if FAST and backend.xp(runs) is not np:
+        from .kernels.philox import run_words  # one CuPy kernel instead of some 80 passes
+        return run_words(key, runs, draw, per_run)
+    xp = backend.xp(runs)
+    j = xp.arange(-(-per_run // 4), dtype=np.uint64)[None, :]  # 1,B: block j holds words 4j..4j+3
+    blocks = philox4x32((j, np.uint64(draw), runs[:, None], np.uint64(0)), key)  # 4 x R,B
+    return xp.stack(blocks, axis=-1).reshape(len(runs), -1)[:, :per_run]  # R,P
+
+
+def philox4x32(counter, key, rounds: int = 10):
+    """The Philox4x32 bijection, elementwise (Random123's philox4x32round and constants; its known
+    answers are in tests/test_streams.py). ``counter``: four uint64 arrays or scalars of 32-bit
+    words, broadcastable; ``key``: two words. Each round, with 64-bit products exact in uint64:
+
+        hi0:lo0 = M0 c0,   hi1:lo1 = M1 c2
+        c = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0),   k = k + W (mod 2^32)
+    """
+    c0, c1, c2, c3 = counter
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for _ in range(rounds):
+        p0 = c0 * np.uint64(PHILOX_M[0])  # < 2^64: both factors < 2^32
+        p1 = c2 * np.uint64(PHILOX_M[1])
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & WORD, (p0 >> 32) ^ c3 ^ k1, p0 & WORD
+        k0, k1 = (k0 + np.uint64(PHILOX_W[0])) & WORD, (k1 + np.uint64(PHILOX_W[1])) & WORD
+    return c0, c1, c2, c3

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .loops import LoopConfig, generation_model, map_chunks, real_data, rng_for
+from .loops.loop import LoopConfig, generation_model, real_data, rng_for
+from .loops.sweeps import map_chunks
 from .metrics import gaussian_w2
 from .sims import synthesize
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from . import backend
 from .data.mixture import MIX_COV, MIX_MEANS, classify, sample_mixture, select_mix
-from .loops import map_chunks
+from .loops.sweeps import map_chunks
 from .metrics import gaussian_w2_from_moments, moments
-from .nn import MLPConfig
+from .nn.mlp import MLPConfig
 from .sims import SIMSConfig, fit_sims, synthesize
 from .streams import Streams
 

@@ -24,7 +24,7 @@ import numpy as np
 from . import backend, ops
 from .diffusion import DDPM, EDM, EDMPrecond, VPPrecond
 from .guidance import GuidanceInterval
-from .nn import MLPConfig, MLPDenoiser
+from .nn.mlp import MLPConfig, MLPDenoiser
 from .streams import StackedRandomGenerator, derive_seed
 from .train import TrainConfig, init_generator, train
 

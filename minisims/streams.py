@@ -18,9 +18,9 @@ Per-run streams. An experiment that trains R runs at once on an ensemble axis as
 ``streams.rng(seed, *coords, name, runs=range(first, first + R))``: a :class:`RunGenerator`,
 whose draws of shape (R, ...) give row r from run r's own stream. Run r's numbers then depend on
 the seed, the stream and r alone: not on how many runs share the job, how they are chunked or
-which worker runs the chunk. It is counter-based (Philox4x32-10, kernels/philox.py), so a draw
-is one compiled pass (one kernel on the GPU), and its integer arithmetic gives the same bits on
-NumPy and CuPy.
+which worker runs the chunk. It is counter-based (Philox4x32-10, written out in
+:func:`minisims.ops.philox_words`; one kernel on the GPU), and its integer arithmetic gives the
+same bits on NumPy and CuPy.
 """
 from __future__ import annotations
 
@@ -28,9 +28,7 @@ import math
 
 import numpy as np
 
-from minisims.kernels.philox import run_words
-
-from . import backend
+from . import backend, ops
 
 
 class Streams:
@@ -96,10 +94,10 @@ class RunGenerator:
     """One random stream per run, for arrays whose first axis is the run axis (R, ...).
 
     A draw of shape (R, *rest) fills row i with run ``runs[i]``'s values only: word p of the
-    draw's n-th call for run r is word p % 4 of Philox4x32-10 (kernels/philox.py) at the counter
-    (p // 4, n, r, 0) under the stream's 64-bit key. The numbers of run r therefore depend on the
-    key, r and the sequence of draw shapes alone (the same in every chunk, since all runs of a job
-    step together), never on the other runs. Answers what the library asks of a generator:
+    draw's n-th call for run r is word p % 4 of Philox4x32-10 (:func:`minisims.ops.philox4x32`) at
+    the counter (p // 4, n, r, 0) under the stream's 64-bit key. The numbers of run r therefore
+    depend on the key, r and the sequence of draw shapes alone (the same in every chunk, since all
+    runs of a job step together), never on the other runs. Answers what the library asks of a generator:
     ``standard_normal``, ``random``, ``integers``.
 
     Conversions: ``random`` takes 53 bits per double (two words, NumPy's recipe) and 24 per float32;
@@ -137,7 +135,7 @@ class RunGenerator:
         """(R, per_run) uint64 random words (< 2^32) of the next call."""
         if self.calls > 0xFFFFFFFF:
             raise RuntimeError("a per-run stream ran out of draw counters (2^32 calls)")
-        out = run_words(self.key, self._runs, self.calls, per_run)  # R,per_run
+        out = ops.philox_words(self.key, self._runs, self.calls, per_run)  # R,per_run
         self.calls += 1
         return out
 

@@ -11,27 +11,46 @@ are still written, with those runs marked, and the command then exits with statu
 from __future__ import annotations
 
 if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
-    from minisims import sigint
-    sigint.during_startup()
+    from minisims.cli_util import during_startup
+    during_startup()
 
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import backend
-from .atomic import write_json
+from .atomic import json_safe, write_json
 from .cli_util import (Parser, add_formulation, add_run_options, blas_limit, command_parser, fail,
                        float_list, int_at_least, physical_memory, positive_float, prepare_run,
                        run_command)
-from .data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
-from .figures.common import ToySizes, json_safe, sims_config
+from .data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from .metrics import gaussian_w2
-from .nn import MLPConfig
-from .sims import fit_sims, sample_sims
+from .nn.mlp import MLPConfig
+from .sims import SIMSConfig, fit_sims, sample_sims
 from .streams import Streams
+
+@dataclass(frozen=True, kw_only=True)
+class ToySizes:
+    """The world and the budget of one toy experiment; the defaults are the paper's (Sec. 4.2.1)."""
+    runs: int                 # independent runs R
+    n_real: int = 1000        # |D|, real points per run
+    n_eval: int = 2000        # samples per run that are measured
+    hidden: int = 64          # MLP width
+    base_epochs: int = 100    # the base model's training epochs
+    aux_epochs: int = 50      # the aux model's fine-tuning epochs, the budget B
+    n_s: int = 2000           # n_s = |S|, the aux model's synthetic set
+
+
+def sims_config(sizes: ToySizes, formulation: str, **more) -> SIMSConfig:
+    """The SIMSConfig of ``sizes``; ``more`` sets other SIMSConfig fields (lr, num_steps, ...)."""
+    return SIMSConfig(formulation=formulation, mlp=MLPConfig(hidden=sizes.hidden),
+                      base_epochs=sizes.base_epochs, aux_epochs=sizes.aux_epochs,
+                      n_synth=sizes.n_s, **more)
+
 
 DEFAULTS = ToySizes(runs=16)  # the paper's toy sizes, 16 runs
 

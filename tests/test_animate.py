@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from minisims.animate import toy_trajectories, write_toy_animation
-from minisims.data import GAUSSIAN_COV, sample_gaussian
+from minisims.data.toy import GAUSSIAN_COV, sample_gaussian
 from minisims.diffusion import DDPM, EDM, EDMPrecond, VPPrecond, ddpm_betas, edm_sigma_steps
 from minisims.gradcheck import assert_close
 from minisims.guidance import GuidanceInterval
-from minisims.nn import MLPConfig, MLPDenoiser
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 from minisims.sims import SIMSConfig, SIMSResult, fit_sims, sample_sims
 
 TINY = dict(mlp=MLPConfig(hidden=16, depth=2), base_epochs=3, aux_epochs=2, n_synth=64,

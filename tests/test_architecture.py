@@ -33,9 +33,9 @@ PACKAGES = ("minisims", "kernels")  # the source trees checked, as folders under
 # The command lines and experiments: the top floor, which nothing below may import.
 EXPERIMENTS = ("minisims.loops", "minisims.shift", "minisims.polluted", "minisims.autoguidance",
                "minisims.toy", "minisims.images", "minisims.figures", "minisims.cli_util",
-               "minisims.executors", "minisims.sigint")
+               "minisims.executors")
 BOTTOM_FLOOR = ("minisims.backend", "minisims.guidance", "minisims.metrics", "minisims.checkpoint",
-                "minisims.atomic", "minisims.streams", "minisims.data", "minisims.lazy")
+                "minisims.atomic", "minisims.streams", "minisims.data", "minisims.ops")
 KERNELS_MAY_IMPORT = ("numpy", "numba", "cupy", "kernels")  # besides the standard library
 
 

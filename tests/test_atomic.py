@@ -14,7 +14,7 @@ import pytest
 
 from minisims import atomic, checkpoint
 from minisims.atomic import atomic_write, write_json
-from minisims.nn import MLPConfig, MLPDenoiser
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals, umask and PIDs")
 

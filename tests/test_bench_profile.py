@@ -11,8 +11,8 @@ import pytest
 
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.nn.conv import Conv2d
-from minisims.nn.optim import EMA, Adam
 from minisims.nn.unet import UNet, UNetConfig
+from minisims.train import Adam, EMA
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_unet.py"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minisims import checkpoint
-from minisims.nn import MLPConfig, MLPDenoiser
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 
 
 def test_roundtrip(tmp_path, rng):

@@ -66,7 +66,7 @@ def figure4_run(tmp_path_factory):
 
 
 def test_replot_of_a_file_without_sims_cells_still_writes_the_table(figure4_run, tmp_path, capsys):
-    from minisims.loops import load_results, save_results
+    from minisims.loops.results import load_results, save_results
     cfg, results, meta = load_results(str(figure4_run / "figure4_loops.npz"))
     save_results(str(tmp_path / "figure4_loops.npz"), cfg,
                  {c: r for c, r in results.items() if c.method == "standard"}, meta)
@@ -259,19 +259,20 @@ ENTRY_FILES = ["minisims/toy.py", "minisims/figures/figure4.py", "minisims/figur
 
 @pytest.mark.parametrize("path", ENTRY_FILES)
 def test_every_command_catches_ctrl_c_before_its_imports(path):
-    """The first thing a command does (after `from __future__`) is minisims.sigint.during_startup,
+    """The first thing a command does (after `from __future__`) is minisims.cli_util.during_startup,
     so a Ctrl-C while NumPy and the rest load is one line too; importing the module as a library
     changes no signal handler (it sits under `if __name__ == "__main__"` there)."""
     lines = [ln.strip() for ln in (ROOT / path).read_text().splitlines()]
-    at = lines.index("sigint.during_startup()") if "sigint.during_startup()" in lines else \
-        next(i for i, ln in enumerate(lines) if ln.startswith("sigint.during_startup()"))
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("during_startup()"))
     before = [ln for ln in lines[:at] if ln.startswith(("import ", "from "))]
-    assert before in (["from minisims import sigint"],
-                      ["from __future__ import annotations", "from minisims import sigint"]), before
+    assert before in (["from minisims.cli_util import during_startup"],
+                      ["from __future__ import annotations",
+                       "from minisims.cli_util import during_startup"]), before
 
 
 def test_ctrl_c_while_a_command_is_still_importing_is_one_line(tmp_path):
-    code = ("from minisims import sigint; sigint.during_startup(); import sys; print('ready', flush=True); "
+    code = ("from minisims.cli_util import during_startup; during_startup(); import sys; "
+            "print('ready', flush=True); "
             "import time; time.sleep(30)")  # stands for the imports: Ctrl-C lands in the handler
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)

@@ -20,14 +20,10 @@ import math
 import numpy as np
 import pytest
 
-from minisims.diffusion import DDPM, EDMPrecond, VPPrecond, cosine_alpha_bar, edm_sampler
-from minisims.diffusion.loss import ddpm_loss, edm_loss
-from minisims.diffusion.samplers import ddpm_sampler
-from minisims.diffusion.schedules import edm_sigma_steps
+from minisims.diffusion import DDPM, EDMPrecond, VPPrecond, cosine_alpha_bar, ddpm_loss, ddpm_sampler, edm_loss, edm_sampler, edm_sigma_steps
 from minisims.guidance import Guidance, GuidanceInterval
-from minisims.nn import MLPConfig, MLPDenoiser
-from minisims.nn.optim import Adam
-from minisims.train import TrainConfig, train
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
+from minisims.train import Adam, TrainConfig, train
 
 SHAPE = (3, 7, 2)  # S: an ensemble of 3 runs, 7 points in 2-D
 

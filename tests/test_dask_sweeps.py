@@ -19,9 +19,11 @@ from minisims import executors
 from minisims.autoguidance import bad_model_factory
 from minisims.figures import autoguidance, figure4, figure5, figure6
 from minisims.figures.common import generation_one_runs
-from minisims.loops import Cell, LoopConfig, load_results, sweep
 from minisims.loops import sweeps as sweep_module
-from minisims.nn import MLPConfig
+from minisims.loops.loop import Cell, LoopConfig
+from minisims.loops.results import load_results
+from minisims.loops.sweeps import sweep
+from minisims.nn.mlp import MLPConfig
 from minisims.polluted import polluted_experiment
 from minisims.sims import SIMSConfig
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
-from PIL import Image
 
 from cifar_like import BATCHES, make_cifar_like, photo_patches, python2_pickle
-from minisims.data import OFFICIAL_MD5, DataError, ImageSet, load_images, to_model, to_uint8
-from minisims.data.cifar10 import parse_batch
+from minisims.data.cifar10 import OFFICIAL_MD5, load_images, parse_batch
+from minisims.data.images import DataError, ImageSet, to_model, to_uint8
 from minisims.data.safe_pickle import ALLOWED_GLOBALS, ForbiddenGlobal, restricted_loads
 
 PER_BATCH = 20

@@ -11,10 +11,10 @@ import pytest
 
 from minisims.diffusion import (DDPM, EDM, EDMPrecond, VPPrecond, cosine_alpha_bar, ddpm_sampler,
                                 edm_sampler, edm_sigma_steps)
-from minisims.diffusion.loss import (ddpm_loss, ddpm_loss_and_grad, ddpm_noise, edm_loss,
-                                     edm_loss_and_grad, edm_noise)
+from minisims.diffusion import ddpm_loss, ddpm_loss_and_grad, ddpm_noise, edm_loss, edm_loss_and_grad, edm_noise
 from minisims.gradcheck import assert_close, numerical_grad
-from minisims.nn import MLPConfig, MLPDenoiser, Module
+from minisims.nn.layers import Module
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 
 
 def test_cosine_schedule_facts():

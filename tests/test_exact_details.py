@@ -457,7 +457,7 @@ def test_silu_is_x_times_the_logistic_sigmoid():
 
 
 def test_the_ema_takes_exactly_one_of_beta_and_half_life():
-    from minisims.nn.optim import EMA
+    from minisims.train import EMA
     for kw in ({}, {"beta": 0.9, "half_life_steps": 10}):
         with pytest.raises(ValueError, match="^give exactly one of beta, half_life_steps$"):
             EMA({"w": np.zeros(2)}, **kw)
@@ -665,8 +665,8 @@ def test_stacked_generators_check_the_batch_and_pass_the_dtype():
 # ------------------------------------------------------------------------------------------------
 
 def _mlp_run(path, *, hidden=4, epochs=2, ema=None, resume=False):
-    from minisims.data import sample_gaussian
-    from minisims.nn import MLPConfig, MLPDenoiser
+    from minisims.data.toy import sample_gaussian
+    from minisims.nn.mlp import MLPConfig, MLPDenoiser
     from minisims.sims import SIMSConfig
     from minisims.train import TrainConfig, train
     net = MLPDenoiser(MLPConfig(hidden=hidden, depth=1), np.random.default_rng(0), ensemble=1)
@@ -677,7 +677,7 @@ def _mlp_run(path, *, hidden=4, epochs=2, ema=None, resume=False):
 
 def _rewrite_meta(path, drop):
     from minisims.checkpoint import read_checkpoint, save_checkpoint
-    from minisims.nn import MLPConfig, MLPDenoiser
+    from minisims.nn.mlp import MLPConfig, MLPDenoiser
     net = MLPDenoiser(MLPConfig(hidden=4, depth=1), np.random.default_rng(0), ensemble=1)
     weights, meta = read_checkpoint(str(path))
     net.load_state_dict(weights)
@@ -730,8 +730,8 @@ def test_vp_coefficients_for_a_scalar_sigma():
 # ------------------------------------------------------------------------------------------------
 
 def _small_toy():
-    from minisims.data import sample_gaussian
-    from minisims.nn import MLPConfig
+    from minisims.data.toy import sample_gaussian
+    from minisims.nn.mlp import MLPConfig
     from minisims.sims import SIMSConfig
     cfg = SIMSConfig(mlp=MLPConfig(hidden=8, depth=1), base_epochs=2, aux_epochs=2, n_synth=16,
                      batch_size=8, ddpm_T=6)
@@ -745,7 +745,7 @@ def _same_weights(a, b):
 
 def _tiny_images():
     from minisims.diffusion import EDM, EDMPrecond
-    from minisims.nn import UNet, UNetConfig
+    from minisims.nn.unet import UNet, UNetConfig
     from minisims.sims import SIMSRecipe
     from minisims.train import TrainConfig
     unet = UNetConfig(img_resolution=8, channels=8, channel_mult=(1, 2), blocks_per_level=1,
@@ -901,8 +901,8 @@ class _Recording:
 
 
 def _toy_train(cfg, rng=7, n=10, runs=2, net=None, **kw):
-    from minisims.data import sample_gaussian
-    from minisims.nn import MLPConfig, MLPDenoiser
+    from minisims.data.toy import sample_gaussian
+    from minisims.nn.mlp import MLPConfig, MLPDenoiser
     from minisims.sims import SIMSConfig
     from minisims.train import train
     net = net or MLPDenoiser(MLPConfig(hidden=4, depth=1), np.random.default_rng(0), ensemble=runs)
@@ -961,8 +961,8 @@ def test_training_reports_progress_only_when_asked(capsys, monkeypatch):
 
 
 def test_dropout_draws_from_each_steps_generator_and_is_off_after_training(monkeypatch):
-    from minisims.nn import UNet, UNetConfig
     from minisims.diffusion import EDM, EDMPrecond
+    from minisims.nn.unet import UNet, UNetConfig
     from minisims.train import TRAIN_STREAMS, TrainConfig, train
     data = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
     form = EDM(precond=EDMPrecond(0.5), member_ndim=0, data_ndim=3)
@@ -985,7 +985,7 @@ def test_dropout_draws_from_each_steps_generator_and_is_off_after_training(monke
 
 def test_training_refuses_empty_data_and_hflip_outside_images():
     from minisims.diffusion import EDM, EDMPrecond
-    from minisims.nn import MLPConfig, MLPDenoiser
+    from minisims.nn.mlp import MLPConfig, MLPDenoiser
     from minisims.sims import SIMSConfig
     from minisims.train import TrainConfig, train
     res, _ = _toy_train(TrainConfig(epochs=1, batch_size=4), n=1)  # one point is data enough
@@ -1181,8 +1181,8 @@ def test_the_seam_fuses_adam_for_enough_float32_weights_only(monkeypatch):
 
 
 def test_adam_trains_the_same_with_an_ema_and_skips_frozen_weights():
-    from minisims.nn import UNet, UNetConfig
-    from minisims.nn.optim import EMA, Adam
+    from minisims.nn.unet import UNet, UNetConfig
+    from minisims.train import Adam, EMA
     cfg = UNetConfig(img_resolution=8, channels=8, channel_mult=(1, 2), blocks_per_level=1,
                      attn_resolutions=(), dropout=0.0, num_freqs=4)
     nets = [UNet(cfg, np.random.default_rng(1)) for _ in range(3)]
@@ -1219,7 +1219,7 @@ def test_linear_biases_are_uniform_in_plus_minus_one_over_sqrt_fan_in_and_gradie
 
 
 def test_the_noise_embedding_defaults_and_its_frequencies():
-    from minisims.nn.embedding import NoiseEmbedding
+    from minisims.nn.layers import NoiseEmbedding
     from minisims.nn.mlp import MLPConfig, MLPDenoiser
     assert NoiseEmbedding().kind == "raw" and NoiseEmbedding().dim == 1
     f = NoiseEmbedding("fourier")
@@ -1270,7 +1270,7 @@ def test_per_run_draws_of_any_shape_and_a_span_of_one():
 
 
 def test_guidance_holds_a_python_float_and_needs_an_aux():
-    from minisims.diffusion.formulations import _guidance
+    from minisims.diffusion import _guidance
     from minisims.guidance import Guidance, sims_combine
     assert type(Guidance(_stub_eps, np.float32(0.5)).w) is float
     with pytest.raises(ValueError, match="^guidance weight w != 0 needs an auxiliary model$"):
@@ -1283,7 +1283,7 @@ def test_guidance_holds_a_python_float_and_needs_an_aux():
 
 def test_sampler_progress_bars_leave_no_trace(monkeypatch):
     from minisims import progress
-    from minisims.diffusion.samplers import _progress
+    from minisims.diffusion import _progress
     seen = []
     monkeypatch.setattr(progress, "bar", lambda it, **kw: seen.append(kw) or it)
     assert list(_progress(iter([1, 2]), 2, "heun", True)) == [1, 2]
@@ -1336,8 +1336,8 @@ def test_an_images_budget_stops_at_the_first_step_that_reaches_it():
 
 
 def test_decoder_only_training_freezes_the_encoder_of_a_network_that_has_one():
+    from minisims.nn.mlp import MLPConfig, MLPDenoiser
     from minisims.train import trainable_part
-    from minisims.nn import MLPConfig, MLPDenoiser
     r, data = _tiny_images()
     net = r.make_model(data, np.random.default_rng(0))
     assert trainable_part(net, "decoder") is net.decoder and net.train_encoder is False

@@ -7,15 +7,13 @@ is checked as its docstring states it, and the samplers' calls are counted: wher
 guided (w = 0, outside the interval) the aux model is never called."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from minisims.diffusion import DDPM, EDM, EDMPrecond, VPPrecond, ddpm_sampler, edm_sampler
-from minisims.diffusion.schedules import cosine_alpha_bar
+from minisims.diffusion import DDPM, EDM, EDMPrecond, VPPrecond, cosine_alpha_bar, ddpm_sampler, edm_sampler
 from minisims.gradcheck import assert_close
 from minisims.guidance import Guidance, GuidanceInterval, evaluate, sims_combine
-from minisims.nn import MLPConfig, MLPDenoiser
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, width=64)
 weights = st.floats(-3, 8, allow_nan=False)
@@ -222,7 +220,7 @@ def test_interval_by_sigma_same_choice_for_both_heun_stages():
     base, aux = _toy_models()
     cb, ca = Counting(base), Counting(aux)
     t = None
-    from minisims.diffusion.schedules import edm_sigma_steps
+    from minisims.diffusion import edm_sigma_steps
     t = edm_sigma_steps(6)
     interval = GuidanceInterval(sigma_lo=t[3] - 1e-9, sigma_hi=t[2] + 1e-9)  # steps 2 and 3
     edm_sampler(cb, (1, 3, 2), np.random.default_rng(1), num_steps=6, guidance=Guidance(ca, 1.0, interval))

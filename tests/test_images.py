@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from cifar_like import make_cifar_like
 
-from minisims.images import PRESETS
 from minisims.images import cli
 from minisims.images.pipeline import downsample, load_model, run_sims, sample_images
+from minisims.images.presets import PRESETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

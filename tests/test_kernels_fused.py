@@ -51,18 +51,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minisims.kernels import _adam_ema_cupy, _groupnorm_silu_cupy
-from minisims.kernels import adam_ema as adam_ema_kernels
-from minisims.kernels import groupnorm_silu as gn_kernels
-from minisims.kernels.adam_ema import adam_ema_update, float32_scalars
-from minisims.kernels.groupnorm_silu import groupnorm_silu_backward_reference, groupnorm_silu_forward_reference
+from minisims import ops
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close, check_gradients
+from minisims.kernels import _adam_ema_cupy, _groupnorm_silu_cupy, adam_ema as adam_ema_kernels, groupnorm_silu as gn_kernels
+from minisims.kernels.adam_ema import adam_ema_update, float32_scalars
+from minisims.kernels.groupnorm_silu import groupnorm_silu_backward_reference, groupnorm_silu_forward_reference
 from minisims.nn.attention import SelfAttention2d
 from minisims.nn.norm import GroupNorm
-from minisims import ops
-from minisims.nn.optim import EMA, Adam
 from minisims.nn.unet import UNet, UNetConfig
+from minisims.train import Adam, EMA
 
 sys.path.insert(0, str(Path(__file__).parent))
 import cuda_emu  # noqa: E402

@@ -21,13 +21,14 @@ asserted 1e-5 max|x_0|.
 import numpy as np
 import pytest
 
+from minisims import ops
+from minisims.diffusion import DDPM, EDM, EDMPrecond
+from minisims.gradcheck import assert_close
 from minisims.kernels import _mlp_eval_cupy, _mlp_eval_tiled, mlp_eval
 from minisims.kernels.mlp_eval import MLPSpec
-from minisims.diffusion import DDPM, EDM, EDMPrecond
-from minisims import ops
-from minisims.gradcheck import assert_close
-from minisims.nn import Linear, MLPConfig, MLPDenoiser
 from minisims.nn import mlp_fused
+from minisims.nn.layers import Linear
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 from minisims.nn.mlp_fused import FusedMLPDenoiser
 
 cuda_emu = pytest.importorskip("cuda_emu")

@@ -25,7 +25,9 @@ from minisims.kernels.mlp_eval import MLPSpec
 from minisims import ops
 from minisims.diffusion import DDPM
 from minisims.gradcheck import assert_close
-from minisims.nn import Linear, MLPConfig, MLPDenoiser, mlp_fused
+from minisims.nn import mlp_fused
+from minisims.nn.layers import Linear
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 from minisims.nn.mlp_fused import FusedMLPDenoiser
 from minisims.train import TrainConfig, train
 

@@ -8,12 +8,12 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from minisims import loops, sims
-from minisims.loops import loop as loop_module
-from minisims.loops import sweeps as sweep_module
-from minisims.loops import (Cell, LoopConfig, converged_ratio, generation_one, load_results,
-                            ratio_curve, run_loop_chunk, save_results, sweep)
-from minisims.nn import MLPConfig
+from minisims import sims
+from minisims.loops import loop as loop_module, sweeps as sweep_module
+from minisims.loops.loop import Cell, LoopConfig, generation_one, run_loop_chunk
+from minisims.loops.results import converged_ratio, load_results, ratio_curve, save_results
+from minisims.loops.sweeps import sweep
+from minisims.nn.mlp import MLPConfig
 from minisims.sims import SIMSConfig
 
 
@@ -23,7 +23,7 @@ def micro(loop="augmentation", formulation="ddpm", generations=3):
     return LoopConfig(loop=loop, generations=generations, n_real=40, n_eval=20, sims=sims)
 
 
-@pytest.mark.parametrize("loop", loops.LOOPS)
+@pytest.mark.parametrize("loop", loop_module.LOOPS)
 @pytest.mark.parametrize("formulation", ["ddpm", "edm"])
 def test_sims_loop_at_w0_is_the_standard_loop_bit_for_bit(loop, formulation):
     cfg = micro(loop, formulation)
@@ -73,7 +73,7 @@ class Spy:
                     monkeypatch.setattr(module, name, fn)
 
 
-@pytest.mark.parametrize("loop", loops.LOOPS)
+@pytest.mark.parametrize("loop", loop_module.LOOPS)
 @pytest.mark.parametrize("method", ["standard", "sims"])
 def test_each_generation_trains_from_scratch_on_its_loops_data(loop, method, monkeypatch):
     cfg, n_s, R = micro(loop, generations=4), 25, 2
@@ -153,11 +153,11 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="unknown loop"):
         LoopConfig(loop="circular")
     with pytest.raises(ValueError):
-        loops.chunk_sizes(0, 4)
-    assert loops.chunk_sizes(10, 4) == [4, 4, 2]
+        sweep_module.chunk_sizes(0, 4)
+    assert sweep_module.chunk_sizes(10, 4) == [4, 4, 2]
     cfg = LoopConfig()
-    assert loops.auto_chunk_size(cfg, [Cell(1000)], memory_mb=1) == 1
-    assert loops.auto_chunk_size(cfg, [Cell(125)], 256) >= loops.auto_chunk_size(cfg, [Cell(1000)], 256)
+    assert sweep_module.auto_chunk_size(cfg, [Cell(1000)], memory_mb=1) == 1
+    assert sweep_module.auto_chunk_size(cfg, [Cell(125)], 256) >= sweep_module.auto_chunk_size(cfg, [Cell(1000)], 256)
 
 
 def test_the_default_executor_runs_each_task_when_its_result_is_gathered(monkeypatch):

@@ -2,9 +2,9 @@
 import numpy as np
 
 from minisims.autoguidance import bad_config, bad_model_factory
-from minisims.loops import Cell, LoopConfig, generation_one, run_loop_chunk
+from minisims.loops.loop import Cell, LoopConfig, generation_one, run_loop_chunk
 from minisims.metrics import gaussian_w2_from_moments
-from minisims.nn import MLPConfig
+from minisims.nn.mlp import MLPConfig
 from minisims.polluted import polluted_experiment
 from minisims.sims import SIMSConfig
 

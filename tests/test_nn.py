@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from minisims.gradcheck import assert_close, check_gradients
-from minisims.nn import (EMA, Adam, Linear, MLPConfig, MLPDenoiser, Module, NoiseEmbedding, ReLU,
-                         Sequential, SiLU)
+from minisims.nn.layers import Linear, Module, NoiseEmbedding, ReLU, Sequential, SiLU
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
+from minisims.train import Adam, EMA
 
 F64 = np.float64
 

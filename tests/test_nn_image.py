@@ -14,7 +14,7 @@ from minisims.nn.attention import SelfAttention2d
 from minisims.nn.blocks import Downsample, ResBlock, Upsample
 from minisims.nn.conv import Conv2d
 from minisims.nn.dropout import Dropout
-from minisims.nn.module import Module
+from minisims.nn.layers import Module
 from minisims.nn.norm import GroupNorm, num_groups_for
 from minisims.nn.resample import AvgPool2x, Upsample2x
 

@@ -10,8 +10,9 @@ import pytest
 
 from minisims import ops
 from minisims.gradcheck import assert_close, check_gradients
-from minisims.nn import Conv2d, UNet, UNetConfig
 from minisims.nn.attention import SelfAttention2d
+from minisims.nn.conv import Conv2d
+from minisims.nn.unet import UNet, UNetConfig
 
 F64 = np.float64
 

@@ -16,9 +16,9 @@ import pytest
 from cifar_like import make_cifar_like
 
 from minisims import atomic, toy
-from minisims.images import PRESETS
 from minisims.images import cli as images
 from minisims.images.pipeline import run_sims
+from minisims.images.presets import PRESETS
 from minisims.train import MAX_STEPS, TrainConfig
 
 
@@ -164,7 +164,7 @@ def test_an_os_error_in_an_image_command_names_the_command(monkeypatch, capsys):
 
 def test_the_image_command_loads_nothing_before_its_ctrl_c_handler():
     """images/__init__.py imports no module of its own: python -m minisims.images reaches
-    sigint.during_startup (images/__main__.py) before NumPy loads."""
+    cli_util.during_startup (images/__main__.py) before NumPy loads."""
     code = "import sys, minisims.images; print(sorted(m for m in ('numpy', 'minisims.images.presets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minisims import ops
-from minisims.diffusion.samplers import edm_sampler
+from minisims.diffusion import edm_sampler
 from minisims.guidance import Guidance, GuidanceInterval
 
 SHAPE = (4, 3, 5)

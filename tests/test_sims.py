@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from minisims import toy
-from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from minisims.data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from minisims.metrics import gaussian_w2
-from minisims.nn import MLPConfig
+from minisims.nn.mlp import MLPConfig
 from minisims.sims import SIMSConfig, fit_sims, sample_sims, synthesize, train_aux, train_base
 
 

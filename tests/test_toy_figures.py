@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minisims.cli_util import from_dict, override
-from minisims.loops import converged_ratio, load_results
+from minisims.loops.results import converged_ratio, load_results
 
 TOY = pathlib.Path(__file__).parent.parent / "toy"
 FIGURES = ("figure4", "figure5", "figure6", "autoguidance")
@@ -114,9 +114,9 @@ def test_figure5_held_out_w_is_chosen_on_other_runs_than_it_is_measured_on():
 
 
 def test_figure4_held_out_ratio_is_measured_on_the_runs_that_did_not_choose_it():
-    from types import SimpleNamespace
     from minisims.figures.figure4 import summary_table
-    from minisims.loops import Cell
+    from minisims.loops.loop import Cell
+    from types import SimpleNamespace
     mean, cov = np.zeros(2), np.eye(2)
 
     class Result:  # distances R,G given directly: runs 0, 2 prefer w = 1, runs 1, 3 w = 3

@@ -1,6 +1,6 @@
 """The 2D toy loads only what the 2D experiment needs (issue "A readable core", item 4): a reader
 who follows `python -m minisims.toy` never passes through the UNet, the image data, the loops or
-a kernel it does not run. Checked on the modules a whole (tiny) toy run has imported."""
+any kernel (nor numba). Checked on the modules a whole (tiny) toy run has imported."""
 import json
 import subprocess
 import sys
@@ -16,6 +16,7 @@ try:
     runpy.run_module("minisims.toy", run_name="__main__")
 except SystemExit as e:
     assert e.code in (0, None), e.code
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "numba")))
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("minisims", "kernels"))))
 """
 
@@ -30,3 +31,6 @@ def test_the_toy_imports_only_the_2d_experiment(tmp_path):
              "minisims.loops", "minisims.checkpoint", "minisims.kernels.conv2d", "minisims.kernels.mlp_eval",
              "minisims.kernels.mlp_train", "minisims.kernels.heun", "minisims.kernels.adam_ema", "minisims.kernels.softmax"]
     assert not loaded & set(never), sorted(loaded & set(never))
+    # no fast path at all: the per-run streams' words are ops.philox_words' array code on NumPy
+    assert not [m for m in loaded if m.startswith(("minisims.kernels", "kernels"))], sorted(loaded)
+    assert "numba" not in json.loads(out.strip().splitlines()[-2]), "the toy imported numba"

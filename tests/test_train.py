@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from minisims.checkpoint import load_checkpoint
-from minisims.data import sample_gaussian
+from minisims.data.toy import sample_gaussian
 from minisims.diffusion import EDM, EDMPrecond
-from minisims.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
+from minisims.nn.unet import UNet, UNetConfig
 from minisims.sims import SIMSConfig, SIMSRecipe, fit_sims, sample_sims
 from minisims.train import TrainConfig, train
 

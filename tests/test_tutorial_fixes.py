@@ -102,7 +102,7 @@ def test_shared_encoder_refuses_an_aux_whose_encoder_trains():
         SharedEncoderPair(edm, base, aux)
 
 
-# ---------------------------------------------------------------- VP's target (precond.py)
+# ---------------------------------------------------------------- VP's target (diffusion.py's VPPrecond)
 
 @pytest.mark.parametrize("sigma", [0.01, 1.0, 80.0])
 def test_vp_network_target_is_plus_epsilon(sigma):

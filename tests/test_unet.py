@@ -7,10 +7,10 @@ from minisims import backend, ops
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close, numerical_grad
 from minisims.guidance import GuidanceInterval
-from minisims.nn.optim import Adam
 from minisims.nn.blocks import ResBlock
 from minisims.nn.unet import UNet, UNetConfig
 from minisims.shared_encoder import SharedEncoderPair
+from minisims.train import Adam
 
 F64 = np.float64
 

@@ -4,8 +4,8 @@ The command only: presets, experiment, table and plot are in minisims/figures/au
     python toy/autoguidance.py --help
 """
 if __name__ == "__main__":
-    from minisims import sigint
-    sigint.during_startup()  # Ctrl-C while the imports below load: one line, exit 130
+    from minisims.cli_util import during_startup
+    during_startup()  # Ctrl-C while the imports below load: one line, exit 130
 
     from minisims.figures.autoguidance import entry
     entry()

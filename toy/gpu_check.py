@@ -26,11 +26,11 @@ import time
 
 import numpy as np
 
-from minisims.kernels import mlp_eval
 from minisims import backend, ops
 from minisims.figures import autoguidance, figure4, figure5, figure6
-from minisims.loops import Cell, LoopConfig, run_loop_chunk
-from minisims.nn import MLPConfig
+from minisims.kernels import mlp_eval
+from minisims.loops.loop import Cell, LoopConfig, run_loop_chunk
+from minisims.nn.mlp import MLPConfig
 from minisims.sims import SIMSConfig
 
 

@@ -35,14 +35,13 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm, wasserstein_distance
 
 from minisims.backend import blas_threads
-from minisims.diffusion import DDPM, EDM
-from minisims.diffusion.schedules import cosine_alpha_bar, edm_sigma_steps
+from minisims.diffusion import DDPM, EDM, cosine_alpha_bar, edm_sigma_steps
 from minisims.gradcheck import assert_close, numerical_grad
 from minisims.guidance import sims_combine
 from minisims.metrics import empirical_w2, frechet_distance, gaussian_w2_from_moments
 from minisims.nn.layers import Linear
-from minisims.nn.optim import EMA
 from minisims.plots import pyplot, show, tutorial_dir
+from minisims.train import EMA
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"
 OUT = tutorial_dir("00")  # figures: shown inline in Jupyter, saved here (runs/tutorials/00/)
@@ -275,7 +274,7 @@ fig.tight_layout()
 show(fig, os.path.join(OUT, "00_euler_heun_order.png"))
 
 # %% [markdown]
-# The library's EDM sampler (`minisims.diffusion.samplers.edm_sampler`, Algorithm 2) does the same
+# The library's EDM sampler (`minisims.diffusion.edm_sampler`, Algorithm 2) does the same
 # arithmetic in the denoiser's units, d = (x - D) / sigma:
 
 # %%
@@ -495,7 +494,7 @@ assert fd_bumps < 1e-3 and w2_bumps > 0.3
 # (1 - beta)^2 tau^2).
 #
 # **Checks.** (a) The recursion equals the unrolled weighted sum. (b) The library's
-# `minisims.nn.optim.EMA`, updated after each change of a layer's weights, gives the same numbers.
+# `minisims.train.EMA`, updated after each change of a layer's weights, gives the same numbers.
 # (c) The jitter shrinks by sqrt((1 - beta) / (1 + beta)).
 
 # %%

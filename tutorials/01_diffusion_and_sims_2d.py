@@ -23,12 +23,12 @@ import numpy as np
 from scipy.stats import multivariate_normal
 
 from minisims.backend import blas_threads
-from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from minisims.data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from minisims.diffusion import DDPM, EDM, ddpm_betas
 from minisims.gradcheck import assert_close, gradients, numerical_grad
 from minisims.guidance import sims_combine
 from minisims.metrics import gaussian_w2, moments
-from minisims.nn import MLPConfig, MLPDenoiser
+from minisims.nn.mlp import MLPConfig, MLPDenoiser
 from minisims.plots import gaussian_contours, pyplot, show, tutorial_dir
 from minisims.sims import SIMSConfig, sample_sims, synthesize, train_aux, train_base
 from minisims.train import TrainConfig, train
@@ -219,7 +219,7 @@ assert history[-1].mean() < history[0].mean()
 #
 #     mu_theta(x_t) = (x_t - beta_t / sqrt(1 - ab_t) eps_theta(x_t, t)) / sqrt(alpha_t)     (Ho et al. eq. 11)
 #
-# which is the line marked "Posterior mean" in `minisims.diffusion.samplers.ddpm_sampler`. The
+# which is the line marked "Posterior mean" in `minisims.diffusion.ddpm_sampler`. The
 # sampler starts from white noise at t = 39, and each step draws x_{t-1} = mu_theta + sqrt(beta_t) z
 # (Ho et al.'s variance beta_t; beta_tilde_t is the other choice they discuss), with no noise on
 # the last step: 39 network calls. mu_theta is affine in eps_theta at fixed x_t, so, as in

@@ -31,10 +31,11 @@ import os
 import numpy as np
 
 from minisims.backend import blas_threads
-from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
-from minisims.loops import Cell, LoopConfig, ratio_curve, run_loop_chunk
+from minisims.data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from minisims.loops.loop import Cell, LoopConfig, run_loop_chunk
+from minisims.loops.results import ratio_curve
 from minisims.metrics import gaussian_w2_from_moments, moments
-from minisims.nn import MLPConfig
+from minisims.nn.mlp import MLPConfig
 from minisims.plots import pyplot, show, tutorial_dir
 from minisims.sims import SIMSConfig
 

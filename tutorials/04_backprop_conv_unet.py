@@ -28,11 +28,10 @@ import time
 
 import numpy as np
 
-from minisims.kernels.conv2d import conv2d_forward
 from minisims import backend
-from minisims.diffusion import EDM, EDMPrecond
-from minisims.diffusion.loss import edm_loss
+from minisims.diffusion import EDM, EDMPrecond, edm_loss
 from minisims.gradcheck import assert_close, gradients
+from minisims.kernels.conv2d import conv2d_forward
 from minisims.nn.blocks import ResBlock
 from minisims.nn.conv import Conv2d
 from minisims.nn.norm import GroupNorm
@@ -240,7 +239,7 @@ print(f"{source}: train {train_set.shape}, held out {test_set.shape}, sigma_data
 # **Checks**, with sigma_data measured on the digits: the derived coefficients against
 # `EDMPrecond(sigma_data).coefficients`; the minimiser of c_out^2 over a grid of c_skip; the
 # measured standard deviations of the input c_in x and of the target on the digits themselves;
-# and the weight inside the library's loss (`minisims.diffusion.loss.edm_loss`), read off by giving
+# and the weight inside the library's loss (`minisims.diffusion.edm_loss`), read off by giving
 # it a network whose output F is zero, so that D = c_skip x and the loss must equal
 # lambda <(c_skip x - y)^2>.
 

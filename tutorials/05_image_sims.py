@@ -47,10 +47,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from minisims import backend, ops
-from minisims.data import to_model, to_uint8
+from minisims.data.images import to_model, to_uint8
 from minisims.features import fd_label, image_stats
-from minisims.images import PRESETS
 from minisims.images.pipeline import make_recipe, sample_images
+from minisims.images.presets import PRESETS
 from minisims.metrics import fd_from_stats
 from minisims.plots import fd_heatmap, pyplot, show, tutorial_dir
 from minisims.progress import bar
@@ -103,8 +103,8 @@ seconds["data"] = time.perf_counter() - t0
 
 # %% [markdown]
 # ## 2. The recipe
-# A preset (`minisims.images.PRESETS`) holds every setting of the image experiment. We start from
-# `tiny` and change what digits need: one input and output channel, no random left-right
+# A preset (`minisims.images.presets.PRESETS`) holds every setting of the image experiment.
+# We start from `tiny` and change what digits need: one input and output channel, no random left-right
 # mirroring (`hflip`, right for photographs, wrong for digits: a mirrored 3 is no 3), and
 # sigma_data, EDM's assumed standard deviation of the data (0.5 for CIFAR-10), set to the
 # digits' own, so that the network's inputs and targets have unit variance (tutorial 04's

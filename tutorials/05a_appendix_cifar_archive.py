@@ -27,8 +27,8 @@ import sys
 
 import numpy as np
 
-from minisims.data import DataError, OFFICIAL_MD5, load_images, to_model, to_uint8
-from minisims.data.cifar10 import file_md5
+from minisims.data.cifar10 import OFFICIAL_MD5, file_md5, load_images
+from minisims.data.images import DataError, to_model, to_uint8
 from minisims.data.safe_pickle import ForbiddenGlobal, restricted_loads
 from minisims.exports import image_grid
 from minisims.images.pipeline import downsample

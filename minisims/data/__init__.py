@@ -1,15 +1,10 @@
-"""Data: the paper's 2D toy distributions, and images (CIFAR-10, PNG folders, npz).
+"""Data. Import each from its module:
 
-Each name is imported from its module on first use, so that a program that needs a few of
-them (the 2D toy: the MLP, not the UNet) loads only those.
+    toy.py          the paper's 2D Gaussian p_r (GAUSSIAN_MEAN, GAUSSIAN_COV, sample_gaussian)
+    mixture.py      the two-group mixture of Section 4.3 (sample_mixture, classify, select_mix)
+    images.py       ImageSet, the model's pixel scale, PNG folders and npz (DataError)
+    cifar10.py      load_images, the one entry for image data; the user's CIFAR-10 copy
+    safe_pickle.py  the restricted unpickler CIFAR-10's batches are read with
+
+This file imports nothing, so that the 2D toy never loads the image readers.
 """
-from ..lazy import lazy_names
-
-_WHERE = {  # public name -> the module that defines it
-    "GAUSSIAN_MEAN": "toy", "GAUSSIAN_COV": "toy", "sample_gaussian": "toy",
-    "sample_mixture": "mixture", "classify": "mixture", "select_mix": "mixture",
-    "DataError": "images", "ImageSet": "images", "to_model": "images", "to_uint8": "images",
-    "load_images": "cifar10", "OFFICIAL_MD5": "cifar10",
-}
-__all__ = list(_WHERE)
-__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -14,8 +14,8 @@ and autoguidance.md.
 from __future__ import annotations
 
 if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
-    from minisims import sigint
-    sigint.during_startup()
+    from minisims.cli_util import during_startup
+    during_startup()
 
 import os
 import time
@@ -29,9 +29,8 @@ from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, bl
 from ..executors import add_executor_options, open_executor
 from ..metrics import gaussian_w2_from_moments
 from ..plots import pyplot, save_figure
-from .common import ToySizes, generation_one_runs, loop_config, write_npz, write_text
-
-
+from ..toy import ToySizes
+from .common import generation_one_runs, loop_config, write_npz, write_text
 @dataclass(frozen=True, kw_only=True)
 class AutoguidancePreset(ToySizes):
     """The w grid, on top of the world and budget of ToySizes."""

@@ -1,5 +1,5 @@
-"""What the toy figures share: the sizes every preset has, the one function that turns sizes and a
-formulation into SIMSConfig / LoopConfig, atomic writers for their tables and arrays, a reader
+"""What the toy figures share: the one function that turns sizes (minisims.toy.ToySizes) and a
+formulation into a LoopConfig, atomic writers for their tables and arrays, a reader
 for --replot that names the file when it is corrupt, and generation 1 over chunks of runs
 (each chunk one task of any executor).
 
@@ -8,46 +8,25 @@ for --replot that names the file when it is corrupt, and generation 1 over chunk
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..atomic import atomic_write
 from ..cli_util import fail, writable_dir
-from ..nn import MLPConfig
-from ..sims import SIMSConfig
+from ..toy import sims_config
 
 if TYPE_CHECKING:  # the loops are imported where they run: python -m minisims.toy runs none
-    from ..loops import LoopConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class ToySizes:
-    """The world and the budget of one toy experiment; the defaults are the paper's (Sec. 4.2.1)."""
-    runs: int                 # independent runs R
-    n_real: int = 1000        # |D|, real points per run
-    n_eval: int = 2000        # samples per run that are measured
-    hidden: int = 64          # MLP width
-    base_epochs: int = 100    # the base model's training epochs
-    aux_epochs: int = 50      # the aux model's fine-tuning epochs, the budget B
-    n_s: int = 2000           # n_s = |S|, the aux model's synthetic set
-
-
-def sims_config(sizes: ToySizes, formulation: str, **more) -> SIMSConfig:
-    """The SIMSConfig of ``sizes``; ``more`` sets other SIMSConfig fields (lr, num_steps, ...)."""
-    return SIMSConfig(formulation=formulation, mlp=MLPConfig(hidden=sizes.hidden),
-                      base_epochs=sizes.base_epochs, aux_epochs=sizes.aux_epochs,
-                      n_synth=sizes.n_s, **more)
+    from ..loops.loop import LoopConfig
+    from ..toy import ToySizes
 
 
 def loop_config(sizes: ToySizes, formulation: str, **loop) -> LoopConfig:
     """The LoopConfig of ``sizes``; ``loop`` sets other LoopConfig fields (loop, generations)."""
-    from ..loops import LoopConfig
+    from ..loops.loop import LoopConfig
     return LoopConfig(n_real=sizes.n_real, n_eval=sizes.n_eval,
                       sims=sims_config(sizes, formulation), **loop)
 
@@ -55,10 +34,11 @@ def loop_config(sizes: ToySizes, formulation: str, **loop) -> LoopConfig:
 def generation_one_runs(cfg: LoopConfig, omegas, runs: int, chunk_size: int, seed: int,
                         aux_factory=None, progress: bool = False, executor=None,
                         blas_threads: int | None = None) -> dict:
-    """minisims.loops.generation_one over ``runs`` runs in chunks of ``chunk_size``, each one task
+    """minisims.loops.loop.generation_one over ``runs`` runs in chunks of ``chunk_size``, each one task
     of ``executor`` (default: in this process). The chunk size and the executor change memory and
     speed, not the results. Returns {w: (mu (R,D), cov (R,D,D))}."""
-    from ..loops import generation_one, map_chunks
+    from ..loops.loop import generation_one
+    from ..loops.sweeps import map_chunks
     omegas = [float(w) for w in omegas]
     parts = map_chunks(generation_one, runs, chunk_size, executor, blas_threads, progress,
                        "generation 1", cfg=cfg, omegas=omegas, seed=seed, aux_factory=aux_factory)
@@ -109,18 +89,6 @@ def read_npz(path: str, required=()) -> dict:
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: not written by this command's version")
     return arrays
-
-
-def json_safe(obj):
-    """``obj`` with every NaN or infinite float replaced by None, so that the JSON written is valid
-    (json writes a bare NaN otherwise, which strict readers refuse)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def halves(runs: int):

@@ -19,8 +19,8 @@ resumes (--resume DIR) where it stopped, and the table and figure are built from
 from __future__ import annotations
 
 if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
-    from minisims import sigint
-    sigint.during_startup()
+    from minisims.cli_util import during_startup
+    during_startup()
 
 import dataclasses
 import os
@@ -29,17 +29,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atomic import write_json
+from ..atomic import json_safe, write_json
 from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, blas_limit,
                         command_parser, fail, float_list, from_dict, int_at_least, int_list,
                         override, prepare_run, run_command)
 from ..executors import add_executor_options, open_executor
-from ..loops import Cell, LoopConfig, converged_ratio, load_results, ratio_curve, save_results, sweep
+from ..loops.loop import Cell, LoopConfig
+from ..loops.results import converged_ratio, load_results, ratio_curve, save_results
+from ..loops.sweeps import sweep
 from ..metrics import gaussian_w2_from_moments
 from ..plots import pyplot, save_figure
+from ..toy import ToySizes
+from .common import generation_one_runs, halves, loop_config, read_npz, write_npz, write_text
 from .common import replot as replot_run
-from .common import (ToySizes, generation_one_runs, halves, json_safe, loop_config, read_npz,
-                     write_npz, write_text)
 from .sweep_folder import SweepFolder
 
 PAPER_SIMS = {125: 0.996, 250: 1.013, 500: 1.078, 1000: 1.204}      # min over w, Sec. 4.2.1

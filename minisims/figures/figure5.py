@@ -9,8 +9,8 @@ run, per w) and figure5.md.
 from __future__ import annotations
 
 if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
-    from minisims import sigint
-    sigint.during_startup()
+    from minisims.cli_util import during_startup
+    during_startup()
 
 import os
 import time
@@ -24,7 +24,8 @@ from ..cli_util import (Parser, add_formulation, add_preset, add_run_options, bl
 from ..executors import add_executor_options, open_executor
 from ..plots import pyplot, save_figure
 from ..polluted import polluted_experiment
-from .common import ToySizes, halves, loop_config, read_npz, write_npz, write_text
+from ..toy import ToySizes
+from .common import halves, loop_config, read_npz, write_npz, write_text
 from .common import replot as replot_run
 
 # what report() reads from figure5.npz

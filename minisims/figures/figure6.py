@@ -9,8 +9,8 @@ own true component (right). Writes figure6.png, figure6.npz (per-run values) and
 from __future__ import annotations
 
 if __name__ == "__main__":  # Ctrl-C while the imports below load: one line, exit 130
-    from minisims import sigint
-    sigint.during_startup()
+    from minisims.cli_util import during_startup
+    during_startup()
 
 import os
 import time

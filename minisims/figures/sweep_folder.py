@@ -19,7 +19,8 @@ import os
 import re
 
 from ..atomic import write_json
-from ..loops import Cell, LoopConfig, load_results, save_results
+from ..loops.loop import Cell, LoopConfig
+from ..loops.results import load_results, save_results
 
 SETTINGS = "sweep.json"
 _CELL_FILE = re.compile(r"(standard|sims)_ds[0-9]+_w[-+0-9.e]+\.npz")  # ours, and only ours

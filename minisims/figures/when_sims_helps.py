@@ -45,12 +45,13 @@ from .. import backend
 from ..cli_util import (Parser, add_preset, add_run_options, blas_limit, command_parser, fail,
                         float_list, from_dict, int_at_least, int_list, override, prepare_run,
                         run_command)
-from ..data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from ..data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from ..metrics import gaussian_w2_from_moments, moments
 from ..plots import gaussian_contours, pyplot, save_figure
 from ..sims import SIMSConfig, diverged_epoch, sample_sims, synthesize, train_aux, train_base
 from ..streams import Streams
-from .common import ToySizes, halves, read_npz, sims_config, write_npz, write_text
+from ..toy import ToySizes, sims_config
+from .common import halves, read_npz, write_npz, write_text
 from .common import replot as replot_run
 
 # R runs, F formulations, Bb base budgets, Ba aux budgets, W guidance values, D data dimension (2)

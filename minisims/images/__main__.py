@@ -1,7 +1,7 @@
 """``python -m minisims.images``: see minisims/images/cli.py."""
-from minisims import sigint
+from minisims.cli_util import during_startup
 
-sigint.during_startup()  # Ctrl-C while the imports below load: one line, exit 130
+during_startup()  # Ctrl-C while the imports below load: one line, exit 130
 from .cli import entry  # noqa: E402
 
 entry()

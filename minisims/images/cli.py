@@ -190,26 +190,27 @@ def _check_memory(prog, args, p):
 def _md5(args):
     value = getattr(args, "data_md5", "official")
     if value == "official":
-        from ..data import OFFICIAL_MD5
+        from ..data.cifar10 import OFFICIAL_MD5
         return OFFICIAL_MD5
     return None if value.lower() == "none" else value.lower()
 
 
 def _dispatch(args, p, outdir, prog) -> int:
-    from ..data import DataError
+    from . import pipeline, provenance
+    from ..data.images import DataError
     from ..features import FeaturesUnavailable
     from ..train import TrainingDiverged
-    from . import pipeline, provenance
     progress = not args.quiet
     try:
         if args.command in ("sims", "study"):
             kw = dict(features=args.features, md5=_md5(args), pngs=args.pngs, progress=progress,
                       resume=args.resume)
-            from . import study
             if args.command == "study":
-                study.run_study(p, args.data, outdir, args.base_budgets, args.train_seeds or [0, 1], **kw)
+                from .study import run_study
+                run_study(p, args.data, outdir, args.base_budgets, args.train_seeds or [0, 1], **kw)
             elif args.train_seeds:
-                study.run_seeds(p, args.data, outdir, args.train_seeds, **kw)
+                from .study import run_seeds
+                run_seeds(p, args.data, outdir, args.train_seeds, **kw)
             else:
                 pipeline.run_sims(p, args.data, outdir, args.seed, **kw)
         elif args.command == "train":
@@ -236,7 +237,7 @@ def _dispatch(args, p, outdir, prog) -> int:
                     p, w, seeds, provenance.digest(base_path), aux_digest if w != 0 else None))
                 print(f"{len(seeds)} images at w = {w:g} -> {folder}")
         elif args.command == "fd":
-            from ..data import load_images
+            from ..data.cifar10 import load_images
             from ..features import DEFAULT_FEATURES, fd_label, image_stats
             from ..metrics import fd_from_stats
             features = args.features or DEFAULT_FEATURES

@@ -33,17 +33,18 @@ from dataclasses import asdict
 
 import numpy as np
 
+from . import provenance
 from .. import backend, ops
 from ..atomic import atomic_write, write_json
 from ..checkpoint import checkpoint_groups, load_checkpoint
-from ..data import load_images, to_model, to_uint8
+from ..data.cifar10 import load_images
+from ..data.images import to_model, to_uint8
 from ..diffusion import EDM, EDMPrecond, VPPrecond
 from ..guidance import GuidanceInterval
-from ..nn import UNet
+from ..nn.unet import UNet
 from ..sims import SIMSRecipe, SYNTH_SEEDS_FROM, synthesize, train_aux, train_base
 from ..streams import derive_seed
 from ..train import TrainConfig
-from . import provenance
 from .presets import ImagePreset
 
 

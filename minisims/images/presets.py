@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..nn import UNetConfig
+from ..nn.unet import UNetConfig
 
 
 @dataclass(frozen=True)

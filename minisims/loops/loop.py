@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import backend
-from ..data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from ..data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from ..metrics import gaussian_w2_from_moments, moments
 from ..sims import SIMSConfig, fit_sims, synthesize, train_base
 from ..streams import Streams

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..guidance import GuidanceInterval
-from ..nn import MLPConfig
+from ..nn.mlp import MLPConfig
 from ..sims import SIMSConfig
 from .loop import Cell, LoopConfig, LoopResult
 

@@ -1,26 +1,12 @@
-"""Hand-written neural network layers: forward caches, backward mirrors.
+"""Hand-written neural network layers: forward caches, backward mirrors. Import each from its module:
 
-Toy: Linear, ReLU, SiLU, NoiseEmbedding, the MLP denoiser. Images: Conv2d, GroupNorm, resampling,
-Dropout, SelfAttention2d, ResBlock, the UNet. Optimisation: Adam, EMA.
+    layers.py     the Module contract; Linear, ReLU, SiLU, Sequential, NoiseEmbedding
+    mlp.py        MLPDenoiser, the 2D toy's network (mlp_fused.py: its GPU twin)
+    conv.py       Conv2d                      norm.py       GroupNorm (+ SiLU)
+    resample.py   Upsample2x, AvgPool2x       dropout.py    Dropout
+    attention.py  SelfAttention2d             blocks.py     ResBlock, Downsample, Upsample
+    unet.py       UNet, the image network
 
-Each name is imported from its module on first use, so that a program that needs a few of
-them (the 2D toy: the MLP, not the UNet) loads only those.
+Adam and the EMA of the weights live in minisims/train.py, beside the loop that uses them.
+This file imports nothing, so that the 2D toy loads the MLP and never the UNet.
 """
-from ..lazy import lazy_names
-
-_WHERE = {  # public name -> the module that defines it
-    "Module": "module",
-    "Linear": "layers", "ReLU": "layers", "SiLU": "layers", "Sequential": "layers",
-    "NoiseEmbedding": "embedding",
-    "MLPConfig": "mlp", "MLPDenoiser": "mlp",
-    "Adam": "optim", "EMA": "optim",
-    "Conv2d": "conv",
-    "GroupNorm": "norm",
-    "Upsample2x": "resample", "AvgPool2x": "resample",
-    "Dropout": "dropout",
-    "SelfAttention2d": "attention",
-    "ResBlock": "blocks", "Downsample": "blocks", "Upsample": "blocks",
-    "UNet": "unet", "UNetConfig": "unet",
-}
-__all__ = list(_WHERE)
-__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -27,7 +27,7 @@ import numpy as np
 from .. import backend
 from ..ops import bmm, softmax, softmax_backward
 from .conv import Conv2d
-from .module import Module
+from .layers import Module
 from .norm import GroupNorm
 
 

@@ -23,8 +23,7 @@ from .. import backend
 from .attention import SelfAttention2d
 from .conv import Conv2d
 from .dropout import Dropout
-from .layers import Linear
-from .module import Module
+from .layers import Linear, Module
 from .norm import GroupNorm
 from .resample import AvgPool2x, Upsample2x
 

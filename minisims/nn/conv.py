@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .. import backend, ops
-from .module import Module
+from .layers import Module
 
 
 def uniform_init(rng, shape, bound: float, dtype):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .module import Module
+from .layers import Module
 
 
 class Dropout(Module):

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
-from .embedding import NoiseEmbedding
-from .layers import Linear, ReLU, Sequential, SiLU
-from .module import Module
+from .layers import Linear, Module, NoiseEmbedding, ReLU, Sequential, SiLU
 
 
 @dataclass

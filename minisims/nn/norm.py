@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, ops
-from .module import Module
+from .layers import Module
 
 
 def num_groups_for(channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> int:

@@ -2,7 +2,7 @@
 
 # N batch, C channels, H W input size
 Both are linear maps with no parameters, so each backward is the transposed map (returned as a
-1-tuple ``(dx,)``, the rule in :mod:`minisims.nn.module`):
+1-tuple ``(dx,)``, the rule in :mod:`minisims.nn.layers`):
 
 - ``Upsample2x`` (nearest): every pixel becomes a 2x2 block; backward sums each 2x2 block of dy.
 - ``AvgPool2x``: every 2x2 block becomes its mean; backward spreads dy / 4 over the block.
@@ -18,7 +18,7 @@ was up to 18x slower at the UNet's shapes and most of the CPU UNet's resampling 
 from __future__ import annotations
 
 from .. import backend
-from .module import Module
+from .layers import Module
 
 
 def _block_sums(a):

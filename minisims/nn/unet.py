@@ -29,9 +29,7 @@ from .. import backend
 from .blocks import Downsample, ResBlock, Upsample, concat_channels
 from .conv import Conv2d
 from .dropout import dropouts, set_dropout
-from .embedding import NoiseEmbedding
-from .layers import Linear, SiLU
-from .module import Module
+from .layers import Linear, Module, NoiseEmbedding, SiLU
 from .norm import GroupNorm, num_groups_for
 
 

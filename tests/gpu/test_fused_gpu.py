@@ -131,11 +131,10 @@ def test_unet_training_step_fused_vs_unfused_on_gpu():
     to float32 reordering; the weights within atol 1e-3 (Adam turns gradient entries at the noise
     level into steps of up to lr = 1e-2 times their relative difference; see
     tests/test_kernels_fused.py)."""
-    from minisims import backend
+    from minisims import backend, ops
     from minisims.diffusion import EDM, EDMPrecond
-    from minisims import ops
-    from minisims.nn.optim import EMA, Adam
     from minisims.nn.unet import UNet, UNetConfig
+    from minisims.train import Adam, EMA
     backend.use_device("gpu")
     try:
         out = {}

@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from minisims import backend
-from minisims import train as train_module
+from minisims import backend, train as train_module
 from minisims.diffusion import EDM, EDMPrecond
-from minisims.nn import UNet, UNetConfig
+from minisims.nn.unet import UNet, UNetConfig
 from minisims.sims import SIMSRecipe, synthesize
 from minisims.train import TrainConfig, train
 
@@ -53,8 +52,8 @@ def test_tiny_preset_end_to_end_on_the_gpu(gpu, tmp_path):
     import sys
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent.parent))
     from cifar_like import make_cifar_like
-    from minisims.images import PRESETS
     from minisims.images.pipeline import run_sims
+    from minisims.images.presets import PRESETS
     archive = make_cifar_like(str(tmp_path / "data")).archive
     res = run_sims(PRESETS["tiny"], str(archive), str(tmp_path / "out"), md5=None, progress=False,
                    log=lambda *a: None)

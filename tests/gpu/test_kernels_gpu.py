@@ -186,7 +186,7 @@ def test_fused_sampler_on_gpu_equals_edm_sampler(cp, monkeypatch):
     """minisims.ops fuses the Heun step on CuPy arrays; with the fast paths off the sampler runs
     the seam's own lines: the same samples, bit for bit."""
     from minisims import ops
-    from minisims.diffusion.samplers import edm_sampler
+    from minisims.diffusion import edm_sampler
     from minisims.guidance import Guidance, GuidanceInterval
 
     def fused_edm_sampler(*args, **kw):

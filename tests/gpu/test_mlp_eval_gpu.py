@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from minisims import backend, ops
-from minisims.nn.mlp_fused import spec
 from minisims.gradcheck import assert_close
+from minisims.nn.mlp_fused import spec
 
 pytestmark = pytest.mark.skipif(not backend.gpu_available(), reason="needs CuPy and a GPU")
 
@@ -27,7 +27,7 @@ TOL = 1e-5  # times max|reference|
 
 def _net(cp, cfg, rng, ensemble, gain=1.5):
     """An MLP on the GPU with random weights (not its init)."""
-    from minisims.nn import Linear
+    from minisims.nn.layers import Linear
     from minisims.nn.mlp_fused import FusedMLPDenoiser
     net = FusedMLPDenoiser(cfg, rng, ensemble=ensemble)
     for m in net.modules():
@@ -48,7 +48,7 @@ def _close(name, mine, ref, tol=TOL):
                                     dict(embedding="fourier")])
 @pytest.mark.parametrize("R,N", [(1, 37), (3, 300), (256, 2000)])
 def test_fused_evaluation_matches_forward(gpu, cfg_kw, R, N):
-    from minisims.nn import MLPConfig
+    from minisims.nn.mlp import MLPConfig
     cp, rng = gpu, np.random.default_rng(R + N)
     cfg = MLPConfig(**cfg_kw)
     for ensemble in (R, None) if R == 1 else (R,):
@@ -68,7 +68,8 @@ def test_fused_evaluation_matches_forward(gpu, cfg_kw, R, N):
                                              embedding="fourier", num_freqs=3)])
 def test_both_versions_match_forward(gpu, impl, cfg_kw):
     from minisims.kernels import mlp_eval
-    from minisims.nn import Linear, MLPConfig
+    from minisims.nn.layers import Linear
+    from minisims.nn.mlp import MLPConfig
     cp, rng = gpu, np.random.default_rng(17)
     cfg = MLPConfig(**cfg_kw)
     net = _net(cp, cfg, rng, 64)
@@ -81,7 +82,7 @@ def test_both_versions_match_forward(gpu, impl, cfg_kw):
 
 
 def test_fused_evaluation_does_not_synchronise(gpu, no_sync):
-    from minisims.nn import MLPConfig
+    from minisims.nn.mlp import MLPConfig
     cp, rng = gpu, np.random.default_rng(0)
     net = _net(cp, MLPConfig(), rng, 4)
     fused = net.sampling_forward()
@@ -94,7 +95,7 @@ def test_fused_evaluation_does_not_synchronise(gpu, no_sync):
 @pytest.mark.parametrize("form", ["ddpm", "edm"])
 def test_fused_sampler_matches_unfused_and_keeps_the_endpoints(gpu, monkeypatch, form):
     from minisims.diffusion import DDPM, EDM, EDMPrecond
-    from minisims.nn import MLPConfig
+    from minisims.nn.mlp import MLPConfig
     cp, rng = gpu, np.random.default_rng(3)
     f = DDPM(T=40) if form == "ddpm" else EDM(precond=EDMPrecond(1.4), num_steps=16)
     base, aux = _net(cp, MLPConfig(), rng, 8, gain=1.0), _net(cp, MLPConfig(), rng, 8, gain=1.0)

@@ -64,7 +64,7 @@ def test_kernels_match_the_reference(gpu, spec_kw, R, N):
 @pytest.mark.parametrize("ensemble", [6, None])
 def test_training_fused_matches_training_layer_by_layer(gpu, monkeypatch, ensemble):
     from minisims.diffusion import DDPM
-    from minisims.nn import MLPConfig, MLPDenoiser
+    from minisims.nn.mlp import MLPConfig, MLPDenoiser
     from minisims.nn.mlp_fused import FusedMLPDenoiser, linears
     from minisims.train import TrainConfig, train
     cp = gpu
@@ -86,7 +86,7 @@ def test_training_fused_matches_training_layer_by_layer(gpu, monkeypatch, ensemb
 
 def test_fused_training_step_does_not_synchronise(gpu, no_sync, monkeypatch):
     monkeypatch.setattr(ops, "FUSE_MLP_TRAIN", True)  # opt-in
-    from minisims.nn import MLPConfig
+    from minisims.nn.mlp import MLPConfig
     from minisims.nn.mlp_fused import FusedMLPDenoiser
     cp, rng = gpu, np.random.default_rng(0)
     net = FusedMLPDenoiser(MLPConfig(), rng, ensemble=4)

@@ -18,9 +18,9 @@ import pytest
 from minisims import backend
 from minisims.diffusion import EDM, EDMPrecond
 from minisims.gradcheck import assert_close
-from minisims.nn.optim import Adam
 from minisims.nn.unet import UNet, UNetConfig
 from minisims.shared_encoder import SharedEncoderPair
+from minisims.train import Adam
 
 pytestmark = pytest.mark.skipif(not backend.gpu_available(), reason="needs CuPy and a GPU")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from minisims import toy
 from minisims.backend import blas_threads
-from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from minisims.data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from minisims.diffusion import DDPM, ddpm_betas
 from minisims.metrics import gaussian_w2, gaussian_w2_from_moments
 from minisims.sims import SIMSConfig, sample_sims, synthesize, train_aux, train_base

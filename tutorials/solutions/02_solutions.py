@@ -19,10 +19,10 @@ from dataclasses import replace
 import numpy as np
 
 from minisims.backend import blas_threads
-from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
-from minisims.loops import Cell, LoopConfig, run_loop_chunk
+from minisims.data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from minisims.loops.loop import Cell, LoopConfig, run_loop_chunk
 from minisims.metrics import gaussian_w2_from_moments, moments
-from minisims.nn import MLPConfig
+from minisims.nn.mlp import MLPConfig
 from minisims.sims import SIMSConfig
 
 FAST = os.environ.get("MINISIMS_TUTORIAL_FAST") == "1"

@@ -18,8 +18,7 @@ import tempfile
 import numpy as np
 
 from minisims import backend
-from minisims.diffusion import EDM, EDMPrecond, VPPrecond
-from minisims.diffusion.loss import edm_loss
+from minisims.diffusion import EDM, EDMPrecond, VPPrecond, edm_loss
 from minisims.gradcheck import assert_close
 from minisims.kernels._conv2d_common import out_size, parity_classes
 from minisims.kernels.conv2d import (conv2d_backward_input, conv2d_backward_input_reference,

@@ -30,10 +30,10 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 from minisims import backend, ops
-from minisims.data import to_model
+from minisims.data.images import to_model
 from minisims.features import image_stats
-from minisims.images import PRESETS
 from minisims.images.pipeline import make_recipe, sample_images
+from minisims.images.presets import PRESETS
 from minisims.metrics import fd_from_stats
 from minisims.nn.unet import UNet
 from minisims.shared_encoder import SharedEncoderPair

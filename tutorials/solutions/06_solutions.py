@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 from minisims.backend import blas_threads
-from minisims.data import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
+from minisims.data.toy import GAUSSIAN_COV, GAUSSIAN_MEAN, sample_gaussian
 from minisims.figures import when_sims_helps as wsh
 from minisims.metrics import gaussian_w2, moments
 from minisims.sims import synthesize, train_aux, train_base
