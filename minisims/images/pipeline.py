@@ -410,7 +410,8 @@ def run_sims(p: ImagePreset, data, outdir: str, seed: int = 0, features: str | N
         f.write(table + "\n")
     fd_heatmap(np.array([[fd[b][w] for w in p.omegas] for b in p.aux_budgets]), list(p.aux_budgets),
                list(p.omegas), os.path.join(outdir, "fd_heatmap.png"), base_fd=base_fd, label=label,
-               title=f"SIMS on {p.resolution}x{p.resolution} images, preset {p.name}, seed {seed}")
+               title=f"SIMS on {p.resolution}x{p.resolution} images, preset {p.name}, training seed "
+                     f"{seed}, on the validation seeds")
     log(table)
     return results
 
