@@ -97,8 +97,8 @@ class RunGenerator:
     draw's n-th call for run r is word p % 4 of Philox4x32-10 (:func:`minisims.ops.philox4x32`) at
     the counter (p // 4, n, r, 0) under the stream's 64-bit key. The numbers of run r therefore
     depend on the key, r and the sequence of draw shapes alone (the same in every chunk, since all
-    runs of a job step together), never on the other runs. Answers what the library asks of a generator:
-    ``standard_normal``, ``random``, ``integers``.
+    runs of a job step together), never on the other runs. Answers what the library asks of a
+    generator: ``standard_normal``, ``random``, ``integers``.
 
     Conversions: ``random`` takes 53 bits per double (two words, NumPy's recipe) and 24 per float32;
     ``standard_normal`` is Box-Muller on 53-bit doubles, computed in float64 and then cast (so the

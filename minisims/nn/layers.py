@@ -82,8 +82,6 @@ class Module:
         converted onto the parameter's device before the first parameter changes, so a failed load
         (a ValueError naming every problem) leaves the model exactly as it was.
         """
-        import numpy as np
-
         own = {name: (mod, k) for name, mod, k in self.named_parameters()}
         missing, extra = own.keys() - state.keys(), state.keys() - own.keys()
         if missing or extra:
