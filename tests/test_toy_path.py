@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = """
 import json, runpy, sys
@@ -34,3 +36,24 @@ def test_the_toy_imports_only_the_2d_experiment(tmp_path):
     # no fast path at all: the per-run streams' words are ops.philox_words' array code on NumPy
     assert not [m for m in loaded if m.startswith(("minisims.kernels", "kernels"))], sorted(loaded)
     assert "numba" not in json.loads(out.strip().splitlines()[-2]), "the toy imported numba"
+
+
+def test_a_reader_of_the_toy_follows_fifteen_files(tmp_path):
+    """The issue's measure (benchmarks/reading_path.py, coverage.py): the files of minisims/ and
+    kernels/ a toy run executes. With progress bars and the figure (no --quiet, no --no-plot) it is
+    two more: progress.py and plots.py."""
+    pytest.importorskip("coverage")
+    tiny = ["--runs", "2", "--base-epochs", "3", "--aux-epochs", "2", "--n-real", "60",
+            "--n-synth", "50", "--n-eval", "80", "--outdir", str(tmp_path)]
+    counts = {}
+    for extra in (["--quiet", "--no-plot"], []):
+        out = subprocess.run([sys.executable, "benchmarks/reading_path.py", "--json", "--", "-m",
+                              "minisims.toy", *tiny, *extra], capture_output=True, text=True,
+                             cwd=ROOT, timeout=300, check=True).stdout
+        counts[len(extra)] = json.loads(out)["per_file"]
+    quiet, full = counts[2], counts[0]
+    assert len(quiet) <= 15, sorted(quiet)
+    assert not [f for f in quiet if not f.startswith("minisims/")], sorted(quiet)  # no kernel
+    assert {"minisims/toy.py", "minisims/sims.py", "minisims/diffusion.py", "minisims/guidance.py",
+            "minisims/nn/mlp.py", "minisims/train.py"} <= set(quiet)
+    assert set(full) - set(quiet) == {"minisims/progress.py", "minisims/plots.py"}, sorted(full)
