@@ -42,7 +42,7 @@ def reading_path(command: list[str]) -> dict[str, int]:
         files = json.loads(Path(report).read_text())["files"]
     counts = {}
     for name, entry in files.items():
-        path = Path(name).resolve().relative_to(ROOT).as_posix()
+        path = (ROOT / name).resolve().relative_to(ROOT).as_posix()  # names are relative to ROOT
         if entry["summary"]["covered_lines"] > 0:
             counts[path] = entry["summary"]["covered_lines"]
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
