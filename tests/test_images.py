@@ -283,6 +283,20 @@ def test_train_seeds_summarise_over_seeds_and_a_study_over_base_budgets(cifar, t
     assert 0 <= fo["agree"] <= fo["cells"]
 
 
+@pytest.mark.parametrize("omegas, checked", [("0.5,1", False), ("-1,1", True)])
+def test_a_study_without_w_0_or_w_minus_1_in_its_grid(cifar, tmp_path, omegas, checked):
+    """The first-order check needs the aux alone (w = -1): a grid without it says so in the
+    study, and one without w = 0 (the base, always sampled) still has its prediction there."""
+    out = str(tmp_path / "study")
+    r = run("study", "--data", cifar.archive, "--data-md5", "none", "--preset", "tiny", "--outdir", out,
+            "--quiet", "--omegas", omegas, "--base-budgets", "64", "--train-seeds", "0")
+    assert r.returncode == 0, r.stderr
+    study = json.load(open(os.path.join(out, "study.json")))
+    text = open(os.path.join(out, "study.md")).read()
+    assert (study["first_order"]["cells"] > 0) == checked
+    assert ("not checked, as no run sampled w = -1" in text) != checked
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sims", "--seed", "3", "--train-seeds", "0,1"], "not both"),
     (["study", "--seed", "3"], "not both"),

@@ -449,7 +449,7 @@ def _first_order(base_feats, aux_feats, ref, omegas) -> dict:
     delta_aux = np.concatenate([mu_a - mu_b, (S_a - S_b).ravel()])  # D + D*D
     norm = float(np.linalg.norm(delta) * np.linalg.norm(delta_aux))
     predicted = {}
-    for w in omegas:
+    for w in sorted({float(w) for w in omegas} | {0.0}):  # w = 0, the base, is what a change is from
         S = S_b - w * (S_a - S_b)  # D,D
         ev, V = np.linalg.eigh((S + S.T) / 2)
         S = (V * np.clip(ev, 0, None)) @ V.T

@@ -199,12 +199,16 @@ def study_table(p: ImagePreset, st: dict) -> str:
         lines.append(f"| {nb:,} | {_pm(s['base_validation'])} | {_pm(s['base_test'])} | "
                      f"({int(b):,}, {float(w):g}) | {_pm(guided[best])} | {below} of {len(guided) * n} | "
                      f"{s['beats']} of {s['tested']} ({s['beats_2se']} by > 2 SE) | {gain} |")
-    fo = st["first_order"]
+    check = st["first_order"]
+    if not check["cells"]:
+        lines += ["", "First order (docs/when_sims_helps.md): not checked, as no run sampled w = -1 "
+                  "(the aux alone), whose move from the base it needs."]
+        return "\n".join(lines)
     lines += ["", f"First order (docs/when_sims_helps.md, in feature space): moving the base's feature "
               f"mean and covariance by -w times the aux's move from the base predicts on which side of "
-              f"the base a guided cell falls in {fo['agree']} of {fo['cells']} (base budget, seed, B, "
-              f"w > 0) cells; predicted and measured changes of {label} correlate at "
-              + ("n/a" if fo["correlation"] is None else f"{fo['correlation']:.2f}") + ".", "",
+              f"the base a guided cell falls in {check['agree']} of {check['cells']} (base budget, seed, "
+              f"B, w > 0) cells; predicted and measured changes of {label} correlate at "
+              + ("n/a" if check["correlation"] is None else f"{check['correlation']:.2f}") + ".", "",
               "Each run's chosen cell against the first-order picture: cos(Delta, Delta') at the chosen "
               "B (the aux's move from the base, along the base's own error: near 1, SIMS can cancel "
               "it), w* = <Delta, Delta'> / <Delta', Delta'>, and the gain on the test seeds:", "",
