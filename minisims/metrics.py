@@ -112,9 +112,9 @@ def fd_bootstrap(feature_sets, mu_ref, sigma_ref, rng, reps: int = 100):
     for r in range(reps):
         idx = rng.integers(0, n, size=n)  # n: the resampled seeds, shared by every set
         for k, (f, y) in enumerate(zip(sets, rooted)):
-            x = f[idx]  # n,D
+            x, yi = f[idx], y[idx]  # n,D each
             mu = x.mean(axis=0)  # D
-            yc = y[idx] - y[idx].mean(axis=0)  # n,D: (x - mu) sigma_ref^(1/2)
+            yc = yi - yi.mean(axis=0)  # n,D: (x - mu) sigma_ref^(1/2)
             # Tr((S sigma_ref)^(1/2)) = sum of sqrt(eig(yc^T yc / (n-1))), whose nonzero
             # eigenvalues are those of the smaller Gram matrix yc yc^T / (n-1) when n < D
             gram = yc @ yc.T if n < yc.shape[1] else yc.T @ yc  # min(n,D) square

@@ -172,8 +172,8 @@ def summary_table(cfg, results, n_synth, inf_from, squared: bool) -> tuple[list[
     rows.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in n_synth:
         cells = {c: r for c, r in results.items() if c.n_synth == n}
-        sims = {c.w: converged_ratio(r, cfg.mean, cfg.cov, squared, inf_from)
-                for c, r in cells.items() if c.method == "sims"}
+        sims_res = {c.w: r for c, r in cells.items() if c.method == "sims"}  # one cell per w
+        sims = {w: converged_ratio(r, cfg.mean, cfg.cov, squared, inf_from) for w, r in sims_res.items()}
         std_res = [r for c, r in cells.items() if c.method == "standard"]
         if not sims or not std_res:  # e.g. --replot of a file from a run without SIMS cells
             data[n] = None
@@ -183,7 +183,7 @@ def summary_table(cfg, results, n_synth, inf_from, squared: bool) -> tuple[list[
         std_res = std_res[0]
         std = converged_ratio(std_res, cfg.mean, cfg.cov, squared, inf_from)
         w_best = min(sims, key=sims.get)
-        best = [r for c, r in cells.items() if c.method == "sims" and c.w == w_best][0]
+        best = sims_res[w_best]
         d_inf = best.distance(cfg.mean, cfg.cov, squared).mean(axis=0)[inf_from - 1:].mean()
         vs_base = float(d_inf / std_res.distance(cfg.mean, cfg.cov, squared).mean(axis=0)[0])
         se_sims = bootstrap_se(best, cfg, squared, inf_from)
@@ -191,10 +191,10 @@ def summary_table(cfg, results, n_synth, inf_from, squared: bool) -> tuple[list[
         choose, report = halves(best.mu.shape[0])
         held = {"w": None, "ratio": None, "se": None}
         if choose and report:
-            ratio_on = {c.w: converged_ratio(r, cfg.mean, cfg.cov, squared, inf_from, runs=choose)
-                        for c, r in cells.items() if c.method == "sims"}
+            ratio_on = {w: converged_ratio(r, cfg.mean, cfg.cov, squared, inf_from, runs=choose)
+                        for w, r in sims_res.items()}
             w_held = min(ratio_on, key=ratio_on.get)
-            r_held = [r for c, r in cells.items() if c.method == "sims" and c.w == w_held][0]
+            r_held = sims_res[w_held]
             held = {"w": w_held, "ratio": converged_ratio(r_held, cfg.mean, cfg.cov, squared, inf_from,
                                                           runs=report),
                     "se": bootstrap_se(r_held, cfg, squared, inf_from, runs=report)}
